@@ -1,0 +1,44 @@
+# Two commands: `make run` (set up and launch the app) and `make test` (set up and run every test).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: run test setup setup-test browser bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# Torch goes first so that qwen-tts resolves against the pinned build.
+$(VENV)/.app-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install torch==2.9.1 torchaudio==2.9.1
+	$(BIN)/pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.test-installed: requirements-test.txt $(VENV)/.app-installed
+	$(BIN)/pip install -r requirements-test.txt
+	touch $@
+
+setup: $(VENV)/.app-installed
+
+setup-test: $(VENV)/.test-installed browser
+
+# Browser tests drive the system Chromium through Playwright.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "Installing Debian's chromium for the browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); }
+
+run: setup
+	$(BIN)/python app.py $(ARGS)
+
+test: setup-test
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: setup
+	$(BIN)/python bench/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV)

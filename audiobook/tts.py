@@ -1,0 +1,340 @@
+"""Qwen3-TTS: which checkpoint serves which job, loading one model at a time, batched generation."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import AudiobookError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+FRAME_RATE = 12.5  # codec frames per second of the 12 Hz tokenizer
+
+# Jobs, in the user's words: which model does what (see DESIGN.md).
+DESIGN, CLONE, PRESET = "design", "clone", "preset"
+_JOB_KIND = {DESIGN: "VoiceDesign", CLONE: "Base", PRESET: "CustomVoice"}
+_JOB_MODEL_TYPE = {DESIGN: "voice_design", CLONE: "base", PRESET: "custom_voice"}
+
+LANGUAGES = {
+    "en": "English", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "de": "German",
+    "fr": "French", "ru": "Russian", "pt": "Portuguese", "es": "Spanish", "it": "Italian",
+}
+
+
+def checkpoint_name(job: str, model_size: str) -> str:
+    """Folder name of the released checkpoint for a job; voice design only exists at 1.7B."""
+    if job not in _JOB_KIND:
+        raise ValueError(f"unknown job {job!r}")
+    size = "1.7B" if job == DESIGN else model_size
+    return f"Qwen3-TTS-12Hz-{size}-{_JOB_KIND[job]}"
+
+
+def hub_id(job: str, model_size: str) -> str:
+    return f"Qwen/{checkpoint_name(job, model_size)}"
+
+
+def resolve_checkpoint(job: str, model_size: str, models_dir: str | os.PathLike | None) -> str:
+    """A local folder under ``models_dir`` when it holds the checkpoint, else the Hugging Face id."""
+    if models_dir:
+        local = Path(models_dir).expanduser() / checkpoint_name(job, model_size)
+        if (local / "config.json").is_file():
+            return str(local)
+    return hub_id(job, model_size)
+
+
+def missing_model_message(job: str, model_size: str, models_dir: str | None) -> str:
+    name = checkpoint_name(job, model_size)
+    where = f" in the models folder {models_dir}" if models_dir else ""
+    return (
+        f"The model {hub_id(job, model_size)} is not on this computer{where} and could not be downloaded; "
+        f"connect to the internet once, or run `huggingface-cli download {hub_id(job, model_size)} "
+        f"--local-dir <models folder>/{name}` and set the models folder in Advanced Settings."
+    )
+
+
+def language_name(code_or_name: str | None, supported: list[str] | None = None) -> str:
+    """Map 'en'/'English'/'auto' to the model's language name; unknown languages fall back to Auto."""
+    if not code_or_name or code_or_name.lower() == "auto":
+        return "Auto"
+    name = LANGUAGES.get(code_or_name.lower().split("-")[0], code_or_name)
+    if supported is not None and name.lower() not in {s.lower() for s in supported}:
+        return "Auto"
+    return name.capitalize() if name.islower() else name
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA (or other accelerator) out-of-memory error."""
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except Exception:  # pragma: no cover - torch always present in the app
+        pass
+    return isinstance(exc, (RuntimeError, MemoryError)) and "out of memory" in str(exc).lower()
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What changes the audio of a chunk besides its text and voice."""
+
+    max_new_tokens: int = 4096
+    do_sample: bool = True
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    seed: int = 1234
+
+    @classmethod
+    def from_settings(cls, s) -> "GenerationOptions":
+        return cls(s.max_new_tokens, s.do_sample, s.temperature, s.top_k, s.top_p, s.repetition_penalty, s.seed)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the qwen_tts generate_* calls (talker and sub-talker alike)."""
+        return dict(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            subtalker_dosample=self.do_sample,
+            subtalker_temperature=self.temperature,
+            subtalker_top_k=self.top_k,
+            subtalker_top_p=self.top_p,
+        )
+
+
+@dataclass(frozen=True)
+class Narrator:
+    """Who speaks a render: a built-in speaker (preset) or a cloned reference clip (clone).
+
+    Designed voices narrate as clones of their saved reference clip and its known text.
+    """
+
+    kind: str  # PRESET or CLONE
+    speaker: str = ""
+    instruct: str = ""
+    ref_audio: str = ""  # path to the reference wav
+    ref_text: str = ""
+    x_vector_only: bool = False
+    name: str = ""
+
+    @property
+    def job(self) -> str:
+        return PRESET if self.kind == PRESET else CLONE
+
+    def identity(self) -> dict[str, Any]:
+        """What about this narrator changes the audio (for cache keys)."""
+        d = {"kind": self.kind, "speaker": self.speaker.lower(), "instruct": self.instruct,
+             "ref_text": self.ref_text, "x_vector_only": self.x_vector_only}
+        if self.ref_audio:
+            d["ref_audio_sha1"] = _file_sha1(self.ref_audio)
+        return d
+
+
+def _file_sha1(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    job: str
+    source: str
+    model: Any  # qwen_tts.Qwen3TTSModel
+
+
+@dataclass
+class TTS:
+    """Owns the one resident Qwen3-TTS model and turns lists of texts into lists of wavs.
+
+    ``settings`` is an ``audiobook.settings.Settings``. Models load lazily on first use and
+    switching jobs unloads the previous model to free memory.
+    """
+
+    settings: Any
+    loaded: LoadedModel | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # Called with (job, source) after each load; lets tests and the status line observe loads.
+    on_load: Callable[[str, str], None] | None = None
+
+    # ---- device and loading ---------------------------------------------------------
+
+    def device(self) -> str:
+        import torch
+
+        wanted = self.settings.device
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise AudiobookError("The device setting is 'cuda' but no CUDA GPU is available; choose 'auto' or 'cpu'.")
+        if wanted == "auto":
+            return "cuda:0" if torch.cuda.is_available() else "cpu"
+        return "cuda:0" if wanted == "cuda" else "cpu"
+
+    def dtype(self):
+        import torch
+
+        if self.settings.dtype != "auto":
+            return getattr(torch, self.settings.dtype)
+        device = self.device()
+        if device.startswith("cuda"):
+            major, _ = torch.cuda.get_device_capability(0)
+            return torch.bfloat16 if major >= 8 else torch.float16
+        return torch.float32
+
+    def attention(self) -> str:
+        mode = self.settings.attention_mode
+        if mode == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise AudiobookError("Attention 'flash_attention_2' needs the flash-attn package, which is not installed; use 'sdpa'.")
+        return mode
+
+    def model(self, job: str):
+        """The qwen_tts model for ``job``, loading it (and unloading any other) when needed."""
+        with self._lock:
+            source = resolve_checkpoint(job, self.settings.model_size, self.settings.models_dir)
+            if self.loaded and self.loaded.job == job and self.loaded.source == source:
+                return self.loaded.model
+            self.unload()
+            model = self._load(job, source)
+            self.loaded = LoadedModel(job, source, model)
+            if self.on_load:
+                self.on_load(job, source)
+            return model
+
+    def _load(self, job: str, source: str):
+        import torch
+        from qwen_tts import Qwen3TTSModel
+
+        log.info("Loading %s on %s", source, self.device())
+        kwargs = dict(device_map=self.device(), dtype=self.dtype(), attn_implementation=self.attention())
+        try:
+            model = Qwen3TTSModel.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as e:
+            if not Path(source).is_dir():
+                raise AudiobookError(missing_model_message(job, self.settings.model_size, self.settings.models_dir)) from None
+            raise AudiobookError(f"The model folder {source} could not be loaded ({e}); download it again.") from None
+        except Exception as e:
+            if "offline" in str(e).lower() or "connect" in str(e).lower():
+                raise AudiobookError(missing_model_message(job, self.settings.model_size, self.settings.models_dir)) from None
+            raise
+        got = getattr(model.model, "tts_model_type", None)
+        if got != _JOB_MODEL_TYPE[job]:
+            raise AudiobookError(f"The model at {source} is a '{got}' model, but {job} needs a '{_JOB_MODEL_TYPE[job]}' model.")
+        torch.set_grad_enabled(False)
+        return model
+
+    def unload(self) -> None:
+        with self._lock:
+            if self.loaded is None:
+                return
+            self.loaded = None
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except Exception:  # pragma: no cover
+                pass
+
+    def status(self) -> dict[str, Any]:
+        """Device, loaded model and GPU memory, for the status line."""
+        import torch
+
+        info: dict[str, Any] = {"device": self.device(), "model": self.loaded.source if self.loaded else None}
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            info["gpu_name"] = torch.cuda.get_device_name(0)
+            info["gpu_used_mb"] = (total - free) / 2**20
+            info["gpu_total_mb"] = total / 2**20
+        return info
+
+    # ---- what the models offer --------------------------------------------------------
+
+    def speakers(self) -> list[str]:
+        return list(self.model(PRESET).get_supported_speakers() or [])
+
+    def languages(self, job: str = PRESET) -> list[str]:
+        return list(self.model(job).get_supported_languages() or [])
+
+    def supports_instruct(self) -> bool:
+        """Built-in speakers take a style instruction only on the 1.7B CustomVoice model."""
+        return self.settings.model_size == "1.7B"
+
+    # ---- generation -------------------------------------------------------------------
+
+    def _lang(self, model, language: str | None, n: int) -> list[str]:
+        return [language_name(language, model.get_supported_languages())] * n
+
+    def design(self, texts: list[str], instruct: str, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
+        """Speak ``texts`` in a voice described by ``instruct`` (VoiceDesign model)."""
+        model = self.model(DESIGN)
+        _seed(opts.seed)
+        wavs, _ = model.generate_voice_design(
+            text=list(texts), instruct=[instruct] * len(texts), language=self._lang(model, language, len(texts)),
+            **opts.generate_kwargs(),
+        )
+        return [np.asarray(w, dtype=np.float32) for w in wavs]
+
+    def clone_prompt(self, ref_audio: str | tuple, ref_text: str = "", x_vector_only: bool = False):
+        """The Base model's clone prompt (speaker embedding, and reference codes in ICL mode)."""
+        model = self.model(CLONE)
+        if not x_vector_only and not ref_text.strip():
+            raise AudiobookError("Cloning with the reference clip's words needs its transcript; type it, or turn on x-vector-only mode.")
+        items = model.create_voice_clone_prompt(ref_audio=ref_audio, ref_text=ref_text or None, x_vector_only_mode=x_vector_only)
+        return items[0]
+
+    def clone(self, texts: list[str], prompt, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
+        """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused."""
+        model = self.model(CLONE)
+        _seed(opts.seed)
+        wavs, _ = model.generate_voice_clone(
+            text=list(texts), language=self._lang(model, language, len(texts)),
+            voice_clone_prompt=[prompt] * len(texts), non_streaming_mode=True, **opts.generate_kwargs(),
+        )
+        return [np.asarray(w, dtype=np.float32) for w in wavs]
+
+    def preset(self, texts: list[str], speaker: str, instruct: str, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
+        """Speak ``texts`` with a built-in CustomVoice speaker."""
+        model = self.model(PRESET)
+        known = model.get_supported_speakers() or []
+        if known and speaker.lower() not in known:
+            raise AudiobookError(f"There is no built-in speaker called '{speaker}'; choose one of: {', '.join(sorted(known))}.")
+        _seed(opts.seed)
+        wavs, _ = model.generate_custom_voice(
+            text=list(texts), speaker=speaker, language=self._lang(model, language, len(texts)),
+            instruct=instruct or None, **opts.generate_kwargs(),
+        )
+        return [np.asarray(w, dtype=np.float32) for w in wavs]
+
+    def narrate(self, narrator: Narrator, texts: list[str], language: str | None, opts: GenerationOptions, prompt=None) -> list[np.ndarray]:
+        """One batched call: one wav per text, in input order. ``prompt`` is the cached clone prompt."""
+        if narrator.kind == PRESET:
+            return self.preset(texts, narrator.speaker, narrator.instruct, language, opts)
+        if prompt is None:
+            prompt = self.clone_prompt(narrator.ref_audio, narrator.ref_text, narrator.x_vector_only)
+        return self.clone(texts, prompt, language, opts)
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(int(seed))
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(int(seed))
