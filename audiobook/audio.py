@@ -1,18 +1,49 @@
-"""Joining chunk audio into chapters, with pauses, and writing audio files."""
+"""Joining chunk audio into chapters and books: pauses, loudness, export (wav, flac, mp3, m4b, srt).
+
+Everything long is streamed: a chapter is joined into a raw temporary file block by block
+while its loudness is measured, then ffmpeg applies the gain and encodes it; the book is
+piped chapter by chapter into one ffmpeg that writes the m4b (and the optional mp3).
+Memory therefore stays flat however long the book is.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import subprocess
 import tempfile
-from dataclasses import dataclass
+import textwrap
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import lfilter, resample_poly
 
 from .errors import AudiobookError
 
 SAMPLE_RATE = 24000  # Qwen3-TTS 12 Hz tokenizer output rate
+
+TRIM_MARGIN_MS = 40  # silence kept before and after the speech of each chunk
+TRIM_FLOOR_DB = -60.0  # below this a 10 ms frame is always silence
+TRIM_RANGE_DB = 40.0  # ...and so is anything this far below the chunk's loudest frame
+FADE_MS = 5  # fade at every join, long enough to hide a click, too short to hear
+LIMITER_HEADROOM_DB = 1.0  # the sample-peak limiter sits this far under the true-peak ceiling
+AAC_BITRATE = "64k"  # mono speech: transparent enough, about 29 MB per hour
+MP3_BITRATE = "64k"
+BLOCK_SAMPLES = 1 << 18  # about 11 s at 24 kHz: the unit of streaming work
+CHAPTER_FORMATS = {  # format -> (file extension, ffmpeg codec arguments, ffmpeg muxer)
+    "wav": ("wav", ["-c:a", "pcm_s16le"], "wav"),
+    "flac": ("flac", ["-c:a", "flac"], "flac"),
+    "mp3": ("mp3", ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE], "mp3"),
+}
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+# ---- pauses and in-memory joining ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -40,11 +71,12 @@ class Pauses:
 
 
 def silence(ms: int, sr: int = SAMPLE_RATE) -> np.ndarray:
-    return np.zeros(int(round(sr * ms / 1000)), dtype=np.float32)
+    """``ms`` milliseconds of digital silence as float32."""
+    return np.zeros(_samples(ms, sr), dtype=np.float32)
 
 
 def join_chunks(chunks, wavs: list[np.ndarray], pauses: Pauses, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """One chapter's audio: each chunk's wav followed by the pause its position asks for."""
+    """One chapter's audio in memory: each chunk's wav followed by its pause (for short previews)."""
     parts: list[np.ndarray] = []
     for chunk, wav in zip(chunks, wavs):
         parts.append(np.asarray(wav, dtype=np.float32).reshape(-1))
@@ -52,30 +84,689 @@ def join_chunks(chunks, wavs: list[np.ndarray], pauses: Pauses, sr: int = SAMPLE
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
+# ---- small files ------------------------------------------------------------------------
+
+
 def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
-    """Write a mono wav atomically; a failed write leaves no partial file."""
+    """Write a mono 16-bit wav atomically; a failed write leaves no partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
     try:
-        sf.write(tmp, np.asarray(wav, dtype=np.float32), sr, subtype="PCM_16")
-        os.replace(tmp, path)
-    except Exception as e:
-        Path(tmp).unlink(missing_ok=True)
+        with _atomic_output(path) as tmp:
+            sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
+    except (RuntimeError, sf.LibsndfileError) as e:
         raise AudiobookError(f"Could not write {path.name}: {e}.") from None
     return path
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """A sound file as mono float32 samples and its sample rate."""
     wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
     if wav.ndim > 1:
         wav = wav.mean(axis=1)
     return wav, sr
 
 
-def safe_filename(name: str, max_len: int = 80) -> str:
-    """A file name that every OS accepts, keeping letters of any script readable."""
+def safe_filename(name: str, max_bytes: int = 150) -> str:
+    """A file name that every OS accepts, keeping letters (and emoji) of any script readable.
+
+    Path separators, ``:`` and other reserved characters become ``_``; the name is cut to
+    ``max_bytes`` of UTF-8 (file systems count bytes, and an emoji is four of them).
+    """
     bad = '<>:"/\\|?*\0'
-    cleaned = "".join("_" if (c in bad or ord(c) < 32) else c for c in name).strip(" .")
-    return (cleaned[:max_len].rstrip(" .") or "untitled")
+    cleaned = "".join("_" if (c in bad or ord(c) < 32) else c for c in str(name))
+    cleaned = " ".join(cleaned.split()).strip(" .")
+    encoded = cleaned.encode("utf-8")[:max_bytes]
+    cleaned = encoded.decode("utf-8", errors="ignore").rstrip(" .")
+    if cleaned.split(".")[0].upper() in _WINDOWS_RESERVED:
+        cleaned = f"_{cleaned}"
+    return cleaned or "untitled"
+
+
+# ---- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One subtitle: the text of a chunk and when it is heard, in seconds."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class ChapterAudio:
+    """A chapter written to disk by :func:`assemble_chapter`.
+
+    ``samples`` is its exact length at ``SAMPLE_RATE``; ``lead_s``/``tail_s`` are the silent
+    margins at its ends (the book gap is shortened by them); ``missing_chunks`` lists the
+    chunk indexes that had no audio (empty for a complete chapter).
+    """
+
+    number: int
+    title: str
+    path: Path
+    srt_path: Path
+    samples: int
+    cues: tuple[Cue, ...]
+    lead_s: float
+    tail_s: float
+    loudness_lufs: float  # as measured before normalisation
+    gain_db: float
+    limited: bool = False
+    missing_chunks: tuple[int, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_chunks
+
+
+@dataclass(frozen=True)
+class MissingChapter:
+    """A chapter left out of the book, and why, in a sentence for the user."""
+
+    number: int
+    title: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChapterMark:
+    """Where a chapter starts and ends inside the book, in seconds."""
+
+    number: int
+    title: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class BookAudio:
+    """What :func:`assemble_book` wrote: the files (None when not asked for), the chapter marks,
+    the chapters left out and any warnings (a cover that could not be used, ...)."""
+
+    m4b: Path | None
+    mp3: Path | None
+    srt: Path
+    duration: float
+    marks: tuple[ChapterMark, ...]
+    missing: tuple[MissingChapter, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---- chapter assembly ---------------------------------------------------------------------
+
+
+def chapter_filename(number: int, title: str, ext: str, total: int = 0) -> str:
+    """``NN - Title.ext``, zero-padded so that files sort in reading order."""
+    width = max(2, len(str(total)))
+    return f"{number:0{width}d} - {safe_filename(title)}.{ext}"
+
+
+def assemble_chapter(
+    number: int,
+    title: str,
+    chunks: Sequence,
+    chunk_wav_paths: Sequence[str | os.PathLike | None],
+    out_dir: str | os.PathLike,
+    settings,
+    *,
+    book=None,
+    allow_missing: bool = False,
+) -> ChapterAudio:
+    """Join one chapter's chunk wavs into ``out_dir/NN - Title.<chapter_format>`` and its ``.srt``.
+
+    ``chunks`` are the chapter's :class:`audiobook.text.Chunk` in reading order and
+    ``chunk_wav_paths`` their audio files (``None`` for a chunk without audio, which is an
+    error unless ``allow_missing``). Each chunk's leading and trailing silence is trimmed to
+    ``TRIM_MARGIN_MS``, the configured pauses go between chunks, joins get short fades, and
+    the chapter is normalised to ``settings.loudness_lufs`` under ``settings.true_peak_db``.
+    ``book`` (optional) supplies album/artist tags and the number of chapters for padding.
+    Returns a :class:`ChapterAudio` with the path, exact length and subtitle cues.
+    """
+    if len(chunks) != len(chunk_wav_paths):
+        raise ValueError("chunks and chunk_wav_paths must have the same length")
+    fmt = settings.chapter_format
+    if fmt not in CHAPTER_FORMATS:
+        raise AudiobookError(f"Chapter format must be one of {', '.join(CHAPTER_FORMATS)}, not {fmt!r}.")
+    label = f"Chapter {number} ({title})" if title else f"Chapter {number}"
+    missing = tuple(c.index for c, p in zip(chunks, chunk_wav_paths) if p is None)
+    if missing and not allow_missing:
+        raise AudiobookError(f"{label} has {_plural(len(missing), 'chunk')} without audio, so it was not assembled.")
+    if len(missing) == len(chunks):
+        raise AudiobookError(f"{label} has no audio to assemble.")
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ext, codec, muxer = CHAPTER_FORMATS[fmt]
+    total = len(book.chapters) if book is not None else 0
+    path = out_dir / chapter_filename(number, title, ext, total)
+    pauses = Pauses.from_settings(settings)
+    meter = LoudnessMeter(SAMPLE_RATE)
+
+    fd, raw_name = tempfile.mkstemp(prefix=".assembling-", suffix=".f32", dir=out_dir)
+    raw = Path(raw_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            cues, written, lead, tail = _join_to_raw(fh, meter, chunks, chunk_wav_paths, pauses, number)
+        loudness = meter.integrated()
+        gain = settings.loudness_lufs - loudness if np.isfinite(loudness) else 0.0
+        limited = meter.true_peak_db() + gain > settings.true_peak_db
+        filters = [f"volume={gain:.4f}dB"]
+        if limited:
+            limit = 10 ** ((settings.true_peak_db - LIMITER_HEADROOM_DB) / 20)
+            # latency=1 keeps the output sample-aligned with the input, so cues stay true
+            filters.append(f"alimiter=limit={limit:.6f}:attack=5:release=100:level=0:latency=1")
+        tags = {"title": title, "track": f"{number}/{total}" if total else str(number)}
+        if book is not None:
+            tags.update(album=book.title, artist=book.author)
+        with _atomic_output(path) as tmp:
+            _run_ffmpeg(
+                ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw), "-af", ",".join(filters),
+                 *codec, *_metadata_args(tags), "-f", muxer, str(tmp)],
+                path.name,
+            )
+    except OSError as e:
+        raise _disk_error(path, e) from None
+    finally:
+        raw.unlink(missing_ok=True)
+
+    srt_path = write_srt(path.with_suffix(".srt"), cues)
+    return ChapterAudio(
+        number=number, title=title, path=path, srt_path=srt_path, samples=written, cues=tuple(cues),
+        lead_s=lead / SAMPLE_RATE, tail_s=tail / SAMPLE_RATE, loudness_lufs=float(loudness),
+        gain_db=float(gain), limited=bool(limited), missing_chunks=missing,
+    )
+
+
+def _join_to_raw(fh, meter, chunks, paths, pauses: Pauses, number: int):
+    """Stream trimmed chunks and pauses into ``fh`` as float32; returns cues, samples, lead, tail."""
+    cues: list[Cue] = []
+    written = 0
+    pending_pause = 0  # samples of pause owed before the next chunk with audio
+    prev_tail = 0
+    lead = 0
+    for chunk, p in zip(chunks, paths):
+        if p is None:
+            # a skipped chunk still ends where its pause says: keep the longer pause
+            pending_pause = max(pending_pause, _samples(pauses.after(chunk)))
+            continue
+        wav, head, tail_margin = trim_silence(_load_chunk(Path(p), number, chunk.index))
+        _fade_edges(wav)
+        if written:
+            # the margins already are silence: the pause is the gap between speech
+            gap = max(0, pending_pause - prev_tail - head)
+            written += _write_block(fh, meter, np.zeros(gap, dtype=np.float32))
+        else:
+            lead = head
+        start = written
+        written += _write_block(fh, meter, wav)
+        cues.append(Cue(start / SAMPLE_RATE, written / SAMPLE_RATE, chunk.text))
+        pending_pause = _samples(pauses.after(chunk))
+        prev_tail = tail_margin
+    return cues, written, lead, prev_tail
+
+
+def _write_block(fh, meter: "LoudnessMeter", wav: np.ndarray) -> int:
+    for i in range(0, len(wav), BLOCK_SAMPLES):
+        block = wav[i : i + BLOCK_SAMPLES]
+        meter.add(block)
+        fh.write(block.astype("<f4", copy=False).tobytes())
+    return len(wav)
+
+
+def _load_chunk(path: Path, number: int, index: int) -> np.ndarray:
+    """A chunk's audio as mono float32 at ``SAMPLE_RATE``."""
+    if not path.is_file():
+        raise AudiobookError(f"The audio of chunk {index + 1} in chapter {number} is missing ({path.name}); render the chapter again.")
+    try:
+        wav, sr = read_wav(path)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise AudiobookError(f"The audio of chunk {index + 1} in chapter {number} cannot be read ({path.name}: {e}).") from None
+    if sr != SAMPLE_RATE:
+        g = np.gcd(int(sr), SAMPLE_RATE)
+        wav = resample_poly(wav, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def trim_silence(wav: np.ndarray, margin_ms: int = TRIM_MARGIN_MS, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, int, int]:
+    """Cut leading and trailing silence down to ``margin_ms``; returns (audio, lead, tail) in samples.
+
+    A 10 ms frame is silence when it is below ``TRIM_FLOOR_DB`` or ``TRIM_RANGE_DB`` under the
+    loudest frame; the cut is then refined to the first and last loud sample. An all-silent
+    chunk becomes two margins of silence.
+    """
+    margin = _samples(margin_ms, sr)
+    frame = max(1, sr // 100)
+    n = len(wav)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32), 0, 0
+    padded = np.zeros(max(1, -(-n // frame)) * frame, dtype=np.float32)
+    padded[:n] = wav
+    rms = np.sqrt(np.mean(padded.reshape(-1, frame).astype(np.float64) ** 2, axis=1))
+    level = 20 * np.log10(np.maximum(rms, 1e-12))
+    threshold_db = max(TRIM_FLOOR_DB, float(level.max()) - TRIM_RANGE_DB)
+    loud = np.flatnonzero(level > threshold_db)
+    if len(loud) == 0:
+        keep = min(n, 2 * margin)
+        return np.zeros(keep, dtype=np.float32), keep // 2, keep - keep // 2
+    amp = 10 ** (threshold_db / 20)
+    first, last = loud[0] * frame, min(n, (loud[-1] + 1) * frame)
+    over = np.flatnonzero(np.abs(wav[first : min(n, first + frame)]) >= amp)
+    start = first + (int(over[0]) if len(over) else 0)
+    over = np.flatnonzero(np.abs(wav[max(0, last - frame) : last]) >= amp)
+    end = max(0, last - frame) + (int(over[-1]) + 1 if len(over) else frame)
+    end = max(end, start + 1)
+    head, tail = min(margin, start), min(margin, n - end)
+    return wav[start - head : end + tail].copy(), head, tail
+
+
+def _fade_edges(wav: np.ndarray, ms: int = FADE_MS) -> None:
+    """Short linear fades in place, so joins never click."""
+    k = min(_samples(ms), len(wav) // 2)
+    if k <= 0:
+        return
+    ramp = np.linspace(0.0, 1.0, k, endpoint=False, dtype=np.float32)
+    wav[:k] *= ramp
+    wav[-k:] *= ramp[::-1]
+
+
+# ---- loudness (ITU-R BS.1770-4, streamed) -------------------------------------------------
+
+
+class LoudnessMeter:
+    """Integrated loudness (LUFS) and true peak (dBTP) of a mono stream fed block by block.
+
+    Only one number per 100 ms is kept, so hours of audio cost kilobytes.
+    """
+
+    def __init__(self, sr: int = SAMPLE_RATE):
+        self.sr = sr
+        self._filters = _k_weighting(sr)
+        self._state = [np.zeros(2) for _ in self._filters]
+        self._step = int(round(0.1 * sr))
+        self._rest = np.zeros(0)
+        self._energies: list[np.ndarray] = []
+        self._history = np.zeros(16, dtype=np.float32)  # context for oversampling across blocks
+        self._true_peak = 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        """Feed the next samples of the stream."""
+        block = np.asarray(block, dtype=np.float32)
+        if len(block) == 0:
+            return
+        y = block.astype(np.float64)
+        for i, (b, a) in enumerate(self._filters):
+            y, self._state[i] = lfilter(b, a, y, zi=self._state[i])
+        sq = np.concatenate([self._rest, y * y])
+        whole = len(sq) // self._step * self._step
+        if whole:
+            self._energies.append(sq[:whole].reshape(-1, self._step).mean(axis=1))
+        self._rest = sq[whole:]
+        self._track_peak(block)
+
+    def _track_peak(self, block: np.ndarray) -> None:
+        peak = float(np.max(np.abs(block)))
+        # intersample peaks exceed the sample peak by at most ~3 dB: oversample only when it matters
+        if peak * 1.5 > self._true_peak:
+            x = np.concatenate([self._history, block])
+            over = resample_poly(x, 4, 1)
+            self._true_peak = max(self._true_peak, peak, float(np.max(np.abs(over))))
+        self._history = np.concatenate([self._history, block])[-16:]
+
+    def integrated(self) -> float:
+        """Gated integrated loudness in LUFS (``-inf`` for silence)."""
+        e = np.concatenate(self._energies) if self._energies else np.zeros(0)
+        if len(e) < 4:  # shorter than one 400 ms block: plain mean, ungated
+            total = np.concatenate([e * self._step, self._rest]).sum() / max(1, len(e) * self._step + len(self._rest))
+            return -0.691 + 10 * np.log10(total) if total > 0 else float("-inf")
+        blocks = (e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / 4  # 400 ms blocks, 75 % overlap
+        with np.errstate(divide="ignore"):
+            lk = -0.691 + 10 * np.log10(blocks)
+        kept = blocks[lk > -70.0]
+        if len(kept) == 0:
+            return float("-inf")
+        relative = -0.691 + 10 * np.log10(kept.mean()) - 10.0
+        with np.errstate(divide="ignore"):
+            kept = kept[-0.691 + 10 * np.log10(kept) > relative]
+        return float(-0.691 + 10 * np.log10(kept.mean()))
+
+    def true_peak_db(self) -> float:
+        """Highest 4x-oversampled peak in dBTP (``-inf`` for silence)."""
+        return 20 * np.log10(self._true_peak) if self._true_peak > 0 else float("-inf")
+
+
+def _k_weighting(sr: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """BS.1770 K-weighting (high shelf, then high pass) as biquads for any sample rate."""
+    # the standard gives coefficients for 48 kHz only; these are its analogue prototypes
+    f0, gain_db, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
+    k = np.tan(np.pi * f0 / sr)
+    vh = 10 ** (gain_db / 20)
+    vb = vh ** 0.4996667741545416
+    a0 = 1 + k / q + k * k
+    shelf = (
+        np.array([(vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0]),
+        np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]),
+    )
+    f0, q = 38.13547087602444, 0.5003270373238773
+    k = np.tan(np.pi * f0 / sr)
+    a0 = 1 + k / q + k * k
+    highpass = (np.array([1.0, -2.0, 1.0]), np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]))
+    return [shelf, highpass]
+
+
+def measure_loudness(path: str | os.PathLike) -> tuple[float, float]:
+    """(integrated LUFS, true peak dBTP) of a sound file, read in blocks."""
+    meter = None
+    try:
+        for block in sf.blocks(str(path), blocksize=BLOCK_SAMPLES, dtype="float32", always_2d=True):
+            if meter is None:
+                meter = LoudnessMeter(sf.info(str(path)).samplerate)
+            meter.add(block.mean(axis=1))
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise AudiobookError(f"Cannot read {Path(path).name}: {e}.") from None
+    if meter is None:
+        return float("-inf"), float("-inf")
+    return meter.integrated(), meter.true_peak_db()
+
+
+# ---- subtitles ------------------------------------------------------------------------------
+
+
+def srt_time(seconds: float) -> str:
+    """``HH:MM:SS,mmm`` as SRT writes time."""
+    ms = max(0, int(round(seconds * 1000)))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
+
+
+def write_srt(path: str | os.PathLike, cues: Sequence[Cue]) -> Path:
+    """Write cues as an SubRip file (atomically) and return its path."""
+    path = Path(path)
+    lines: list[str] = []
+    for i, cue in enumerate(cues, 1):
+        text = "\n".join(textwrap.wrap(" ".join(cue.text.split()), 70)) or "…"
+        lines += [str(i), f"{srt_time(cue.start)} --> {srt_time(cue.end)}", text, ""]
+    try:
+        with _atomic_output(path) as tmp:
+            tmp.write_text("\n".join(lines), encoding="utf-8")
+    except OSError as e:
+        raise _disk_error(path, e) from None
+    return path
+
+
+# ---- book assembly --------------------------------------------------------------------------
+
+
+def assemble_book(
+    book,
+    chapter_audios: Sequence[ChapterAudio],
+    out_dir: str | os.PathLike,
+    settings,
+    missing: Mapping[int, str] | None = None,
+    *,
+    include_incomplete: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> BookAudio:
+    """Write the whole book from its assembled chapters: ``<Title>.m4b``, ``<Title>.srt``, ``<Title>.mp3``.
+
+    ``chapter_audios`` are the chapters that :func:`assemble_chapter` wrote (numbered from 1
+    like ``book.chapters``); chapters with chunks missing are left out unless
+    ``include_incomplete``. ``missing`` maps chapter numbers the caller could not assemble
+    to the reason, in a sentence. The m4b (when ``settings.make_m4b``) is AAC with a chapter
+    mark at each chapter start, title/author/year/genre tags and the cover; the mp3 is
+    written when ``settings.make_book_mp3``. Chapters are ``settings.pause_chapter_ms`` apart.
+    ``progress`` is called with the fraction done. Returns a :class:`BookAudio`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reasons = dict(missing or {})
+    used: list[ChapterAudio] = []
+    for ca in sorted(chapter_audios, key=lambda c: c.number):
+        if not ca.complete and not include_incomplete:
+            reasons[ca.number] = f"{_plural(len(ca.missing_chunks), 'chunk')} of it have no audio."
+        elif ca.number in {u.number for u in used}:
+            continue
+        else:
+            reasons.pop(ca.number, None)
+            used.append(ca)
+    have = {c.number for c in used}
+    titles = {i: ch.title for i, ch in enumerate(book.chapters, 1)}
+    left_out = tuple(
+        MissingChapter(n, titles.get(n, ""), reasons.get(n, "It has not been rendered yet."))
+        for n in sorted(set(titles) | set(reasons)) if n not in have
+    )
+    if not used:
+        raise AudiobookError(f"No chapter of '{book.title}' is ready, so there is no audiobook to write yet.")
+
+    gap_ms = settings.pause_chapter_ms
+    gaps = [0] + [max(0, _samples(gap_ms) - _samples(a.tail_s * 1000) - _samples(b.lead_s * 1000)) for a, b in zip(used, used[1:])]
+    marks, cues, t = [], [], 0
+    for ca, gap in zip(used, gaps):
+        t += gap
+        if marks:  # the gap belongs to the chapter before it, so a mark lands where speech resumes
+            marks[-1] = ChapterMark(marks[-1].number, marks[-1].title, marks[-1].start, t / SAMPLE_RATE)
+        start = t / SAMPLE_RATE
+        cues += [Cue(start + c.start, start + c.end, c.text) for c in ca.cues]
+        t += ca.samples
+        marks.append(ChapterMark(ca.number, ca.title, start, t / SAMPLE_RATE))
+    total = t
+
+    name = safe_filename(book.title)
+    srt = write_srt(out_dir / f"{name}.srt", cues)
+    warnings: list[str] = []
+    outputs: list[tuple[Path, list[str]]] = []
+    cover, cover_ext, warning = _usable_cover(getattr(book, "cover", None))
+    if warning:
+        warnings.append(warning)
+    if settings.make_m4b:
+        outputs.append((out_dir / f"{name}.m4b", ["-c:a", "aac", "-b:a", AAC_BITRATE, "-metadata", "media_type=2", "-f", "ipod"]))
+    if settings.make_book_mp3:
+        outputs.append((out_dir / f"{name}.mp3", ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-id3v2_version", "3", "-f", "mp3"]))
+    if outputs:
+        _encode_book(book, used, gaps, marks, total, outputs, cover, cover_ext, out_dir, progress)
+    if progress:
+        progress(1.0)
+    paths = {p.suffix: p for p, _ in outputs}
+    return BookAudio(
+        m4b=paths.get(".m4b"), mp3=paths.get(".mp3"), srt=srt, duration=total / SAMPLE_RATE,
+        marks=tuple(marks), missing=left_out, warnings=tuple(warnings),
+    )
+
+
+def _encode_book(book, used, gaps, marks, total, outputs, cover, cover_ext, out_dir: Path, progress) -> None:
+    """Pipe every chapter, with its gap, into one ffmpeg that writes all book outputs."""
+    tags = {
+        "title": book.title, "album": book.title, "artist": getattr(book, "author", ""),
+        "album_artist": getattr(book, "author", ""), "date": str(getattr(book, "year", "") or ""),
+        "genre": getattr(book, "genre", "") or "Audiobook", "language": getattr(book, "language", ""),
+    }
+    with tempfile.TemporaryDirectory(prefix=".assembling-", dir=out_dir) as work:
+        work = Path(work)
+        meta = work / "chapters.txt"
+        meta.write_text(_ffmetadata(tags, marks), encoding="utf-8")
+        inputs = ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-f", "ffmetadata", "-i", str(meta)]
+        if cover is not None:
+            cover_path = work / f"cover.{cover_ext}"
+            cover_path.write_bytes(cover)
+            inputs += ["-i", str(cover_path)]
+        with _atomic_outputs([p for p, _ in outputs]) as tmps:
+            args = list(inputs)
+            for tmp, (_, codec) in zip(tmps, outputs):
+                args += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
+                if cover is not None:
+                    args += ["-map", "2:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
+                args += [*codec, str(tmp)]
+            _pipe_chapters(args, used, gaps, total, outputs[0][0].name, progress)
+
+
+def _pipe_chapters(args: list[str], used, gaps, total: int, name: str, progress) -> None:
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty ffmpeg never blocks
+        enc = subprocess.Popen([_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+        done = 0
+        try:
+            for ca, gap in zip(used, gaps):
+                enc.stdin.write(bytes(4 * gap))
+                done += gap
+                for data in _decode(ca):
+                    enc.stdin.write(data)
+                    done += len(data) // 4
+                    if progress:
+                        progress(min(0.99, done / max(1, total)))
+            enc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # ffmpeg stopped reading: its own message says why
+        except BaseException:
+            enc.kill()
+            enc.wait()
+            raise
+        rc = enc.wait()
+        errors.seek(0)
+        message = errors.read().decode("utf-8", "replace")
+    if rc != 0:
+        raise _ffmpeg_failure(name, message)
+
+
+def _decode(ca: ChapterAudio) -> Iterator[bytes]:
+    """A chapter file as float32 bytes, exactly ``ca.samples`` long (codec padding removed)."""
+    if not ca.path.is_file():
+        raise AudiobookError(f"The file of chapter {ca.number} is gone ({ca.path.name}); assemble the chapter again.")
+    dec = subprocess.Popen(
+        [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(ca.path),
+         "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    left = 4 * ca.samples
+    try:
+        while left > 0:
+            data = dec.stdout.read(min(left, 1 << 20))
+            if not data:
+                break
+            left -= len(data)
+            yield data
+    finally:
+        dec.stdout.close()
+        dec.kill()
+        dec.wait()
+    if left > 0:
+        yield bytes(left)  # a decoder that stops short (mp3 padding): keep the marks aligned
+
+
+def _ffmetadata(tags: Mapping[str, str], marks: Sequence[ChapterMark]) -> str:
+    lines = [";FFMETADATA1"] + [f"{k}={_meta_escape(v)}" for k, v in tags.items() if v]
+    for m in marks:
+        lines += ["[CHAPTER]", f"TIMEBASE=1/{SAMPLE_RATE}", f"START={round(m.start * SAMPLE_RATE)}",
+                  f"END={round(m.end * SAMPLE_RATE)}", f"title={_meta_escape(m.title or f'Chapter {m.number}')}"]
+    return "\n".join(lines) + "\n"
+
+
+def _meta_escape(value: str) -> str:
+    value = " ".join(str(value).split())
+    for c in "\\=;#":
+        value = value.replace(c, "\\" + c)
+    return value
+
+
+def _usable_cover(data: bytes | None) -> tuple[bytes | None, str, str | None]:
+    """The cover as JPEG or PNG bytes, or a warning sentence when it is not a readable image."""
+    if not data:
+        return None, "", None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            kind = img.format
+            if kind in ("JPEG", "PNG"):
+                return bytes(data), "jpg" if kind == "JPEG" else "png", None
+            out = io.BytesIO()
+            img.convert("RGB").save(out, format="JPEG", quality=90)
+            return out.getvalue(), "jpg", None
+    except Exception:  # any decoder error means the same thing to the user
+        return None, "", "The book's cover is not an image that can be read, so the audiobook has no cover."
+
+
+# ---- ffmpeg and files ----------------------------------------------------------------------
+
+
+def _ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run_ffmpeg(args: list[str], name: str) -> None:
+    proc = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise _ffmpeg_failure(name, proc.stderr.decode("utf-8", "replace"))
+
+
+def _metadata_args(tags: Mapping[str, str]) -> list[str]:
+    args: list[str] = []
+    for k, v in tags.items():
+        if v:
+            args += ["-metadata", f"{k}={v}"]
+    return args
+
+
+def _is_disk_full(message: str) -> bool:
+    return any(s in message for s in ("No space left", "File too large", "Disk quota"))
+
+
+def _disk_full_sentence(name: str) -> str:
+    return f"The disk filled up while writing {name}; the partial file was removed, so free some space and try again."
+
+
+def _ffmpeg_failure(name: str, message: str) -> AudiobookError:
+    if _is_disk_full(message):
+        return AudiobookError(_disk_full_sentence(name))
+    last = message.strip().splitlines()[-1] if message.strip() else "no message"
+    return AudiobookError(f"ffmpeg could not write {name} ({last}).")
+
+
+def _disk_error(path: Path, e: OSError) -> AudiobookError:
+    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return AudiobookError(_disk_full_sentence(path.name))
+    return AudiobookError(f"Could not write {path.name}: {e.strerror or e}.")
+
+
+@contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` that becomes ``path`` only if the block succeeds."""
+    with _atomic_outputs([path]) as tmps:
+        yield tmps[0]
+
+
+@contextmanager
+def _atomic_outputs(paths: Sequence[Path]) -> Iterator[list[Path]]:
+    tmps = []
+    try:
+        for p in paths:
+            fd, name = tempfile.mkstemp(prefix=".", suffix=".partial", dir=p.parent)
+            os.close(fd)
+            tmps.append(Path(name))
+        yield tmps
+        for tmp, p in zip(tmps, paths):
+            os.replace(tmp, p)
+    except OSError as e:
+        raise _disk_error(paths[0], e) from None
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)  # only our own temporary files
+
+
+def _samples(ms: float, sr: int = SAMPLE_RATE) -> int:
+    return int(round(sr * ms / 1000))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
