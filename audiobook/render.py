@@ -1,30 +1,72 @@
-"""The render loop: chunks of a book go to the model ``batch_size`` at a time; chapters come out."""
+"""The render loop: pending chunks go to the model in batches; checked takes go to disk; chapters come out.
+
+The manifest (``manifest.py``) says what is done, so a render that is stopped, killed or
+crashes continues where it was. Each batch is written to disk before the next starts.
+Out of GPU memory, a batch is split in half down to single chunks; a take that ran to
+``max_new_tokens`` or whose length does not fit its text is taken again with another seed.
+"""
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import json
+import logging
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from . import audio
+from . import manifest as mf
 from .books import Book
 from .errors import AudiobookError
 from .text import Chunk, plan_chunks
-from .tts import TTS, GenerationOptions, Narrator
+from .tts import FRAME_RATE, SAMPLE_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory
+
+log = logging.getLogger(__name__)
+
+SEED_STEP = 7919  # seed distance between takes of a chunk (any odd step gives fresh samples)
+RECOVER_AFTER_BATCHES = 8  # batches at a reduced size after running out of memory before trying larger
+LENGTH_WINDOW_BATCHES = 16  # length ordering sorts this many batches at a time, so chapters finish as we go
+MIN_RATE_CHARS = 20  # shorter texts (titles) say too little about speaking rate to judge them
+MIN_RATE_SAMPLES = 5  # passed chunks needed before the book's speaking rate is trusted
+
+
+# ---- results and progress -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What a render should do besides continuing where it was."""
+
+    redo_chunks: tuple[str, ...] = ()  # chunk ids to render again
+    redo_chapters: tuple[int, ...] = ()  # chapter numbers (1-based) to render again
+    rebuild: bool = False  # ignore (and set aside) the manifest; recover done chunks from their files
+    allow_incomplete: bool = False  # assemble chapters even when some of their chunks failed
 
 
 @dataclass
 class Progress:
-    """One report from a running render (what the progress bar and log show)."""
+    """One report from a running render (what the progress bar and log show).
+
+    ``chunks_done`` and ``audio_s`` count the whole book, earlier renders included;
+    ``new_chunks``/``new_audio_s`` only this render, which the speed and ETA come from.
+    """
 
     chunks_done: int
     chunks_total: int
     audio_s: float = 0.0
     elapsed_s: float = 0.0
     message: str = ""
+    new_chunks: int = 0
+    new_audio_s: float = 0.0
+    batch_size: int = 0
+    failed: int = 0
+    suspect: int = 0
 
     @property
     def fraction(self) -> float:
@@ -32,29 +74,181 @@ class Progress:
 
     @property
     def x_real_time(self) -> float:
-        return self.audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Seconds of audio made per second of rendering, in this render."""
+        return self.new_audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def eta_s(self) -> float | None:
-        if not self.chunks_done or self.chunks_done >= self.chunks_total:
-            return None if not self.chunks_done else 0.0
-        return self.elapsed_s / self.chunks_done * (self.chunks_total - self.chunks_done)
+        """Seconds left at this render's pace; None until one batch has finished."""
+        left = self.chunks_total - self.chunks_done - self.failed
+        if left <= 0:
+            return 0.0
+        if not self.new_chunks:
+            return None
+        return self.elapsed_s / self.new_chunks * left
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """A chunk the user should hear or fix: where it is, what it says and why it is listed."""
+
+    id: str
+    chapter: int  # 1-based
+    chapter_title: str
+    index: int  # 1-based position in the chapter
+    text: str
+    status: str
+    reason: str
 
 
 @dataclass
 class RenderResult:
     out_dir: Path
     chapter_files: list[Path] = field(default_factory=list)
-    chunks: int = 0
+    book_files: list[Path] = field(default_factory=list)
+    chunks: int = 0  # unique chunks in the book
+    reused: int = 0  # already done before this render
+    generated: int = 0  # kept takes made by this render
     batches: int = 0
-    audio_s: float = 0.0
+    audio_s: float = 0.0  # audio made by this render
     elapsed_s: float = 0.0
     log: list[str] = field(default_factory=list)
+    failed: list[ChunkReport] = field(default_factory=list)
+    suspect: list[ChunkReport] = field(default_factory=list)
+    skipped_chapters: list[str] = field(default_factory=list)  # sentences: chapters not assembled and why
+    stopped: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return not self.stopped and not self.failed and not self.skipped_chapters
+
+    @property
+    def manifest_file(self) -> Path:
+        return mf.manifest_path(self.out_dir)
 
 
 def batch_log_line(n: int, seconds: float) -> str:
     """The per-batch log line users know: ``Batch (5 chunks) done in 81.59s (16.32s/chunk)``."""
     return f"Batch ({n} chunk{'s' if n != 1 else ''}) done in {seconds:.2f}s ({seconds / max(n, 1):.2f}s/chunk)"
+
+
+# ---- quality checks -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """When a take is suspect: it ran to the token cap, or its length does not fit its text."""
+
+    runaway_s: float  # a take at least this long ran (nearly) to max_new_tokens
+    outlier_factor: float  # seconds per character this far from the book's median is wrong
+
+    @classmethod
+    def from_settings(cls, s) -> "QualityLimits":
+        cap_s = (s.max_new_tokens - 1) / FRAME_RATE  # a never-ending take stops one frame short of the cap
+        return cls(max(0.0, cap_s - s.runaway_margin_s), s.duration_outlier_factor)
+
+
+def check_take(duration_s: float, text: str, limits: QualityLimits, median_s_per_char: float | None) -> str:
+    """Why a take of ``text`` lasting ``duration_s`` is suspect, as a short phrase; "" when it passes."""
+    if duration_s <= 0:
+        return "no audio"
+    if duration_s >= limits.runaway_s:
+        return f"ran to the length limit ({duration_s:.1f}s): the model did not stop"
+    if median_s_per_char and len(text) >= MIN_RATE_CHARS:
+        rate = duration_s / len(text)
+        if rate > median_s_per_char * limits.outlier_factor:
+            return f"too long for its text ({duration_s:.1f}s, {rate / median_s_per_char:.1f}x the book's pace)"
+        if rate < median_s_per_char / limits.outlier_factor:
+            return f"too short for its text ({duration_s:.1f}s, {median_s_per_char / rate:.1f}x faster than the book's pace)"
+    return ""
+
+
+def take_badness(duration_s: float, text: str, limits: QualityLimits, median_s_per_char: float | None) -> float:
+    """How far a take is from plausible (0 is fine); the best of several takes has the lowest."""
+    if duration_s <= 0:
+        return math.inf
+    if duration_s >= limits.runaway_s:
+        return 1e6 + duration_s
+    if median_s_per_char and text:
+        return abs(math.log(duration_s / len(text) / median_s_per_char))
+    return 0.0
+
+
+class SpeakingRate:
+    """The running median of seconds per character over the book's passed chunks."""
+
+    def __init__(self) -> None:
+        self._rates: list[float] = []
+
+    def add(self, duration_s: float, text: str) -> None:
+        if duration_s > 0 and len(text) >= MIN_RATE_CHARS:
+            bisect.insort(self._rates, duration_s / len(text))
+
+    def median(self) -> float | None:
+        n = len(self._rates)
+        if n < MIN_RATE_SAMPLES:
+            return None
+        return self._rates[n // 2] if n % 2 else (self._rates[n // 2 - 1] + self._rates[n // 2]) / 2
+
+
+# ---- batch size after running out of memory -------------------------------------------------
+
+
+@dataclass
+class BatchSizer:
+    """The batch size in use: halved on out-of-memory, grown back after a calm stretch."""
+
+    wanted: int
+    current: int = 0
+    calm_left: int = 0
+
+    def __post_init__(self) -> None:
+        self.current = self.current or self.wanted
+
+    def shrink(self, failed_size: int) -> str:
+        smaller = max(1, failed_size // 2)
+        self.calm_left = RECOVER_AFTER_BATCHES
+        if smaller < self.current:
+            self.current = smaller
+        return (f"Out of GPU memory with a batch of {failed_size}; splitting it and going on with batches of "
+                f"{self.current} for the next {RECOVER_AFTER_BATCHES} batches.")
+
+    def batch_done(self) -> str:
+        if self.current >= self.wanted:
+            return ""
+        self.calm_left -= 1
+        if self.calm_left > 0:
+            return ""
+        self.current = min(self.wanted, self.current * 2)
+        self.calm_left = RECOVER_AFTER_BATCHES
+        return f"Trying batches of {self.current} again."
+
+
+def order_for_batches(ids: list[str], texts: dict[str, str], batch_order: str, batch_size: int) -> list[str]:
+    """Pending chunk ids in the order they go to the model.
+
+    "book" keeps reading order. "length" sorts each window of ``LENGTH_WINDOW_BATCHES``
+    batches longest first, so a batch holds chunks of similar length (it runs until its
+    longest ends) while chapters still finish as the render goes.
+    """
+    if batch_order == "book":
+        return list(ids)
+    window = max(1, batch_size * LENGTH_WINDOW_BATCHES)
+    out: list[str] = []
+    for w in range(0, len(ids), window):
+        out += sorted(ids[w : w + window], key=lambda i: -len(texts[i]))
+    return out
+
+
+# ---- the render -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Take:
+    wav: np.ndarray
+    seed: int
+    reason: str
+    badness: float
 
 
 def render_events(
@@ -65,40 +259,306 @@ def render_events(
     tts: TTS,
     result: RenderResult,
     should_stop: Callable[[], bool] = lambda: False,
+    options: RenderOptions = RenderOptions(),
 ) -> Iterator[Progress]:
-    """Render ``book`` into ``out_dir``, yielding Progress after every batch; fills ``result``."""
-    language = settings.language if settings.language != "auto" else (book.language or "auto")
+    """Render ``book`` into ``out_dir``, continuing from its manifest; yield Progress after every batch.
+
+    Fills ``result`` as it goes (the caller keeps a reference). Chapters are assembled as
+    soon as all their chunks are kept; the book files at the end of a complete render.
+    Raises AudiobookError for problems the user can fix (a damaged manifest, no text).
+    """
+    yield from _Render(book, narrator, settings, Path(out_dir), tts, result, should_stop, options).run()
+
+
+def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: RenderOptions = RenderOptions()) -> mf.Manifest:
+    """The manifest a render of ``book`` would start from (no model needed); it is not saved."""
+    language = _language(book, settings)
     chunks = plan_chunks(book.chapters, settings.chunk_chars, language or "en")
     if not chunks:
         raise AudiobookError("This book has no text to narrate.")
-    opts = GenerationOptions.from_settings(settings)
-    prompt = None
-    if narrator.kind != "preset":
-        prompt = tts.clone_prompt(narrator.ref_audio, narrator.ref_text, narrator.x_vector_only)
-    wavs: dict[tuple[int, int], np.ndarray] = {}
-    start = time.perf_counter()
-    result.chunks = len(chunks)
-    for b in range(0, len(chunks), settings.batch_size):
-        if should_stop():
-            yield Progress(len(wavs), len(chunks), result.audio_s, time.perf_counter() - start, "Stopped.")
+    key = mf.RenderKey.make(narrator, GenerationOptions.from_settings(settings), settings.model_size, language)
+    previous = None if options.rebuild else mf.load_manifest(out_dir)
+    digest = key.digest()
+    for n in options.redo_chapters:
+        if not 1 <= n <= len(book.chapters):
+            raise AudiobookError(f"There is no chapter {n}; this book has chapters 1 to {len(book.chapters)}.")
+    redo = set(options.redo_chunks)
+    redo |= {mf.chunk_id(c.text, digest) for c in chunks if c.chapter + 1 in options.redo_chapters}
+    meta = {"title": book.title, "author": book.author, "language": book.language}
+    return mf.plan_manifest(meta, [c.title for c in book.chapters], chunks, key, out_dir, previous, redo)
+
+
+def _language(book: Book, settings) -> str:
+    return settings.language if settings.language != "auto" else (book.language or "auto")
+
+
+class _Render:
+    """One render's working state; ``run`` is the loop."""
+
+    def __init__(self, book, narrator, settings, out_dir, tts, result, should_stop, options):
+        self.book, self.narrator, self.settings, self.out_dir = book, narrator, settings, out_dir
+        self.tts, self.result, self.should_stop, self.options = tts, result, should_stop, options
+        self.language = _language(book, settings)
+        self.opts = GenerationOptions.from_settings(settings)
+        self.limits = QualityLimits.from_settings(settings)
+        self.rate = SpeakingRate()
+        self.sizer = BatchSizer(settings.batch_size)
+        self.prompt = None
+        self.start = time.perf_counter()
+        self.lines: list[str] = []  # log lines not yet reported in a Progress
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def run(self) -> Iterator[Progress]:
+        if self.options.rebuild:
+            aside = mf.set_aside_manifest(self.out_dir)
+            if aside:
+                self._log(f"Set the old render record aside as {aside.name}; rebuilding it from the chunk files.")
+        self.m = plan_book(self.book, self.narrator, self.settings, self.out_dir, self.options)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        mf.save_manifest(self.m, self.out_dir)
+        states = self.m.chunks
+        for s in states.values():
+            if s.status == mf.DONE:
+                self.rate.add(s.duration_s, s.text)
+        todo = [i for i in self.m.ordered_ids() if states[i].status in (mf.PENDING, mf.FAILED)]
+        self.result.chunks = len(states)
+        self.result.reused = len(states) - len(todo)
+        self.chapters_of: dict[str, list[int]] = {}
+        for ci, ch in enumerate(self.m.chapters):
+            for ref in ch.chunks:
+                self.chapters_of.setdefault(ref.id, []).append(ci)
+        if self.result.reused:
+            self._log(f"Resuming: {self.result.reused} of {len(states)} chunks are already done; {len(todo)} to render.")
+        else:
+            self._log(f"Rendering {len(states)} chunks in {len(self.m.chapters)} chapters.")
+        yield self._progress()
+
+        self._assemble(range(len(self.m.chapters)), final=False)
+        queue = order_for_batches(todo, {i: states[i].text for i in todo}, self.settings.batch_order, self.settings.batch_size)
+        if queue and self.narrator.kind != "preset":
+            self.prompt = self.tts.clone_prompt(self.narrator.ref_audio, self.narrator.ref_text, self.narrator.x_vector_only)
+        while queue:
+            if self.should_stop():
+                self.result.stopped = True
+                self._log(f"Stopped after the batch in flight; {len(queue)} chunks left. Render again to continue.")
+                break
+            batch, queue = queue[: self.sizer.current], queue[self.sizer.current :]
+            t0 = time.perf_counter()
+            self._render_batch(batch)
+            mf.save_manifest(self.m, self.out_dir)
+            self.result.batches += 1
+            self._log(batch_log_line(len(batch), time.perf_counter() - t0))
+            grown = self.sizer.batch_done()
+            if grown:
+                self._log(grown)
+            touched = sorted({ci for i in batch for ci in self.chapters_of[i]})
+            self._assemble(touched, final=False)
+            yield self._progress()
+
+        self._assemble(range(len(self.m.chapters)), final=True)
+        self._report()
+        if not self.result.stopped:
+            self._assemble_book()
+        mf.save_manifest(self.m, self.out_dir)
+        self.result.elapsed_s = time.perf_counter() - self.start
+        yield self._progress()
+
+    def _log(self, line: str) -> None:
+        log.info(line)
+        self.result.log.append(line)
+        self.lines.append(line)
+
+    def _progress(self) -> Progress:
+        message, self.lines = "\n".join(self.lines), []
+        s = self.m.chunks.values()
+        return Progress(
+            chunks_done=sum(1 for c in s if c.kept), chunks_total=len(self.m.chunks),
+            audio_s=sum(c.duration_s for c in s if c.kept), elapsed_s=time.perf_counter() - self.start,
+            message=message, new_chunks=self.result.generated, new_audio_s=self.result.audio_s,
+            batch_size=self.sizer.current, failed=sum(1 for c in s if c.status == mf.FAILED),
+            suspect=sum(1 for c in s if c.status == mf.SUSPECT),
+        )
+
+    # ---- one batch: takes, checks, retries ------------------------------------------
+
+    def _render_batch(self, ids: list[str]) -> None:
+        """Generate, check and keep every chunk of a batch (or mark it failed or suspect)."""
+        states = self.m.chunks
+        takes: dict[str, list[_Take]] = {i: [] for i in ids}
+        todo, retry_round = list(ids), 0
+        while todo:
+            seed = self.opts.seed + SEED_STEP * max(states[i].attempts for i in todo)
+            outcome = self._generate(todo, seed)
+            retry: list[str] = []
+            for i in todo:
+                st, out = states[i], outcome[i]
+                st.attempts += 1
+                if isinstance(out, BaseException):
+                    if takes[i]:
+                        self._keep(i, min(takes[i], key=lambda t: t.badness), mf.SUSPECT)
+                    else:
+                        st.status, st.error = mf.FAILED, _error_sentence(out)
+                    continue
+                duration = len(out) / SAMPLE_RATE
+                median = self.rate.median()
+                reason = check_take(duration, st.text, self.limits, median)
+                takes[i].append(_Take(out, seed, reason, take_badness(duration, st.text, self.limits, median)))
+                if not reason:
+                    self._keep(i, takes[i][-1], mf.DONE)
+                elif retry_round < self.settings.max_retries and not self.should_stop():
+                    retry.append(i)
+                elif retry_round < self.settings.max_retries:
+                    st.status, st.error = mf.PENDING, "stopped before a take passed the checks"
+                else:
+                    self._keep(i, min(takes[i], key=lambda t: t.badness), mf.SUSPECT)
+            if retry:
+                why = "; ".join(sorted({takes[i][-1].reason.split(" (")[0] for i in retry}))
+                self._log(f"{len(retry)} chunk{'s' if len(retry) != 1 else ''} failed the checks ({why}); "
+                          f"taking {'them' if len(retry) != 1 else 'it'} again with another seed.")
+            todo, retry_round = retry, retry_round + 1
+
+    def _generate(self, ids: list[str], seed: int) -> dict[str, np.ndarray | BaseException]:
+        """One model call for ``ids``; out of memory, split in half down to single chunks."""
+        texts = [self.m.chunks[i].text for i in ids]
+        oom: BaseException | None = None
+        try:
+            wavs = self.tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            oom = RuntimeError(str(e).splitlines()[0] if str(e) else "out of memory")  # drop the traceback's tensors
+        if oom is None:
+            if len(wavs) != len(ids):
+                raise RuntimeError(f"the model returned {len(wavs)} takes for {len(ids)} texts")
+            return dict(zip(ids, wavs))
+        if len(ids) == 1:
+            self._log(f"Out of GPU memory on a single chunk ({len(texts[0])} characters); it is marked failed.")
+            return {ids[0]: MemoryError("out of GPU memory even on its own")}
+        self._log(self.sizer.shrink(len(ids)))
+        half = (len(ids) + 1) // 2
+        return {**self._generate(ids[:half], seed), **self._generate(ids[half:], seed)}
+
+    def _keep(self, chunk: str, take: _Take, status: str) -> None:
+        st = self.m.chunks[chunk]
+        st.file = mf.write_chunk_audio(self.out_dir, chunk, take.wav)
+        st.status, st.error, st.seed = status, take.reason, take.seed
+        st.duration_s = len(take.wav) / SAMPLE_RATE
+        self.result.generated += 1
+        self.result.audio_s += st.duration_s
+        if status == mf.DONE:
+            self.rate.add(st.duration_s, st.text)
+        else:
+            self._log(f"Kept the best of {st.attempts} takes of a chunk, marked suspect: {take.reason}.")
+
+    # ---- assembly -------------------------------------------------------------------
+
+    def _assembly_key(self, ci: int, missing: list[int]) -> str:
+        s = self.settings
+        blob = json.dumps([self.m.chapter_ids(ci), missing, self.m.chapters[ci].title,
+                           [s.pause_chunk_ms, s.pause_paragraph_ms, s.pause_title_ms, s.chapter_format,
+                            s.loudness_lufs, s.true_peak_db], self.m.book], sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+    def _up_to_date(self, ci: int) -> bool:
+        """True when the chapter's file holds exactly its current kept chunks."""
+        ch, states = self.m.chapters[ci], self.m.chunks
+        if any(states[r.id].status == mf.PENDING for r in ch.chunks):
+            return False
+        missing = [r.index for r in ch.chunks if not states[r.id].kept]
+        return (bool(ch.file) and ch.assembled == self._assembly_key(ci, missing)
+                and (self.out_dir / ch.file).is_file())
+
+    def _assemble(self, chapters, final: bool) -> None:
+        """Assemble each chapter whose chunks are all kept and whose file is out of date.
+
+        With ``allow_incomplete`` (only at the end), chapters with failed chunks are
+        assembled without them.
+        """
+        states = self.m.chunks
+        for ci in chapters:
+            ch = self.m.chapters[ci]
+            ids = self.m.chapter_ids(ci)
+            if any(states[i].status == mf.PENDING for i in ids):
+                continue
+            missing = [r.index for r in ch.chunks if not states[r.id].kept]
+            if missing and not (final and self.options.allow_incomplete):
+                continue
+            key = self._assembly_key(ci, missing)
+            if ch.assembled == key and ch.file and (self.out_dir / ch.file).is_file():
+                continue
+            chunks = [Chunk(ci, r.index, states[r.id].text, r.is_title, r.paragraph_end, r.chapter_end) for r in ch.chunks]
+            paths = [str(self.out_dir / states[r.id].file) if states[r.id].kept else None for r in ch.chunks]
+            made = audio.assemble_chapter(ci + 1, ch.title, chunks, paths, self.out_dir, self.settings,
+                                          book=self.book, allow_missing=bool(missing))
+            ch.file, ch.assembled, ch.audio = made.path.name, key, _chapter_audio_to_dict(made, self.out_dir)
+            self._log(f"Chapter {ci + 1} ({ch.title}) assembled: {made.path.name}, {made.duration:.1f}s"
+                      + (f", without {len(missing)} failed chunks" if missing else "") + ".")
+
+    def _report(self) -> None:
+        states, r = self.m.chunks, self.result
+        listed: set[str] = set()
+        for ci, ch in enumerate(self.m.chapters):
+            for ref in ch.chunks:
+                st = states[ref.id]
+                if st.status in (mf.FAILED, mf.SUSPECT) and ref.id not in listed:
+                    listed.add(ref.id)
+                    report = ChunkReport(ref.id, ci + 1, ch.title, ref.index + 1, st.text, st.status, st.error)
+                    (r.failed if st.status == mf.FAILED else r.suspect).append(report)
+            if self._up_to_date(ci):
+                r.chapter_files.append(self.out_dir / ch.file)
+            elif self.m.chapter_has_failed(ci) and not self.options.allow_incomplete:
+                n = sum(1 for x in ch.chunks if states[x.id].status == mf.FAILED)
+                r.skipped_chapters.append(f"Chapter {ci + 1} ({ch.title}) was not assembled: {n} of its chunks "
+                                          "failed; render again, or allow incomplete chapters.")
+        for rep in r.failed:
+            self._log(f"Failed: chapter {rep.chapter}, chunk {rep.index} ({rep.reason}): {rep.text}")
+        for rep in r.suspect:
+            self._log(f"Suspect: chapter {rep.chapter}, chunk {rep.index} ({rep.reason}): {rep.text}")
+        for line in r.skipped_chapters:
+            self._log(line)
+
+    def _assemble_book(self) -> None:
+        """The m4b (and mp3) once every chapter is assembled, or the assembled ones when allowed."""
+        s, r = self.settings, self.result
+        if not (s.make_m4b or s.make_book_mp3) or not r.chapter_files:
             return
-        batch = chunks[b : b + settings.batch_size]
-        t0 = time.perf_counter()
-        out = tts.narrate(narrator, [c.text for c in batch], language, opts, prompt=prompt)
-        for c, w in zip(batch, out):
-            wavs[(c.chapter, c.index)] = w
-            result.audio_s += len(w) / audio.SAMPLE_RATE
-        line = batch_log_line(len(batch), time.perf_counter() - t0)
-        result.batches += 1
-        result.log.append(line)
-        yield Progress(len(wavs), len(chunks), result.audio_s, time.perf_counter() - start, line)
-    pauses = audio.Pauses.from_settings(settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for ci, chapter in enumerate(book.chapters):
-        members = [c for c in chunks if c.chapter == ci]
-        if not members:
-            continue
-        joined = audio.join_chunks(members, [wavs[(c.chapter, c.index)] for c in members], pauses)
-        name = f"{ci + 1:02d} - {audio.safe_filename(chapter.title)}.wav"
-        result.chapter_files.append(audio.write_wav(out_dir / name, joined))
-    result.elapsed_s = time.perf_counter() - start
+        if len(r.chapter_files) < len(self.m.chapters) and not self.options.allow_incomplete:
+            return
+        made = [(ci, ch) for ci, ch in enumerate(self.m.chapters) if ch.audio and (self.out_dir / ch.file).is_file()]
+        key = hashlib.sha256(json.dumps([[ch.assembled for _, ch in made], self.m.book, s.make_m4b, s.make_book_mp3,
+                                         s.pause_chapter_ms]).encode()).hexdigest()[:20]
+        outputs = [self.out_dir / f for f in self.m.book_file.split("|") if f]
+        if key == self.m.book_assembled and outputs and all(p.is_file() for p in outputs):
+            r.book_files = outputs
+            return
+        chapter_audios = [_chapter_audio_from_dict(ch.audio, self.out_dir) for _, ch in made]
+        done = audio.assemble_book(self.book, chapter_audios, self.out_dir, s,
+                                   include_incomplete=self.options.allow_incomplete)
+        r.book_files = [p for p in (done.m4b, done.mp3, done.srt) if p is not None]
+        self.m.book_file = "|".join(p.name for p in r.book_files)
+        self.m.book_assembled = key
+        for w in done.warnings:
+            self._log(w)
+        self._log(f"Book written: {', '.join(p.name for p in r.book_files)} ({done.duration / 60:.1f} min).")
+
+
+def _error_sentence(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+def _chapter_audio_to_dict(ca: "audio.ChapterAudio", out_dir: Path) -> dict:
+    d = asdict(ca)
+    d["path"], d["srt_path"] = ca.path.name, ca.srt_path.name
+    d["cues"] = [[c.start, c.end, c.text] for c in ca.cues]
+    d["missing_chunks"] = list(ca.missing_chunks)
+    return d
+
+
+def _chapter_audio_from_dict(d: dict, out_dir: Path) -> "audio.ChapterAudio":
+    d = dict(d)
+    d["path"], d["srt_path"] = out_dir / d["path"], out_dir / d["srt_path"]
+    d["cues"] = tuple(audio.Cue(*c) for c in d["cues"])
+    d["missing_chunks"] = tuple(d["missing_chunks"])
+    return audio.ChapterAudio(**d)
