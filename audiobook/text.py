@@ -1,12 +1,31 @@
-"""Normalising text and cutting it into sentence-aligned chunks."""
+"""Normalising text and cutting it into sentence-aligned chunks.
+
+Two steps, kept apart so each can be tested alone:
+
+* ``normalize`` makes text speakable: one Unicode form, plain quotes and dashes, no
+  invisible characters, the user's pronunciation dictionary, common abbreviations
+  and numbers written as words in the book's language.
+* ``chunk_text``/``plan_chunks`` cut normalised text into chunks of whole sentences
+  (pysbd) of at most ``chunk_chars`` characters that never cross a chapter.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .errors import AudiobookError
 
 DEFAULT_CHUNK_CHARS = 500
+MIN_CHUNK_CHARS = 1
+# pysbd is slow on huge runs of text; longer paragraphs are cut at a likely sentence
+# end first so the segmenter only ever sees a window of this size.
+SEGMENT_WINDOW_CHARS = 5000
 
 
 @dataclass(frozen=True)
@@ -25,62 +44,521 @@ class Chunk:
     chapter_end: bool = False
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
+# ---------------------------------------------------------------- languages
 
 
-def normalize(text: str, language: str = "en") -> str:
-    """Make text speakable (unicode forms, quotes, dashes, whitespace)."""
-    text = unicodedata.normalize("NFKC", text)
-    text = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
+def base_language(language: str | None) -> str:
+    """'en-US' -> 'en'; '' or None -> 'en' (the default narration language)."""
+    code = (language or "").strip().replace("_", "-").split("-")[0].lower()
+    return code or "en"
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3000-\u303f\uff00-\uffef]")
+
+
+def is_cjk(char: str) -> bool:
+    """True for a Chinese, Japanese or Korean character (scripts written without spaces)."""
+    return bool(_CJK.match(char))
+
+
+# ---------------------------------------------------------------- pronunciations
+
+
+@dataclass(frozen=True)
+class Pronunciations:
+    """A user's pronunciation dictionary: whole-word replacements applied before chunking.
+
+    The JSON file is one object, ``{"written form": "spoken form", ...}``.
+
+    Case rules:
+
+    * a key written all in lower case matches in any case ("qwen" matches "Qwen" and
+      "QWEN");
+    * a key with any capital letter matches only exactly as written ("US" replaces
+      "US" but never "us");
+    * the replacement is inserted exactly as written.
+
+    Keys match whole words only (never inside a longer word); a key may hold several
+    words or punctuation ("Dr. Who"). Where keys overlap, the longest wins. Keys in
+    scripts written without spaces (Chinese, Japanese) match anywhere.
+    """
+
+    entries: tuple[tuple[str, str], ...] = ()
+    _pattern: re.Pattern | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, mapping: dict) -> "Pronunciations":
+        """Build from ``{"written": "spoken"}``; raise AudiobookError on anything else."""
+        if not isinstance(mapping, dict):
+            raise AudiobookError('A pronunciation dictionary must be a JSON object such as {"Qwen": "chwen"}.')
+        entries = []
+        for key, value in mapping.items():
+            if not isinstance(value, str) or not str(key).strip():
+                raise AudiobookError(f'The pronunciation of "{key}" must be a non-empty word and a text replacement.')
+            entries.append((str(key).strip(), value))
+        entries.sort(key=lambda kv: -len(kv[0]))  # longest first, so it wins in the alternation
+        parts = []
+        for key, _ in entries:
+            body = re.escape(key)
+            if not key.islower():
+                flags = ""
+            else:
+                flags = "(?i:"  # case-insensitive for lower-case keys
+            start = "" if is_cjk(key[0]) else r"(?<!\w)"
+            end = "" if is_cjk(key[-1]) else r"(?!\w)"
+            parts.append(f"{start}{flags}{body}{')' if flags else ''}{end}")
+        pattern = re.compile("|".join(parts)) if parts else None
+        return cls(tuple(entries), pattern)
+
+    def apply(self, text: str) -> str:
+        """Return ``text`` with every whole-word match replaced."""
+        if self._pattern is None:
+            return text
+        exact = dict(self.entries)
+        lower = {k.lower(): v for k, v in self.entries if k.islower()}
+
+        def repl(m: re.Match) -> str:
+            found = m.group(0)
+            return exact[found] if found in exact else lower[found.lower()]
+
+        return self._pattern.sub(repl, text)
+
+
+def load_pronunciations(path: str | Path) -> Pronunciations:
+    """Read a pronunciation dictionary JSON file (see ``Pronunciations`` for the rules)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AudiobookError(f"There is no pronunciation dictionary at {p}.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise AudiobookError(f"The pronunciation dictionary {p.name} is not valid JSON.") from None
+    return Pronunciations.from_dict(data)
+
+
+# ---------------------------------------------------------------- unicode clean-up
+
+# Invisible characters that only steer layout; ZWJ/ZWNJ stay because some scripts need them.
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200e\u200f\u2060\ufeff\u180e"), None)
+_QUOTES = str.maketrans({
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u00ab": '"', "\u00bb": '"',
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u2033": '"',
+    "\u2039": "'", "\u203a": "'",
+})
+_DASHES = re.compile(r"\s*(?:[\u2012\u2014\u2015\u2e3a\u2e3b]|(?<!-)--(?!-))\s*")
+_RANGE = re.compile(r"(?<=\d)\s*[\u2013\u2012]\s*(?=\d)")
+_EN_DASH = re.compile(r"\s*\u2013\s*")
+
+
+def clean_unicode(text: str) -> str:
+    """One Unicode form, ligatures split, plain quotes, one kind of dash, no invisible characters."""
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).translate(_QUOTES)
+    text = text.replace("\u2026", "...").replace("\u2044", "/")
+    text = _RANGE.sub(" to ", text)  # 1851–1900 reads as a range
+    text = _DASHES.sub(" \u2014 ", text)
+    text = _EN_DASH.sub(" \u2014 ", text)
+    text = re.sub(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+", " ", text)
+    return re.sub(r" *\n *", "\n", text).strip()
+
+
+# ---------------------------------------------------------------- abbreviations
+
+# (pattern, spoken form, may end a sentence); patterns match at a word start.
+_ABBREVIATIONS: dict[str, list[tuple[str, str, bool]]] = {
+    "en": [
+        (r"Mr\.", "Mister", False), (r"Mrs\.", "Missus", False), (r"Ms\.", "Miz", False),
+        (r"Dr\.(?=\s+[A-Z])", "Doctor", False), (r"Prof\.", "Professor", False),
+        (r"St\.(?=\s+[A-Z])", "Saint", False), (r"St\.", "Street", True),
+        (r"Jr\.", "Junior", True), (r"Sr\.", "Senior", True), (r"Capt\.", "Captain", False),
+        (r"Col\.", "Colonel", False), (r"Gen\.", "General", False), (r"Lt\.", "Lieutenant", False),
+        (r"Sgt\.", "Sergeant", False), (r"Rev\.", "Reverend", False), (r"Hon\.", "Honourable", False),
+        (r"Mt\.", "Mount", False), (r"vs\.", "versus", False), (r"etc\.", "et cetera", True),
+        (r"e\.g\.", "for example", False), (r"i\.e\.", "that is", False), (r"approx\.", "approximately", False),
+        (r"No\.(?=\s*\d)", "number", False), (r"Nos\.(?=\s*\d)", "numbers", False),
+        (r"Fig\.(?=\s*\d)", "figure", False), (r"Vol\.(?=\s*\d)", "volume", False),
+        (r"pp?\.(?=\s*\d)", "page", False),
+    ],
+    "de": [
+        (r"z\.\s?B\.", "zum Beispiel", False), (r"d\.\s?h\.", "das heißt", False), (r"u\.\s?a\.", "unter anderem", True),
+        (r"usw\.", "und so weiter", True), (r"bzw\.", "beziehungsweise", False), (r"Dr\.", "Doktor", False),
+        (r"Hr\.", "Herr", False), (r"Fr\.", "Frau", False), (r"Nr\.(?=\s*\d)", "Nummer", False),
+        (r"ca\.", "circa", False), (r"Prof\.", "Professor", False),
+    ],
+    "fr": [
+        (r"M\.(?=\s+[A-Z])", "Monsieur", False), (r"Mme\.?(?=\s)", "Madame", False), (r"Mlle\.?(?=\s)", "Mademoiselle", False),
+        (r"Dr\.?(?=\s+[A-Z])", "Docteur", False), (r"etc\.", "et cetera", True), (r"p\.\s?ex\.", "par exemple", False),
+    ],
+    "es": [
+        (r"Sr\.", "señor", False), (r"Sra\.", "señora", False), (r"Srta\.", "señorita", False),
+        (r"Dr\.", "doctor", False), (r"Dra\.", "doctora", False), (r"etc\.", "etcétera", True),
+    ],
+}
+
+
+@lru_cache(maxsize=None)
+def _abbreviation_rules(lang: str) -> list[tuple[re.Pattern, str, bool]]:
+    return [(re.compile(r"(?<![\w.])" + pat), spoken, ends) for pat, spoken, ends in _ABBREVIATIONS.get(lang, [])]
+
+
+def expand_abbreviations(text: str, language: str = "en") -> str:
+    """Write common abbreviations out ("Dr. Smith" -> "Doctor Smith") for the book's language."""
+    for pattern, spoken, may_end in _abbreviation_rules(base_language(language)):
+
+        def repl(m: re.Match, spoken=spoken, may_end=may_end) -> str:
+            # The abbreviation's period may also close the sentence: keep it then.
+            rest = m.string[m.end():m.end() + 3]
+            if may_end and (not rest.strip() or re.match(r"\s+[\"'(]?[A-Z]", rest)):
+                return spoken + "."
+            return spoken
+
+        text = pattern.sub(repl, text)
+    return text
+
+
+# ---------------------------------------------------------------- numbers
+
+# Languages whose numbers use "," for decimals and "." or a space for thousands.
+_COMMA_DECIMAL = {"de", "fr", "es", "it", "pt", "nl", "ru", "pl", "cs", "sk", "da", "no", "sv", "fi", "tr", "uk", "ro", "hu", "id", "lt", "lv", "sl", "sr", "ca", "be", "kz"}
+# Languages whose TTS reads digits natively and where num2words adds nothing.
+_KEEP_DIGITS = {"zh", "ja", "ko", "yue"}
+_PERCENT = {"en": "percent", "de": "Prozent", "fr": "pour cent", "es": "por ciento", "it": "per cento", "pt": "por cento", "nl": "procent"}
+_DEGREES = {"en": ("degree", "degrees"), "de": ("Grad", "Grad"), "fr": ("degré", "degrés"), "es": ("grado", "grados")}
+_CURRENCY_EN = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
+                "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
+_SCALE = r"(?:\s+(thousand|million|billion|trillion))?"
+
+
+def _num2words_lang(lang: str) -> str | None:
+    from num2words import CONVERTER_CLASSES
+
+    return lang if lang in CONVERTER_CLASSES and lang not in _KEEP_DIGITS else None
+
+
+def _words(number, lang: str, to: str = "cardinal") -> str:
+    from num2words import num2words
+
+    try:
+        return num2words(number, lang=lang, to=to)
+    except (NotImplementedError, OverflowError, ValueError, TypeError, KeyError, AttributeError):
+        return num2words(number, lang=lang) if to != "cardinal" else str(number)
+
+
+def _parse_number(raw: str, lang: str):
+    """'59,265' -> 59265, '3.14' -> Decimal-like float string; None if it is not a plain number."""
+    if lang in _COMMA_DECIMAL:
+        raw = raw.replace(".", "").replace("\u202f", "").replace(" ", "").replace(",", ".")
+    else:
+        raw = raw.replace(",", "")
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        return None
+    return int(value) if "." not in raw else value
+
+
+def numbers_to_words(text: str, language: str = "en") -> str:
+    """Write numbers as words: money, times, ordinals, years, percentages, decimals, plain numbers.
+
+    Uses num2words in the book's language; languages it does not know, and Chinese,
+    Japanese and Korean (whose voices read digits well), keep their digits.
+    """
+    lang = _num2words_lang(base_language(language))
+    if lang is None or not re.search(r"\d", text):
+        return text
+    en = lang == "en"
+    if lang in _COMMA_DECIMAL:
+        number = r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d+(?:,\d+)?"
+    else:
+        number = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+    start, end = r"(?<![\w.,])", r"(?![\d])"
+
+    def cardinal(raw: str) -> str:
+        if len(raw) > 1 and raw[0] == "0" and raw.isdigit() or len(raw) > 15:
+            return " ".join(_words(int(d), lang) for d in raw if d.isdigit())  # codes, not amounts
+        value = _parse_number(raw, lang)
+        return raw if value is None else _words(value, lang)
+
+    if en:
+        def money(m: re.Match) -> str:
+            one, many, sub_one, sub_many = _CURRENCY_EN[m.group(1)]
+            value = _parse_number(m.group(2), lang)
+            if value is None:
+                return m.group(0)
+            if m.group(3):  # "$5 million" -> "five million dollars"
+                return f"{cardinal(m.group(2))} {m.group(3)} {many}"
+            whole = int(value)
+            cents = int(round((value - whole) * 100)) if not isinstance(value, int) else 0
+            spoken = f"{_words(whole, lang)} {one if whole == 1 else many}"
+            if cents:
+                spoken += f" and {_words(cents, lang)} {sub_one if cents == 1 else sub_many}"
+            return spoken
+
+        text = re.sub(rf"([$£€¥])\s?({number}){_SCALE}{end}", money, text)
+
+        def clock(m: re.Match) -> str:
+            hour, minute, half = int(m.group(1)), int(m.group(2)), m.group(3)
+            if hour > 24 or minute > 59:
+                return m.group(0)
+            spoken = _words(hour, lang)
+            if minute == 0:
+                spoken += "" if half else " o'clock"
+            elif minute < 10:
+                spoken += f" oh {_words(minute, lang)}"
+            else:
+                spoken += f" {_words(minute, lang)}"
+            return spoken + (f" {half[0].lower()}.m." if half else "")
+
+        text = re.sub(r"(?<![\w:])(\d{1,2}):(\d{2})(?![\d:])(?:\s?([AaPp]\.?[Mm]\.?)(?!\w))?", clock, text)
+        text = re.sub(rf"{start}(\d+)(?:st|nd|rd|th)(?!\w)", lambda m: _words(int(m.group(1)), lang, "ordinal"), text)
+
+        def decade(m: re.Match) -> str:
+            words = _words(int(m.group(1)), lang, "year")
+            return words[:-1] + "ies" if words.endswith("y") else words + "s"
+
+        text = re.sub(rf"{start}(1[1-9]\d0|20\d0)'?s(?!\w)", decade, text)
+    # Four-digit numbers that look like years are read as years ("eighteen fifty-one").
+    text = re.sub(rf"{start}(1[1-9]\d\d|20\d\d){end}(?![.,]\d)(?!\s?%)",
+                  lambda m: _words(int(m.group(1)), lang, "year"), text)
+    if lang in _PERCENT:
+        text = re.sub(rf"{start}({number})\s?%", lambda m: f"{cardinal(m.group(1))} {_PERCENT[lang]}", text)
+    if lang in _DEGREES:
+        one, many = _DEGREES[lang]
+
+        def degrees(m: re.Match) -> str:
+            value = _parse_number(m.group(1), lang)
+            unit = {"C": " Celsius", "F": " Fahrenheit"}.get(m.group(2) or "", "")
+            return f"{cardinal(m.group(1))} {one if value == 1 else many}{unit}"
+
+        text = re.sub(rf"{start}({number})\s?°(?:\s?([CF])(?!\w))?", degrees, text)
+    text = re.sub(rf"(?<![\w.,\-])-(?=\d)", "minus ", text) if en else text
+    return re.sub(rf"{start}({number}){end}", lambda m: cardinal(m.group(1)), text)
+
+
+# ---------------------------------------------------------------- titles
+
+_ROMAN = re.compile(r"^M{0,4}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
+_TITLE_KEYWORDS = r"chapter|part|book|section|volume|vol\.|act|scene|canto|letter|stave|appendix|lecture|lesson|tale"
+
+
+def roman_to_int(numeral: str) -> int | None:
+    """'XII' -> 12; None when the string is not a well-formed Roman numeral."""
+    numeral = numeral.upper()
+    if not numeral or not _ROMAN.match(numeral):
+        return None
+    total = 0
+    for i, ch in enumerate(numeral):
+        value = _ROMAN_VALUES[ch]
+        total += -value if i + 1 < len(numeral) and _ROMAN_VALUES[numeral[i + 1]] > value else value
+    return total
+
+
+def speakable_title(title: str, language: str = "en") -> str:
+    """A chapter title as it should be spoken.
+
+    Roman numerals after words such as Chapter/Part/Book, or leading a title
+    ("IV. Death by Water"), become numbers; all-capital titles become title case so a
+    voice does not spell them out. The result still goes through ``normalize``.
+    """
+    title = " ".join(title.split())
+
+    def keyword(m: re.Match) -> str:
+        value = roman_to_int(m.group(2))
+        return f"{m.group(1)} {value}" if value and (m.group(2).isupper() or m.group(2).islower()) else m.group(0)
+
+    title = re.sub(rf"(?i)\b({_TITLE_KEYWORDS})\s+([IVXLCDMivxlcdm]+)\b(?!')", keyword, title)
+
+    def leading(m: re.Match) -> str:
+        value = roman_to_int(m.group(1))
+        return f"{value}{m.group(2)}" if value else m.group(0)
+
+    title = re.sub(r"^([IVXLCDM]+)([.:)]\s)", leading, title)
+    if re.fullmatch(r"[IVXLCDM]+\.?", title) and roman_to_int(title.rstrip(".")):
+        title = str(roman_to_int(title.rstrip(".")))
+    letters = [c for c in title if c.isalpha()]
+    if len(letters) > 3 and all(c.isupper() for c in letters if c.upper() != c.lower()):
+        title = re.sub(r"[^\W\d_]+('[^\W\d_]+)?", lambda m: m.group(0).capitalize(), title)
+        # Small words stay small inside a title ("The Burial of the Dead").
+        title = re.sub(r"(?<=[^\W\d_] )(Of|The|A|An|And|Or|In|On|To|For|By|At)\b", lambda m: m.group(0).lower(), title)
+    spoken = normalize(title, language)
+    return spoken[:1].upper() + spoken[1:]
+
+
+# ---------------------------------------------------------------- normalise
+
+
+def normalize(text: str, language: str = "en", pronunciations: Pronunciations | None = None) -> str:
+    """Make text speakable and return it; paragraph breaks ("\\n\\n") are kept.
+
+    Steps, in order: Unicode clean-up (``clean_unicode``), the user's pronunciation
+    dictionary, abbreviations, numbers (both for the book's ``language``). No word of
+    the text is dropped.
+    """
+    text = clean_unicode(text)
+    if pronunciations is not None:
+        text = pronunciations.apply(text)
+    text = expand_abbreviations(text, language)
+    text = numbers_to_words(text, language)
     return re.sub(r"[ \t]+", " ", text).strip()
 
 
+# ---------------------------------------------------------------- sentences
+
+
+@lru_cache(maxsize=None)
+def _segmenter(lang: str):
+    import pysbd
+    from pysbd.languages import LANGUAGE_CODES
+
+    return pysbd.Segmenter(language=lang if lang in LANGUAGE_CODES else "en", clean=False)
+
+
+_FALLBACK_END = re.compile(r"(?<=[.!?。！？…])[\"')\]”’」』]*\s*")
+_WINDOW_CUT = re.compile(r"[.!?。！？][\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|[。！？]")
+
+
+def _windows(paragraph: str) -> list[str]:
+    """Cut a very long paragraph near sentence ends into pieces pysbd handles quickly."""
+    pieces, start = [], 0
+    while len(paragraph) - start > SEGMENT_WINDOW_CHARS:
+        cut = None
+        for m in _WINDOW_CUT.finditer(paragraph, start + SEGMENT_WINDOW_CHARS // 2, start + SEGMENT_WINDOW_CHARS):
+            cut = m.end()
+        if cut is None:
+            space = paragraph.rfind(" ", start + 1, start + SEGMENT_WINDOW_CHARS)
+            cut = space if space > start else start + SEGMENT_WINDOW_CHARS
+        pieces.append(paragraph[start:cut])
+        start = cut
+    pieces.append(paragraph[start:])
+    return pieces
+
+
 def split_sentences(paragraph: str, language: str = "en") -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
+    """Cut one paragraph into sentences with pysbd; their concatenation keeps every character."""
+    sentences: list[str] = []
+    for window in _windows(paragraph):
+        sentences += _split_window(window, base_language(language))
+    return [s for s in sentences if s]
 
 
-def chunk_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en") -> list[tuple[str, bool]]:
-    """Cut a chapter's text into (chunk text, paragraph_end) pairs of whole sentences."""
+def _split_window(text: str, lang: str) -> list[str]:
+    try:
+        segments = _segmenter(lang).segment(text)
+    except Exception:  # pysbd has rare internal errors on odd input; fall back below
+        segments = None
+    # pysbd may alter text on odd input, so its segments are mapped back onto the
+    # original and only used as cut points: no character can be lost or moved.
+    cuts, cursor = [], 0
+    for seg in segments or []:
+        seg = seg.strip()
+        if not seg:
+            continue
+        pos = text.find(seg, cursor)
+        if pos < 0:
+            cuts = None
+            break
+        cursor = pos + len(seg)
+        cuts.append(cursor)
+    if not cuts:
+        cuts = [m.end() for m in _FALLBACK_END.finditer(text)]
+    out, prev = [], 0
+    for cut in cuts + [len(text)]:
+        if cut > prev:
+            out.append(text[prev:cut].strip())
+            prev = cut
+    return [s for s in out if s]
+
+
+# ---------------------------------------------------------------- chunks
+
+_CLAUSE = re.compile(r"[;:,\u2014、，；：](?=\s|$)|[、，；：]| \u2014 ")
+
+
+def _join(left: str, right: str) -> str:
+    if not left:
+        return right
+    # Scripts without spaces are joined without one.
+    return left + right if is_cjk(left[-1]) and is_cjk(right[0]) else f"{left} {right}"
+
+
+def _split_long(sentence: str, chunk_chars: int) -> list[str]:
+    """Cut a sentence longer than ``chunk_chars`` at its last clause boundary, else a space, else anywhere."""
+    pieces = []
+    rest = sentence
+    while len(rest) > chunk_chars:
+        window = rest[:chunk_chars + 1]
+        cut = 0
+        for m in _CLAUSE.finditer(window):
+            if m.end() <= chunk_chars and m.end() > chunk_chars // 4:
+                cut = m.end()
+        if not cut:
+            cut = window.rfind(" ")
+        if cut <= 0:
+            cut = chunk_chars  # one word (or a run of CJK) longer than a chunk
+        head, rest = rest[:cut].strip(), rest[cut:].strip()
+        if head:
+            pieces.append(head)
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def chunk_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
+               pronunciations: Pronunciations | None = None) -> list[tuple[str, bool]]:
+    """Cut a chapter's text into ``(chunk text, paragraph_end)`` pairs.
+
+    The text is normalised first; chunks pack whole sentences up to ``chunk_chars``
+    characters and never cross a paragraph; a longer sentence is cut at a clause
+    boundary. No chunk is longer than ``chunk_chars``.
+    """
+    if chunk_chars < MIN_CHUNK_CHARS:
+        raise AudiobookError(f"Chunk size must be at least {MIN_CHUNK_CHARS} character.")
     out: list[tuple[str, bool]] = []
-    for para in re.split(r"\n\s*\n", text):
-        para = normalize(para, language)
+    for para in re.split(r"\n\s*\n", normalize(text, language, pronunciations)):
+        para = " ".join(para.split())
         if not para:
             continue
         current = ""
         for sentence in split_sentences(para, language):
             for piece in _split_long(sentence, chunk_chars):
-                if current and len(current) + 1 + len(piece) > chunk_chars:
+                joined = _join(current, piece)
+                if current and len(joined) > chunk_chars:
                     out.append((current, False))
                     current = piece
                 else:
-                    current = f"{current} {piece}".strip()
+                    current = joined
         if current:
             out.append((current, True))
     return out
 
 
-def _split_long(sentence: str, chunk_chars: int) -> list[str]:
-    if len(sentence) <= chunk_chars:
-        return [sentence]
-    pieces, current = [], ""
-    for word in sentence.split():
-        if current and len(current) + 1 + len(word) > chunk_chars:
-            pieces.append(current)
-            current = word
-        else:
-            current = f"{current} {word}".strip()
-    return pieces + ([current] if current else [])
+def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
+                speak_titles: bool = True, pronunciations: Pronunciations | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[Chunk]:
+    """Every chunk of the book in reading order.
 
-
-def plan_chunks(chapters, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en", speak_titles: bool = True) -> list[Chunk]:
-    """Every chunk of the book in reading order (the title of each chapter first)."""
+    ``chapters`` are objects with ``title`` and ``text`` (``books.Chapter``). With
+    ``speak_titles`` each chapter starts with its spoken title (``is_title``), unless
+    the chapter's text is only that title. The last chunk of every chapter has
+    ``chapter_end``. ``progress(done, total)`` is called after each chapter.
+    """
+    chapters = list(chapters)
     chunks: list[Chunk] = []
     for ci, chapter in enumerate(chapters):
-        body = chunk_text(chapter.text, chunk_chars, language)
+        body = chunk_text(chapter.text, chunk_chars, language, pronunciations)
         items: list[tuple[str, bool, bool]] = []
-        if speak_titles and chapter.title.strip():
-            items.append((normalize(chapter.title, language), True, False))
-        items += [(t, False, p) for t, p in body]
+        title = chapter.title.strip()
+        body_is_title = title and " ".join(chapter.text.split()) == " ".join(title.split())
+        if speak_titles and title and not body_is_title:
+            spoken = speakable_title(title, language)
+            if pronunciations is not None:
+                spoken = pronunciations.apply(spoken)
+            items += [(t, True, True) for t, _ in chunk_text(spoken, chunk_chars, language)]
+        items += [(t, bool(body_is_title), p) for t, p in body]
         for i, (t, is_title, para_end) in enumerate(items):
             chunks.append(Chunk(ci, i, t, is_title=is_title, paragraph_end=para_end, chapter_end=i == len(items) - 1))
+        if progress is not None:
+            progress(ci + 1, len(chapters))
     return chunks
