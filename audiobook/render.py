@@ -127,6 +127,42 @@ class RenderResult:
         return mf.manifest_path(self.out_dir)
 
 
+@dataclass
+class RenderState:
+    """A snapshot of the background render for the page: survives a page reload, never blocks.
+
+    ``error`` is the sentence to show when the render ended on an error; ``log`` holds the
+    latest lines (the per-batch line among them).
+    """
+
+    running: bool = False
+    book_title: str = ""
+    out_dir: str = ""
+    chunks_done: int = 0
+    chunks_total: int = 0
+    failed_count: int = 0
+    suspect_count: int = 0
+    audio_s: float = 0.0
+    elapsed_s: float = 0.0
+    x_real_time: float = 0.0
+    eta_s: float | None = None
+    batch_size: int = 0
+    log: list[str] = field(default_factory=list)
+    failed: list[ChunkReport] = field(default_factory=list)
+    suspect: list[ChunkReport] = field(default_factory=list)
+    skipped_chapters: list[str] = field(default_factory=list)
+    chapter_files: list[str] = field(default_factory=list)
+    book_files: list[str] = field(default_factory=list)
+    stopping: bool = False
+    stopped: bool = False
+    finished: bool = False  # ended without an error (complete, stopped, or with failed chunks)
+    error: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.chunks_done / self.chunks_total if self.chunks_total else 0.0
+
+
 def batch_log_line(n: int, seconds: float) -> str:
     """The per-batch log line users know: ``Batch (5 chunks) done in 81.59s (16.32s/chunk)``."""
     return f"Batch ({n} chunk{'s' if n != 1 else ''}) done in {seconds:.2f}s ({seconds / max(n, 1):.2f}s/chunk)"
@@ -260,14 +296,19 @@ def render_events(
     result: RenderResult,
     should_stop: Callable[[], bool] = lambda: False,
     options: RenderOptions = RenderOptions(),
+    clone_prompt: Callable[[], object] | None = None,
 ) -> Iterator[Progress]:
     """Render ``book`` into ``out_dir``, continuing from its manifest; yield Progress after every batch.
 
     Fills ``result`` as it goes (the caller keeps a reference). Chapters are assembled as
     soon as all their chunks are kept; the book files at the end of a complete render.
-    Raises AudiobookError for problems the user can fix (a damaged manifest, no text).
+    ``clone_prompt`` returns the (cached) clone prompt of a cloned narrator; it is called
+    only when there is something to generate. Raises AudiobookError for problems the user
+    can fix (a damaged manifest, no text).
     """
-    yield from _Render(book, narrator, settings, Path(out_dir), tts, result, should_stop, options).run()
+    r = _Render(book, narrator, settings, Path(out_dir), tts, result, should_stop, options)
+    r.prompt_source = clone_prompt
+    yield from r.run()
 
 
 def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: RenderOptions = RenderOptions()) -> mf.Manifest:
@@ -304,6 +345,7 @@ class _Render:
         self.rate = SpeakingRate()
         self.sizer = BatchSizer(settings.batch_size)
         self.prompt = None
+        self.prompt_source: Callable[[], object] | None = None
         self.start = time.perf_counter()
         self.lines: list[str] = []  # log lines not yet reported in a Progress
 
@@ -337,7 +379,8 @@ class _Render:
         self._assemble(range(len(self.m.chapters)), final=False)
         queue = order_for_batches(todo, {i: states[i].text for i in todo}, self.settings.batch_order, self.settings.batch_size)
         if queue and self.narrator.kind != "preset":
-            self.prompt = self.tts.clone_prompt(self.narrator.ref_audio, self.narrator.ref_text, self.narrator.x_vector_only)
+            self.prompt = (self.prompt_source() if self.prompt_source else
+                           self.tts.clone_prompt(self.narrator.ref_audio, self.narrator.ref_text, self.narrator.x_vector_only))
         while queue:
             if self.should_stop():
                 self.result.stopped = True
