@@ -192,7 +192,7 @@ def _decode_text(raw: bytes, name: str) -> str:
     sample = raw[:65536]
     controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
     if b"\x00" in sample or (sample and controls / len(sample) > 0.05):
-        raise AudiobookError(f"{name} is not a text file (it contains binary data); is it really a .txt?")
+        raise AudiobookError(f"{name} is not a text file: it contains binary data.")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -210,7 +210,9 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _is_heading_block(lines: list[str]) -> bool:
-    return len(lines) <= 2 and all(len(line) <= 100 for line in lines) and bool(_HEADING.match(lines[0]))
+    # "Chapter two of her life began." is a sentence, not a heading.
+    sentence = len(lines[0].split()) > 3 and re.search(r"[.!?,;]\W*$", lines[0])
+    return len(lines) <= 2 and all(len(line) <= 100 for line in lines) and bool(_HEADING.match(lines[0])) and not sentence
 
 
 def _is_subtitle(lines: list[str]) -> bool:
@@ -236,18 +238,19 @@ def split_text_chapters(text: str, fallback_title: str) -> list[Chapter]:
             rest = lines[1:]
             if rest and not lines[0].startswith("#"):
                 heading, rest = f"{heading.rstrip(':')}: {rest[0]}" if not heading.endswith(".") else f"{heading} {rest[0]}", []
-            elif not rest and i + 1 < len(blocks) and _is_subtitle(blocks[i + 1]) and re.fullmatch(r"\w+\s+\S+\.?", heading):
+            elif not rest and i + 1 < len(blocks) and _is_subtitle(blocks[i + 1]) and not _HEADING.match(blocks[i + 1][0]) and re.fullmatch(r"\w+\s+\S+\.?", heading):
                 heading = f"{heading} {blocks[i + 1][0]}" if heading.endswith(".") else f"{heading}: {blocks[i + 1][0]}"
                 i += 1
             chapters.append((heading, [" ".join(rest)] if rest else []))
         else:
             chapters[-1][1].append(" ".join(lines))
         i += 1
-    titled = [t.lower() for t, paras in chapters if t and paras]
+    titled = [" ".join(_words_of(t)) for t, paras in chapters if t and paras]
     out = []
     for n, (title, paras) in enumerate(chapters):
         if not paras:
-            if title is None or title.lower() in titled:
+            key = " ".join(_words_of(title or ""))
+            if title is None or any(t == key or t.startswith(key + " ") for t in titled):
                 continue  # a contents line, or nothing before the first heading
             paras = [title]  # a heading alone (a part title): it is its own short chapter
         out.append(Chapter(title or (fallback_title if n == 0 and len(chapters) == 1 else FRONT_MATTER_TITLE), "\n\n".join(paras)))

@@ -445,7 +445,11 @@ def split_sentences(paragraph: str, language: str = "en") -> list[str]:
 
 def _split_window(text: str, lang: str) -> list[str]:
     try:
-        segments = _segmenter(lang).segment(text)
+        # The processor alone: Segmenter.segment() would also compute character spans
+        # with one fresh regex per sentence, which is most of its time; the spans are
+        # found below more cheaply.
+        segmenter = _segmenter(lang)
+        segments = segmenter.processor(text).process() if text else []
     except Exception:  # pysbd has rare internal errors on odd input; fall back below
         segments = None
     # pysbd may alter text on odd input, so its segments are mapped back onto the
@@ -519,6 +523,9 @@ def chunk_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str 
     for para in re.split(r"\n\s*\n", normalize(text, language, pronunciations)):
         para = " ".join(para.split())
         if not para:
+            continue
+        if len(para) <= chunk_chars:
+            out.append((para, True))  # fits whole: no need to find its sentences
             continue
         current = ""
         for sentence in split_sentences(para, language):
