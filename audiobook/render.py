@@ -314,7 +314,7 @@ def render_events(
 def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: RenderOptions = RenderOptions()) -> mf.Manifest:
     """The manifest a render of ``book`` would start from (no model needed); it is not saved."""
     language = _language(book, settings)
-    chunks = plan_chunks(book.chapters, settings.chunk_chars, language or "en")
+    chunks = plan_chunks(book.chapters, settings.chunk_chars, "en" if language == "auto" else language)
     if not chunks:
         raise AudiobookError("This book has no text to narrate.")
     key = mf.RenderKey.make(narrator, GenerationOptions.from_settings(settings), settings.model_size, language)
