@@ -47,10 +47,15 @@ class Chunk:
 # ---------------------------------------------------------------- languages
 
 
+# Qwen3-TTS names its languages in words; the text rules need ISO 639-1 codes.
+_LANGUAGE_NAMES = {"english": "en", "chinese": "zh", "japanese": "ja", "korean": "ko", "german": "de",
+                   "french": "fr", "russian": "ru", "portuguese": "pt", "spanish": "es", "italian": "it", "auto": "en"}
+
+
 def base_language(language: str | None) -> str:
-    """'en-US' -> 'en'; '' or None -> 'en' (the default narration language)."""
+    """'en-US' -> 'en'; 'English' -> 'en'; '', 'auto' or None -> 'en' (the default narration language)."""
     code = (language or "").strip().replace("_", "-").split("-")[0].lower()
-    return code or "en"
+    return _LANGUAGE_NAMES.get(code, code) or "en"
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3000-\u303f\uff00-\uffef]")

@@ -42,6 +42,7 @@ def test_normalize_is_language_aware():
     assert normalize("Er zahlte 1.234,5 Euro, z.B. 50 %.", "de-DE") == \
         "Er zahlte eintausendzweihundertvierunddreißig Komma fünf Euro, zum Beispiel fünfzig Prozent."
     assert normalize("Il a 21 ans.", "fr") == "Il a vingt et un ans."
+    assert normalize("It is 5.", "English") == normalize("It is 5.", "auto") == "It is five."
     assert normalize("2012年に10個", "ja") == "2012年に10個"  # Japanese voices read digits well
 
 
