@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
 import subprocess
 import tempfile
 import textwrap
@@ -40,6 +41,7 @@ CHAPTER_FORMATS = {  # format -> (file extension, ffmpeg codec arguments, ffmpeg
     "flac": ("flac", ["-c:a", "flac"], "flac"),
     "mp3": ("mp3", ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE], "mp3"),
 }
+_RAW_INPUT = ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1"]  # how our temporary audio is stored
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
@@ -251,30 +253,30 @@ def assemble_chapter(
 
     fd, raw_name = tempfile.mkstemp(prefix=".assembling-", suffix=".f32", dir=out_dir)
     raw = Path(raw_name)
+    limited_raw = raw.with_name(raw.name + ".limited")
     try:
         with os.fdopen(fd, "wb") as fh:
             cues, written, lead, tail = _join_to_raw(fh, meter, chunks, chunk_wav_paths, pauses, number)
         loudness = meter.integrated()
         gain = settings.loudness_lufs - loudness if np.isfinite(loudness) else 0.0
         limited = meter.true_peak_db() + gain > settings.true_peak_db
-        filters = [f"volume={gain:.4f}dB"]
+        source, filters = raw, [f"volume={gain:.4f}dB"]
         if limited:
-            limit = 10 ** ((settings.true_peak_db - LIMITER_HEADROOM_DB) / 20)
-            # latency=1 keeps the output sample-aligned with the input, so cues stay true
-            filters.append(f"alimiter=limit={limit:.6f}:attack=5:release=100:level=0:latency=1")
+            gain = _limit_to_raw(raw, limited_raw, gain, settings, path.name)
+            source, filters = limited_raw, ["anull"]
         tags = {"title": title, "track": f"{number}/{total}" if total else str(number)}
         if book is not None:
             tags.update(album=book.title, artist=book.author)
         with _atomic_output(path) as tmp:
             _run_ffmpeg(
-                ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw), "-af", ",".join(filters),
-                 *codec, *_metadata_args(tags), "-f", muxer, str(tmp)],
+                [*_RAW_INPUT, "-i", str(source), "-af", ",".join(filters), *codec, *_metadata_args(tags), "-f", muxer, str(tmp)],
                 path.name,
             )
     except OSError as e:
         raise _disk_error(path, e) from None
     finally:
         raw.unlink(missing_ok=True)
+        limited_raw.unlink(missing_ok=True)
 
     srt_path = write_srt(path.with_suffix(".srt"), cues)
     return ChapterAudio(
@@ -282,6 +284,28 @@ def assemble_chapter(
         lead_s=lead / SAMPLE_RATE, tail_s=tail / SAMPLE_RATE, loudness_lufs=float(loudness),
         gain_db=float(gain), limited=bool(limited), missing_chunks=missing,
     )
+
+
+def _limit_to_raw(raw: Path, out: Path, gain: float, settings, name: str, tries: int = 3) -> float:
+    """Apply ``gain`` and a peak limiter from ``raw`` into ``out``; returns the gain finally used.
+
+    Limiting takes some loudness away, so the result is measured and the gain raised until
+    the chapter is within 0.3 LU of the target (the limiter keeps the peaks down meanwhile).
+    """
+    limit = 10 ** ((settings.true_peak_db - LIMITER_HEADROOM_DB) / 20)
+    for _ in range(tries):
+        # latency=1 keeps the output sample-aligned with the input, so cues stay true
+        limiter = f"volume={gain:.4f}dB,alimiter=limit={limit:.6f}:attack=5:release=50:level=0:latency=1"
+        _run_ffmpeg([*_RAW_INPUT, "-i", str(raw), "-af", limiter, "-f", "f32le", str(out)], name)
+        meter = LoudnessMeter(SAMPLE_RATE)
+        with open(out, "rb") as fh:
+            while data := fh.read(4 * BLOCK_SAMPLES):
+                meter.add(np.frombuffer(data, dtype="<f4"))
+        miss = settings.loudness_lufs - meter.integrated()
+        if not np.isfinite(miss) or abs(miss) < 0.3:
+            break
+        gain += miss
+    return gain
 
 
 def _join_to_raw(fh, meter, chunks, paths, pauses: Pauses, number: int):
@@ -346,10 +370,12 @@ def trim_silence(wav: np.ndarray, margin_ms: int = TRIM_MARGIN_MS, sr: int = SAM
     n = len(wav)
     if n == 0:
         return np.zeros(0, dtype=np.float32), 0, 0
-    padded = np.zeros(max(1, -(-n // frame)) * frame, dtype=np.float32)
-    padded[:n] = wav
-    rms = np.sqrt(np.mean(padded.reshape(-1, frame).astype(np.float64) ** 2, axis=1))
-    level = 20 * np.log10(np.maximum(rms, 1e-12))
+    whole = n // frame * frame
+    # frame energies in float32 on a view: a five-minute chunk costs one extra copy, not four
+    energy = np.square(wav[:whole]).reshape(-1, frame).mean(axis=1)
+    if whole < n:
+        energy = np.append(energy, np.mean(np.square(wav[whole:])))
+    level = 10 * np.log10(np.maximum(energy.astype(np.float64), 1e-24))
     threshold_db = max(TRIM_FLOOR_DB, float(level.max()) - TRIM_RANGE_DB)
     loud = np.flatnonzero(level > threshold_db)
     if len(loud) == 0:
@@ -592,7 +618,7 @@ def _encode_book(book, used, gaps, marks, total, outputs, cover, cover_ext, out_
         work = Path(work)
         meta = work / "chapters.txt"
         meta.write_text(_ffmetadata(tags, marks), encoding="utf-8")
-        inputs = ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-f", "ffmetadata", "-i", str(meta)]
+        inputs = [*_RAW_INPUT, "-i", "pipe:0", "-f", "ffmetadata", "-i", str(meta)]
         if cover is not None:
             cover_path = work / f"cover.{cover_ext}"
             cover_path.write_bytes(cover)
@@ -632,7 +658,7 @@ def _pipe_chapters(args: list[str], used, gaps, total: int, name: str, progress)
         errors.seek(0)
         message = errors.read().decode("utf-8", "replace")
     if rc != 0:
-        raise _ffmpeg_failure(name, message)
+        raise _ffmpeg_failure(name, message, rc)
 
 
 def _decode(ca: ChapterAudio) -> Iterator[bytes]:
@@ -707,7 +733,7 @@ def _run_ffmpeg(args: list[str], name: str) -> None:
     proc = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if proc.returncode != 0:
-        raise _ffmpeg_failure(name, proc.stderr.decode("utf-8", "replace"))
+        raise _ffmpeg_failure(name, proc.stderr.decode("utf-8", "replace"), proc.returncode)
 
 
 def _metadata_args(tags: Mapping[str, str]) -> list[str]:
@@ -726,8 +752,9 @@ def _disk_full_sentence(name: str) -> str:
     return f"The disk filled up while writing {name}; the partial file was removed, so free some space and try again."
 
 
-def _ffmpeg_failure(name: str, message: str) -> AudiobookError:
-    if _is_disk_full(message):
+def _ffmpeg_failure(name: str, message: str, rc: int = 1) -> AudiobookError:
+    # a file-size limit kills ffmpeg with SIGXFSZ instead of failing the write
+    if _is_disk_full(message) or rc == -getattr(signal, "SIGXFSZ", -1):
         return AudiobookError(_disk_full_sentence(name))
     last = message.strip().splitlines()[-1] if message.strip() else "no message"
     return AudiobookError(f"ffmpeg could not write {name} ({last}).")
