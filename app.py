@@ -1,0 +1,803 @@
+"""The Gradio page: builds it and wires its events to ``backend.Backend``; no logic of its own.
+
+Run ``python app.py --help``. The page listens on 127.0.0.1 unless ``--listen`` or ``--share``.
+Handlers are plain module-level functions taking the backend first, so tests call them directly;
+``build_app`` binds them to a backend and turns AudiobookError into readable page messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import html
+import importlib.util
+import logging
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from audiobook import books
+from audiobook.audio import safe_filename
+from audiobook.books import Book
+from audiobook.errors import AudiobookError
+from audiobook.render import RenderState
+from audiobook.settings import Settings
+from audiobook.tts import LANGUAGES, PRESET, Narrator
+from audiobook.voices import DEFAULT_REFERENCE_TEXT, VoicePreview
+from backend import ROOT, Backend
+
+log = logging.getLogger("app")
+
+POLL_S = 1.0  # how often the page asks the backend for the render state
+LOG_LINES = 200  # the live log shows the newest lines only
+BOOK_TYPES = [".txt", ".md", ".epub", ".pdf", ".json"]
+SPEAKER_PREFIX, VOICE_PREFIX = "speaker:", "voice:"
+WORDS_PER_MINUTE = 150  # a calm narration pace, for the estimates in the chapter table
+MODE_DESIGN, MODE_CLONE, MODE_PRESET = "Design from a description", "Clone a clip", "Built-in speaker"
+VOICE_LANGUAGES = ["auto", *LANGUAGES.values()]
+
+# Advanced Settings, grouped as a user thinks of them; fields not named here land in "Other".
+SETTING_GROUPS: list[tuple[str, list[str]]] = [
+    ("Speed and memory", ["batch_size", "attention_mode", "max_new_tokens", "engine", "batch_order"]),
+    ("Model", ["model_size", "models_dir", "device", "dtype", "language"]),
+    ("Text", ["chunk_chars"]),
+    ("Sampling", ["do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed"]),
+    ("Quality checks", ["max_retries", "runaway_margin_s", "duration_outlier_factor"]),
+    ("Pauses (milliseconds)", ["pause_chunk_ms", "pause_paragraph_ms", "pause_title_ms", "pause_chapter_ms"]),
+    ("Output", ["loudness_lufs", "true_peak_db", "chapter_format", "make_m4b", "make_book_mp3", "output_dir", "voices_dir"]),
+]
+
+LABELS = {
+    "batch_size": "Batch size",
+    "attention_mode": "Attention",
+    "max_new_tokens": "Max new tokens",
+    "model_size": "Model size",
+    "models_dir": "Models folder",
+    "dtype": "Data type",
+    "chunk_chars": "Chunk size (characters)",
+    "do_sample": "Sample (off: greedy, repeatable)",
+    "top_k": "Top-k",
+    "top_p": "Top-p",
+    "runaway_margin_s": "Runaway margin (seconds)",
+    "duration_outlier_factor": "Duration outlier factor",
+    "pause_chunk_ms": "Between chunks",
+    "pause_paragraph_ms": "After a paragraph",
+    "pause_title_ms": "After a title",
+    "pause_chapter_ms": "Between chapters",
+    "loudness_lufs": "Loudness target (LUFS)",
+    "true_peak_db": "True peak (dB)",
+    "chapter_format": "Chapter file format",
+    "make_m4b": "Make an .m4b audiobook",
+    "make_book_mp3": "Make one .mp3 of the whole book",
+    "output_dir": "Output folder",
+    "voices_dir": "Voices folder",
+}
+
+CSS = """
+.field-error { color: var(--error-text-color, #b91c1c); font-size: 0.85em; margin-top: -6px; }
+.status-line { font-size: 0.9em; opacity: 0.85; }
+.render-progress .bar { height: 18px; border-radius: 9px; background: var(--neutral-200, #e5e7eb); overflow: hidden; }
+.render-progress .fill { height: 100%; background: var(--color-accent, #f97316); transition: width 0.4s; }
+.render-progress .numbers { margin-top: 6px; font-variant-numeric: tabular-nums; }
+.render-progress .render-error { margin-top: 6px; color: var(--error-text-color, #b91c1c); }
+"""
+
+
+# ---- small formatting helpers -------------------------------------------------------------
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """Read a field from a dataclass-like object or a dict."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def label_for(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``75`` -> ``1:15``; ``3725`` -> ``1:02:05``; None -> an em dash."""
+    if seconds is None:
+        return "—"
+    s = int(round(max(seconds, 0)))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def attention_choices() -> list[str]:
+    """sdpa and eager always; flash_attention_2 only when the flash-attn package is installed."""
+    choices = ["sdpa", "eager"]
+    if importlib.util.find_spec("flash_attn") is not None:
+        choices.append("flash_attention_2")
+    return choices
+
+
+def status_text(backend: Backend) -> str:
+    """The status line: device, loaded model and GPU memory when on CUDA."""
+    try:
+        info = backend.tts.status()
+    except AudiobookError as e:
+        return f"⚠️ {e}"
+    model = info.get("model")
+    parts = [f"**Device:** {info.get('device', '?')}",
+             f"**Model:** {Path(model).name if model else 'none loaded yet'}"]
+    if "gpu_total_mb" in info:
+        parts.append(f"**GPU memory:** {info['gpu_used_mb'] / 1024:.1f} / {info['gpu_total_mb'] / 1024:.1f} GB"
+                     + (f" ({info['gpu_name']})" if info.get("gpu_name") else ""))
+    return " · ".join(parts)
+
+
+# ---- Advanced Settings --------------------------------------------------------------------
+
+
+def setting_names() -> list[str]:
+    """Every Settings field, in the order the page shows them."""
+    listed = [n for _, names in SETTING_GROUPS for n in names]
+    known = [f.name for f in fields(Settings)]
+    return [n for n in listed if n in known] + [n for n in known if n not in listed]
+
+
+def setting_groups() -> list[tuple[str, list[str]]]:
+    known = {f.name for f in fields(Settings)}
+    groups = [(title, [n for n in names if n in known]) for title, names in SETTING_GROUPS]
+    listed = {n for _, names in groups for n in names}
+    other = [f.name for f in fields(Settings) if f.name not in listed]
+    return [g for g in groups if g[1]] + ([("Other", other)] if other else [])
+
+
+def settings_values(settings: Settings) -> list[Any]:
+    """The control values for ``settings``, in ``setting_names()`` order."""
+    return [getattr(settings, n) for n in setting_names()]
+
+
+def check_settings(current: Settings, values: dict[str, Any]) -> dict[str, str]:
+    """Validate each changed value on its own; return {name: error sentence} for the bad ones."""
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        if isinstance(value, str) and _setting_kind(name) in (int, float):
+            errors[name] = f"{label_for(name)} must be a number."
+            continue
+        if value is None:
+            errors[name] = f"{label_for(name)} needs a value."
+            continue
+        try:
+            current.updated(**{name: value})
+        except AudiobookError as e:
+            errors[name] = str(e)
+    return errors
+
+
+def _setting_kind(name: str) -> type:
+    f = next(f for f in fields(Settings) if f.name == name)
+    return {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type), type(f.default))
+
+
+def save_settings(backend: Backend, values: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """Save the page's settings; returns (message, {name: error}). Nothing is written on errors."""
+    override = getattr(backend, "_models_dir_override", None)
+    if override and values.get("models_dir") == override:  # the --models-dir value is for this run only
+        values = {k: v for k, v in values.items() if k != "models_dir"}
+    errors = check_settings(backend.settings, values)
+    if errors:
+        return f"Not saved: {len(errors)} setting{'s' if len(errors) != 1 else ''} need fixing (see the red notes).", errors
+    backend.save_settings(**values)
+    return f"Saved to {backend.settings_path.name}.", {}
+
+
+def reset_settings(backend: Backend) -> tuple[str, list[Any]]:
+    """Restore every default (and save them); returns (message, control values)."""
+    s = backend.reset_settings()
+    return f"Defaults restored and saved to {backend.settings_path.name}.", settings_values(s)
+
+
+# ---- books --------------------------------------------------------------------------------
+
+
+def load_book(backend: Backend, path: str | None) -> Book:
+    """Read an uploaded book file; AudiobookError for a missing or unreadable file."""
+    if not path:
+        raise AudiobookError("Choose a book file first (.txt, .md, .epub, .pdf or .json).")
+    return backend.load_book(path)
+
+
+def book_summary(book: Book | None) -> str:
+    if book is None:
+        return "No book loaded yet."
+    words = sum(c.words for c in book.chapters)
+    by = f" by {book.author}" if book.author else ""
+    n = len(book.chapters)
+    return (f"**{book.title}**{by} · {n} chapter{'s' if n != 1 else ''} · {words:,} words · "
+            f"about {fmt_duration(words / WORDS_PER_MINUTE * 60)} of audio")
+
+
+def chapter_rows(book: Book | None) -> list[list[Any]]:
+    """Rows of the chapter table: number, title, words, estimated minutes."""
+    if book is None:
+        return []
+    return [[i + 1, c.title, c.words, round(c.words / WORDS_PER_MINUTE, 1)] for i, c in enumerate(book.chapters)]
+
+
+def chapter_choices(book: Book | None) -> list[tuple[str, int]]:
+    return [(f"{i + 1}. {c.title}", i) for i, c in enumerate(book.chapters)] if book else []
+
+
+def chapter_numbers(text: str, book: Book) -> list[int]:
+    """'2, 3' or '3 1 2' -> 0-based chapter indexes; AudiobookError for anything else."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise AudiobookError(f"Type chapter numbers separated by commas, for example 2, 3 (the book has {len(book.chapters)}).")
+    return [int(p) - 1 for p in parts]
+
+
+def edit_book(book: Book | None, action: str, chapter: int | None = None, value: str = "") -> Book:
+    """Apply one edit to ``book`` and return the edited copy.
+
+    ``action`` is rename (chapter, value=title), text (chapter, value=text), merge or drop
+    (value='2, 3') or reorder (value='3, 1, 2').
+    """
+    if book is None:
+        raise AudiobookError("Load a book first.")
+    if action in ("rename", "text") and chapter is None:
+        raise AudiobookError("Pick a chapter first.")
+    if action == "rename":
+        return books.rename_chapter(book, int(chapter), value)
+    if action == "text":
+        return books.set_chapter_text(book, int(chapter), value)
+    if action == "merge":
+        return books.merge_chapters(book, chapter_numbers(value, book))
+    if action == "drop":
+        return books.drop_chapters(book, chapter_numbers(value, book))
+    if action == "reorder":
+        return books.reorder_chapters(book, chapter_numbers(value, book))
+    raise ValueError(f"unknown edit {action!r}")
+
+
+def save_book(backend: Backend, book: Book | None) -> Path:
+    """Write the edited book as JSON under the output folder; returns the file (for download)."""
+    if book is None:
+        raise AudiobookError("Load a book first.")
+    return books.save_book_json(book, backend.output_root / "books" / f"{safe_filename(book.title or 'book')}.json")
+
+
+# ---- voices -------------------------------------------------------------------------------
+
+
+def narrator_choices(backend: Backend) -> list[tuple[str, str]]:
+    """(label, value) pairs for the narrator dropdown: saved voices first, then built-in speakers."""
+    choices = [(f"{v.name} ({v.kind} voice)", VOICE_PREFIX + v.name) for v in backend.list_voices()]
+    choices += [(f"{s.capitalize()} (built-in speaker)", SPEAKER_PREFIX + s) for s in backend.speakers()]
+    return choices
+
+
+def narrator_for(backend: Backend, choice: str | None) -> Narrator:
+    """The Narrator for a narrator dropdown value."""
+    if not choice:
+        raise AudiobookError("Choose a narrator first: a saved voice or a built-in speaker.")
+    if choice.startswith(SPEAKER_PREFIX):
+        return Narrator(kind=PRESET, speaker=choice[len(SPEAKER_PREFIX):])
+    if choice.startswith(VOICE_PREFIX):
+        return backend.narrator_for(choice[len(VOICE_PREFIX):])
+    raise AudiobookError(f"Unknown narrator {choice!r}; choose one from the list.")
+
+
+def preview_voice(backend: Backend, mode: str, *, description: str = "", language: str = "auto", text: str = "",
+                  seed: float | None = None, clip: str | None = None, transcript: str = "", x_vector_only: bool = False,
+                  speaker: str = "", instruct: str = "") -> VoicePreview:
+    """Hear a voice before saving it: design (description), clone (clip) or preset (speaker)."""
+    if mode == MODE_DESIGN:
+        return backend.preview_design(description, language, text or None, None if seed in (None, "") else int(seed))
+    if mode == MODE_CLONE:
+        if not clip:
+            raise AudiobookError("Upload or record a clip of the voice to clone (5 to 15 seconds of clear speech).")
+        return backend.preview_clone(clip, "" if x_vector_only else transcript, language)
+    if mode == MODE_PRESET:
+        return backend.preview_preset(speaker, instruct, language)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def preview_notes(preview: VoicePreview) -> str:
+    lines = [f"Preview ready: {preview.duration_s:.1f} s" + (f", seed {preview.voice.seed}" if preview.voice.seed is not None else "")
+             + ". Listen, then name it and press Save as voice."]
+    lines += [f"⚠️ {w}" for w in preview.warnings]
+    return "\n\n".join(lines)
+
+
+def save_voice(backend: Backend, preview: VoicePreview | None, name: str) -> str:
+    """Save the previewed voice under ``name``; returns a message."""
+    if preview is None:
+        raise AudiobookError("Make a preview first, then save it.")
+    if not (name or "").strip():
+        raise AudiobookError("Give the voice a name first.")
+    voice = backend.save_voice(preview, name.strip())
+    return f"Saved the voice “{voice.name}”; pick it as the narrator on the Render tab."
+
+
+def voice_rows(backend: Backend) -> list[list[str]]:
+    """The library table: name, kind, what it is, created."""
+    rows = []
+    for v in backend.list_voices():
+        what = v.description or (f"{v.speaker.capitalize()}" + (f": {v.instruct}" if v.instruct else "") if v.speaker else v.notes)
+        rows.append([v.name, v.kind, what, (v.created or "")[:16].replace("T", " ")])
+    return rows
+
+
+def voice_audio(backend: Backend, name: str | None) -> str | None:
+    """The clip to play for a saved voice: its preview, else its reference clip."""
+    if not name:
+        raise AudiobookError("Pick a voice in the library first.")
+    v = backend.get_voice(name)
+    path = v.preview_path or v.reference_path
+    if path is None or not Path(path).is_file():
+        raise AudiobookError(f"The voice “{name}” has no clip to play.")
+    return str(path)
+
+
+# ---- render -------------------------------------------------------------------------------
+
+
+def start_render(backend: Backend, book: Book | None, choice: str | None, redo_chunks: list[str] | None = None) -> str:
+    """Start a background render of ``book``; refuses (AudiobookError) while another runs.
+
+    Pressing it again after a stop, a crash or a reload continues from the manifest.
+    """
+    if book is None:
+        raise AudiobookError("Load a book first: drop a .txt, .md, .epub, .pdf or .json file in the Book file box.")
+    backend.start_render(book, narrator_for(backend, choice), redo_chunks=redo_chunks or ())
+    if redo_chunks:
+        return f"Rendering {len(redo_chunks)} chunk{'s' if len(redo_chunks) != 1 else ''} of “{book.title}” again…"
+    return f"Rendering “{book.title}”… chunks already done are kept."
+
+
+def rerender_problems(backend: Backend, book: Book | None, choice: str | None) -> str:
+    """Render the failed and suspect chunks of the last render again."""
+    state = backend.render_state()
+    ids = [c.id for c in list(state.failed) + list(state.suspect)]
+    if not ids:
+        raise AudiobookError("There are no failed or suspect chunks to render again.")
+    return start_render(backend, book, choice, ids)
+
+
+def stop_render(backend: Backend) -> str:
+    """Ask the running render to stop after its current batch."""
+    if not backend.render_state().running:
+        return "Nothing is rendering."
+    backend.stop_render()
+    return "Stopping after the current batch… press Resume to continue later."
+
+
+def render_phase(state: RenderState) -> str:
+    if state.error:
+        return "Failed"
+    if state.running:
+        return "Stopping" if state.stopping else "Rendering"
+    if state.stopped:
+        return "Stopped"
+    if state.finished:
+        return "Done" if not state.failed else "Done, with failed chunks"
+    return "Idle"
+
+
+def progress_html(state: RenderState) -> str:
+    """The progress bar with chunks done/total, audio minutes, x-real-time and ETA."""
+    if not state.chunks_total and not state.running and not state.error:
+        return "<div class='render-progress'><div class='numbers'>No render yet.</div></div>"
+    total, done = state.chunks_total, state.chunks_done
+    pct = 100.0 * done / total if total else 0.0
+    eta = fmt_duration(state.eta_s) if state.running and state.eta_s is not None else "—"
+    title = f" “{html.escape(state.book_title)}”" if state.book_title else ""
+    numbers = (f"<b>{render_phase(state)}</b>{title} · {done} / {total} chunks ({pct:.0f}%) · "
+               f"{state.audio_s / 60:.1f} min of audio · {state.x_real_time:.2f}× real time · ETA {eta}")
+    if state.failed_count or state.suspect_count:
+        numbers += f" · {state.failed_count} failed, {state.suspect_count} suspect"
+    error = f"<div class='render-error'>{html.escape(state.error)}</div>" if state.error else ""
+    return (f"<div class='render-progress' data-percent='{pct:.0f}'>"
+            f"<div class='bar'><div class='fill' style='width:{pct:.1f}%'></div></div>"
+            f"<div class='numbers'>{numbers}</div>{error}</div>")
+
+
+def log_text(state: RenderState) -> str:
+    return "\n".join(state.log[-LOG_LINES:])
+
+
+def problem_rows(state: RenderState) -> list[list[Any]]:
+    """Failed and suspect chunks: status, chapter, chunk number, reason, text."""
+    return [[c.status, f"{c.chapter}. {c.chapter_title}", c.index, c.reason, c.text]
+            for c in list(state.failed) + list(state.suspect)]
+
+
+def result_files(state: RenderState) -> dict[str, Any]:
+    """Chapter files (for the player) and the m4b and srt downloads (None when absent)."""
+    by_suffix = {Path(p).suffix.lower(): p for p in state.book_files}
+    return {"chapters": list(state.chapter_files), "m4b": by_suffix.get(".m4b"), "srt": by_suffix.get(".srt")}
+
+
+# ---- the page -----------------------------------------------------------------------------
+
+
+def _page_errors(fn: Callable) -> Callable:
+    """Show AudiobookError as its sentence in the page, anything else as one short line, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AudiobookError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as e:  # a bug: the traceback goes to the terminal, one line to the page
+            log.exception("Unexpected error in %s", getattr(fn, "__name__", "handler"))
+            raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}); the details are in the terminal.",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+def _setting_control(name: str, value: Any) -> gr.components.Component:
+    """The right control for one setting, from its metadata."""
+    f = next(f for f in fields(Settings) if f.name == name)
+    help_text = f.metadata.get("help") or None
+    label, elem_id = label_for(name), f"setting-{name}"
+    if name == "batch_size":
+        lo, hi = f.metadata["range"]
+        return gr.Slider(lo, hi, value=value, step=1, label=label, elem_id=elem_id,
+                         info="Chunks sent to the model at once. If you run out of GPU memory, lower this.")
+    if name == "attention_mode":
+        return gr.Dropdown(attention_choices(), value=value, label=label, info=help_text, elem_id=elem_id)
+    kind = _setting_kind(name)
+    if kind is bool:
+        return gr.Checkbox(value=value, label=label, info=help_text, elem_id=elem_id)
+    if "choices" in f.metadata:
+        return gr.Dropdown(list(f.metadata["choices"]), value=value, label=label, info=help_text, elem_id=elem_id)
+    if kind in (int, float):
+        # No min/max on the control: the backend's check writes the sentence shown under it.
+        lo, hi = f.metadata.get("range", (None, None))
+        info = " ".join(x for x in (help_text, f"From {lo:g} to {hi:g}." if lo is not None else None) if x) or None
+        return gr.Number(value=value, label=label, info=info, precision=0 if kind is int else None, elem_id=elem_id)
+    return gr.Textbox(value=value, label=label, info=help_text, elem_id=elem_id)
+
+
+def build_app(backend: Backend) -> gr.Blocks:
+    """The whole page, wired to ``backend``."""
+    B = backend
+    names = setting_names()
+    model_work = dict(concurrency_id="model", concurrency_limit=1)  # one model call at a time
+
+    with gr.Blocks(title="Audiobook") as demo:
+        gr.Markdown("# Audiobook\nMake or pick a voice in the **Voice Lab**, load a book, press **Render**.")
+        status = gr.Markdown(elem_classes=["status-line"], elem_id="status-line")
+        book_state = gr.State(None)
+        preview_state = gr.State(None)
+
+        # ---- Render ----
+        with gr.Tab("Render", id="render"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    render_file = gr.File(label="1. Book file (.txt .md .epub .pdf .json)", file_types=BOOK_TYPES,
+                                          type="filepath", height=110, elem_id="render-book-file")
+                    render_book_info = gr.Markdown("No book loaded yet.", elem_id="render-book-info")
+                with gr.Column(scale=1):
+                    narrator = gr.Dropdown([], label="2. Narrator", info="A saved voice from the Voice Lab, or a built-in speaker.",
+                                           elem_id="render-narrator")
+                    refresh_narrators = gr.Button("Refresh the list", size="sm")
+            with gr.Row():
+                render_btn = gr.Button("3. Render", variant="primary", elem_id="render-start")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="render-stop")
+                resume_btn = gr.Button("Resume", elem_id="render-resume")
+            render_msg = gr.Markdown(elem_id="render-message")
+            progress = gr.HTML(progress_html(RenderState()), elem_id="render-progress")
+            log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False, elem_id="render-log")
+            with gr.Accordion("Failed and suspect chunks", open=False, elem_id="render-problems-box"):
+                problems = gr.Dataframe(headers=["status", "chapter", "chunk", "reason", "text"], value=[], wrap=True,
+                                        interactive=False, elem_id="render-problems")
+                rerender_btn = gr.Button("Render these chunks again", elem_id="render-rerender")
+            with gr.Column(visible=False, elem_id="render-results") as results_box:
+                gr.Markdown("### Results")
+                with gr.Row():
+                    chapter_pick = gr.Dropdown([], label="Chapter", elem_id="render-chapter-pick", scale=1)
+                    chapter_player = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="render-player", scale=2)
+                with gr.Row():
+                    m4b_file = gr.File(label="Audiobook (.m4b)", interactive=False, height=80, elem_id="render-m4b")
+                    srt_file = gr.File(label="Subtitles (.srt)", interactive=False, height=80, elem_id="render-srt")
+            results_key = gr.State(None)
+
+        # ---- Book ----
+        with gr.Tab("Book", id="book"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    book_file = gr.File(label="Book file (.txt .md .epub .pdf .json)", file_types=BOOK_TYPES,
+                                        type="filepath", height=110, elem_id="book-file")
+                    book_info = gr.Markdown("No book loaded yet.", elem_id="book-info")
+                cover = gr.Image(label="Cover", interactive=False, height=180, scale=1, elem_id="book-cover")
+            chapters = gr.Dataframe(headers=["#", "title", "words", "minutes"], value=[], interactive=False,
+                                    elem_id="book-chapters", label="Chapters")
+            with gr.Accordion("Edit chapters", open=True):
+                with gr.Row():
+                    chapter_sel = gr.Dropdown([], label="Chapter", elem_id="book-chapter", scale=2)
+                    new_title = gr.Textbox(label="New title", elem_id="book-new-title", scale=2)
+                    rename_btn = gr.Button("Rename", scale=1, elem_id="book-rename")
+                chapter_text = gr.Textbox(label="Chapter text (paragraphs separated by a blank line)", lines=6, max_lines=14,
+                                          elem_id="book-text")
+                text_btn = gr.Button("Keep this text", size="sm", elem_id="book-set-text")
+                with gr.Row():
+                    numbers = gr.Textbox(label="Chapter numbers", placeholder="2, 3", scale=2, elem_id="book-numbers",
+                                         info="Merge or drop these chapters; or list every chapter in a new order and press Reorder.")
+                    merge_btn = gr.Button("Merge", scale=1, elem_id="book-merge")
+                    drop_btn = gr.Button("Drop", scale=1, elem_id="book-drop")
+                    reorder_btn = gr.Button("Reorder", scale=1, elem_id="book-reorder")
+                with gr.Row():
+                    save_book_btn = gr.Button("Save the edited book (.json)", elem_id="book-save")
+                    saved_book = gr.File(label="Edited book", interactive=False, height=80, elem_id="book-saved")
+
+        # ---- Voice Lab ----
+        with gr.Tab("Voice Lab", id="voices"):
+            mode = gr.Radio([MODE_DESIGN, MODE_CLONE, MODE_PRESET], value=MODE_DESIGN, label="Make a voice", elem_id="voice-mode")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Group(visible=True) as design_box:
+                        description = gr.Textbox(label="Describe the voice", lines=2, elem_id="voice-description",
+                                                 placeholder="A warm, elderly British storyteller, slow and calm")
+                        ref_text = gr.Textbox(label="Reference passage it speaks (the clip saved with the voice)",
+                                              value=DEFAULT_REFERENCE_TEXT, lines=3, elem_id="voice-ref-text")
+                        seed = gr.Number(label="Seed (empty: a new voice each time)", value=None, precision=0, elem_id="voice-seed")
+                    with gr.Group(visible=False) as clone_box:
+                        clip = gr.Audio(label="Clip to clone (5-15 s of clear speech)", sources=["upload", "microphone"],
+                                        type="filepath", elem_id="voice-clip")
+                        transcript = gr.Textbox(label="What the clip says", lines=2, elem_id="voice-transcript")
+                        x_vector = gr.Checkbox(label="No transcript: clone from the sound alone (x-vector only; a weaker likeness)",
+                                               elem_id="voice-xvector")
+                    with gr.Group(visible=False) as preset_box:
+                        speaker = gr.Dropdown([], label="Built-in speaker", elem_id="voice-speaker")
+                        instruct = gr.Textbox(label="Style instruction (1.7B model only)", elem_id="voice-instruct",
+                                              placeholder="Speak slowly, with a gentle smile")
+                    language = gr.Dropdown(VOICE_LANGUAGES, value="auto", label="Language", elem_id="voice-language")
+                    preview_btn = gr.Button("Generate preview", variant="primary", elem_id="voice-preview")
+                with gr.Column(scale=2):
+                    preview_audio = gr.Audio(label="Preview", type="filepath", interactive=False, elem_id="voice-preview-audio")
+                    preview_msg = gr.Markdown(elem_id="voice-preview-message")
+                    voice_name = gr.Textbox(label="Name", elem_id="voice-name")
+                    save_voice_btn = gr.Button("Save as voice", elem_id="voice-save")
+                    save_voice_msg = gr.Markdown(elem_id="voice-save-message")
+            gr.Markdown("### Voice library")
+            library = gr.Dataframe(headers=["name", "kind", "voice", "created"], value=[], interactive=False,
+                                   elem_id="voice-library")
+            with gr.Row():
+                lib_pick = gr.Dropdown([], label="Voice", elem_id="voice-lib-pick", scale=2)
+                play_btn = gr.Button("Play", scale=1, elem_id="voice-play")
+                delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="voice-delete")
+                export_btn = gr.Button("Export (.zip)", scale=1, elem_id="voice-export")
+            with gr.Row():
+                rename_to = gr.Textbox(label="Rename to", scale=2, elem_id="voice-rename-to")
+                rename_voice_btn = gr.Button("Rename", scale=1, elem_id="voice-rename")
+            with gr.Row():
+                lib_audio = gr.Audio(label="Saved voice", type="filepath", interactive=False, elem_id="voice-lib-audio")
+                exported = gr.File(label="Exported voice", interactive=False, height=80, elem_id="voice-exported")
+                import_file = gr.File(label="Import a voice (.zip)", file_types=[".zip"], type="filepath", height=80,
+                                      elem_id="voice-import")
+            lib_msg = gr.Markdown(elem_id="voice-lib-message")
+
+        # ---- Advanced Settings ----
+        with gr.Tab("Advanced Settings", id="settings"):
+            controls: dict[str, gr.components.Component] = {}
+            errors: dict[str, gr.Markdown] = {}
+            for title, group in setting_groups():
+                with gr.Accordion(title, open=title in ("Speed and memory", "Model")):
+                    with gr.Row(equal_height=False):
+                        for name in group:
+                            with gr.Column(min_width=220, scale=2 if name == "batch_size" else 1):
+                                controls[name] = _setting_control(name, getattr(B.settings, name))
+                                errors[name] = gr.Markdown("", visible=False, elem_classes=["field-error"],
+                                                           elem_id=f"error-{name}")
+            with gr.Row():
+                save_btn = gr.Button("Save", variant="primary", elem_id="settings-save")
+                reset_btn = gr.Button("Reset to defaults", elem_id="settings-reset")
+            settings_msg = gr.Markdown(elem_id="settings-message")
+
+        # ---- events: books ----
+        def show_book(book):
+            choices = chapter_choices(book)
+            image = None
+            if book is not None and book.cover:
+                image = _cover_image(book.cover)
+            return (book, book_summary(book), book_summary(book), chapter_rows(book),
+                    gr.update(choices=choices, value=None), image)
+
+        book_outputs = [book_state, render_book_info, book_info, chapters, chapter_sel, cover]
+        for upload in (render_file, book_file):
+            upload.upload(_page_errors(lambda path: show_book(load_book(B, path))), upload, book_outputs)
+
+        def pick_chapter(book, index):
+            if book is None or index is None:
+                return "", ""
+            return book.chapters[int(index)].title, book.chapters[int(index)].text
+
+        chapter_sel.change(pick_chapter, [book_state, chapter_sel], [new_title, chapter_text], show_progress="hidden")
+        rename_btn.click(_page_errors(lambda b, i, t: show_book(edit_book(b, "rename", i, t))), [book_state, chapter_sel, new_title], book_outputs)
+        text_btn.click(_page_errors(lambda b, i, t: show_book(edit_book(b, "text", i, t))), [book_state, chapter_sel, chapter_text], book_outputs)
+        for btn, action in ((merge_btn, "merge"), (drop_btn, "drop"), (reorder_btn, "reorder")):
+            btn.click(_page_errors(functools.partial(lambda a, b, v: show_book(edit_book(b, a, None, v)), action)),
+                      [book_state, numbers], book_outputs)
+        save_book_btn.click(_page_errors(lambda b: str(save_book(B, b))), book_state, saved_book)
+
+        # ---- events: Voice Lab ----
+        def on_mode(m):
+            return [gr.update(visible=m == MODE_DESIGN), gr.update(visible=m == MODE_CLONE), gr.update(visible=m == MODE_PRESET)]
+
+        mode.change(on_mode, mode, [design_box, clone_box, preset_box], show_progress="hidden")
+
+        def on_preview(m, desc, lang, text, sd, clip_path, trans, xv, spk, instr):
+            p = preview_voice(B, m, description=desc, language=lang, text=text, seed=sd, clip=clip_path,
+                              transcript=trans, x_vector_only=xv, speaker=spk, instruct=instr)
+            return p, str(p.wav_path), preview_notes(p)
+
+        preview_btn.click(_page_errors(on_preview),
+                          [mode, description, language, ref_text, seed, clip, transcript, x_vector, speaker, instruct],
+                          [preview_state, preview_audio, preview_msg], **model_work)
+
+        def library_view(keep: str | None = None):
+            rows = voice_rows(B)
+            names_ = [r[0] for r in rows]
+            return rows, gr.update(choices=names_, value=keep if keep in names_ else (names_[0] if names_ else None))
+
+        def on_save_voice(p, name):
+            message = save_voice(B, p, name)
+            return [message, *library_view(name.strip()), gr.update(choices=narrator_choices(B))]
+
+        save_voice_btn.click(_page_errors(on_save_voice), [preview_state, voice_name],
+                             [save_voice_msg, library, lib_pick, narrator])
+        play_btn.click(_page_errors(functools.partial(voice_audio, B)), lib_pick, lib_audio)
+
+        def on_delete(name):
+            if not name:
+                raise AudiobookError("Pick a voice in the library first.")
+            B.delete_voice(name)
+            return [f"Deleted the voice “{name}”.", *library_view(), gr.update(choices=narrator_choices(B)), None]
+
+        delete_btn.click(_page_errors(on_delete), lib_pick, [lib_msg, library, lib_pick, narrator, lib_audio])
+
+        def on_rename(old, new):
+            if not old:
+                raise AudiobookError("Pick a voice in the library first.")
+            v = B.rename_voice(old, (new or "").strip())
+            return [f"Renamed “{old}” to “{v.name}”.", *library_view(v.name), gr.update(choices=narrator_choices(B))]
+
+        rename_voice_btn.click(_page_errors(on_rename), [lib_pick, rename_to], [lib_msg, library, lib_pick, narrator])
+
+        def on_export(name):
+            if not name:
+                raise AudiobookError("Pick a voice in the library first.")
+            return str(B.export_voice(name))
+
+        export_btn.click(_page_errors(on_export), lib_pick, exported)
+
+        def on_import(path):
+            if not path:
+                return [gr.skip()] * 4
+            v = B.import_voice(path)
+            return [f"Imported the voice “{v.name}”.", *library_view(v.name), gr.update(choices=narrator_choices(B))]
+
+        import_file.upload(_page_errors(on_import), import_file, [lib_msg, library, lib_pick, narrator])
+
+        # ---- events: render ----
+        def on_narrators():
+            choices = narrator_choices(B)
+            return gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+        refresh_narrators.click(_page_errors(on_narrators), None, narrator)
+        render_btn.click(_page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
+        resume_btn.click(_page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
+        stop_btn.click(_page_errors(functools.partial(stop_render, B)), None, render_msg)
+        rerender_btn.click(_page_errors(functools.partial(rerender_problems, B)), [book_state, narrator], render_msg)
+
+        def on_tick(last_key):
+            state = B.render_state()
+            files = result_files(state)
+            key = (tuple(files["chapters"]), files["m4b"], files["srt"])
+            out = [status_text(B), progress_html(state), log_text(state), problem_rows(state)]
+            if key == last_key:  # resending the players would restart what the user is listening to
+                return out + [gr.skip()] * 5 + [last_key]
+            choices = [(Path(p).stem, p) for p in files["chapters"]]
+            return out + [gr.update(visible=bool(files["chapters"] or files["m4b"])),
+                          gr.update(choices=choices, value=choices[0][1] if choices else None),
+                          files["chapters"][0] if files["chapters"] else None, files["m4b"], files["srt"], key]
+
+        timer = gr.Timer(POLL_S)
+        timer.tick(_page_errors(on_tick), results_key,
+                   [status, progress, log_box, problems, results_box, chapter_pick, chapter_player, m4b_file, srt_file, results_key],
+                   show_progress="hidden", concurrency_id="poll", concurrency_limit=None)
+        chapter_pick.change(lambda p: p, chapter_pick, chapter_player, show_progress="hidden")
+
+        # ---- events: settings ----
+        setting_inputs = [controls[n] for n in names]
+        error_outputs = [errors[n] for n in names]
+
+        def on_save(*values):
+            message, errs = save_settings(B, dict(zip(names, values)))
+            return [message] + [gr.update(value=errs.get(n, ""), visible=n in errs) for n in names]
+
+        def on_reset():
+            message, values = reset_settings(B)
+            return [message] + values + [gr.update(value="", visible=False) for _ in names]
+
+        save_btn.click(_page_errors(on_save), setting_inputs, [settings_msg] + error_outputs)
+        reset_btn.click(_page_errors(on_reset), None, [settings_msg] + setting_inputs + error_outputs)
+
+        # ---- on page load: status, narrators, speakers, the library and the settings on disk ----
+        def on_load():
+            choices = narrator_choices(B)
+            speakers = B.speakers()
+            return [status_text(B), gr.update(choices=choices, value=choices[0][1] if choices else None),
+                    gr.update(choices=[(s.capitalize(), s) for s in speakers], value=speakers[0] if speakers else None),
+                    gr.update(interactive=B.supports_instruct()), *library_view()] + settings_values(B.settings)
+
+        demo.load(_page_errors(on_load), None, [status, narrator, speaker, instruct, library, lib_pick] + setting_inputs)
+    return demo
+
+
+def _cover_image(data: bytes):
+    """The cover bytes as an image the page can show (None when unreadable)."""
+    import io
+
+    try:
+        from PIL import Image
+
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    except Exception:  # a broken cover only hides the picture
+        return None
+
+
+# ---- command line -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="app.py", description="The audiobook page (Gradio).")
+    p.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    p.add_argument("--listen", action="store_true", help="listen on all network interfaces, not only this computer")
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument("--models-dir", help="folder holding the checkpoints (overrides the setting, not saved)")
+    p.add_argument("--root", default=os.environ.get("AUDIOBOOK_ROOT", str(ROOT)),
+                   help="project folder holding user_settings.json, output/ and voices/ (default: this folder)")
+    return p
+
+
+def served_folders(backend: Backend) -> list[str]:
+    """The only folders the page may serve files from (besides Gradio's own upload cache)."""
+    return [str(backend.output_root), str(backend.resolve(backend.settings.voices_dir))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        backend = Backend(root=args.root, models_dir=args.models_dir)
+    except AudiobookError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    for folder in served_folders(backend):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    demo = build_app(backend)
+    demo.queue(default_concurrency_limit=1)  # each event one at a time; previews also share one 'model' slot
+    demo.launch(
+        server_name="0.0.0.0" if (args.listen or args.share) else "127.0.0.1",
+        server_port=args.port,
+        share=args.share,
+        allowed_paths=served_folders(backend),
+        css=CSS,
+        footer_links=[],
+        show_error=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

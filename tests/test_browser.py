@@ -1,0 +1,191 @@
+"""The page in a real browser: Playwright driving Chromium against the app on tiny checkpoints."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from browser_helpers import CHROMIUM_ARGS, AppServer, chromium_path, new_project_root, screenshot
+
+pytestmark = pytest.mark.browser
+
+BOOK = """Chapter 1: The Harbour
+
+The boats came in at dawn. The nets were full of silver fish.
+
+The harbour master counted every boat.
+
+Chapter 2: The Market
+
+By noon the fish were sold. Someone was singing by the well.
+"""
+
+
+@pytest.fixture(scope="session")
+def models_dir(request, tmp_path_factory) -> Path:
+    """The suite's tiny checkpoints."""
+    return Path(request.getfixturevalue("tiny_models_dir"))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    exe = chromium_path()
+    if exe is None:
+        pytest.fail("Chromium is not installed; `make browser` installs Debian's chromium.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=exe, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1280, "height": 900}, accept_downloads=True,
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, models_dir):
+    # One chunk a batch and short takes: several batches, so a render can be stopped mid-way.
+    root = new_project_root(tmp_path_factory.mktemp("project"), {"batch_size": 1, "max_new_tokens": 100})
+    app = AppServer(root, models_dir).start()
+    yield app
+    app.stop()
+
+
+def new_page(browser, url: str):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.wait_for_selector("#status-line")
+    return page
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def wait_for_text(locator, pattern: str, timeout: float = 60.0) -> str:
+    """Poll ``locator``'s text until it matches ``pattern``; return the text."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = locator.inner_text()
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"text never matched {pattern!r}; last: {text!r}")
+
+
+def test_batch_slider_saves_and_survives_restart(browser, tmp_path, models_dir):
+    app = AppServer(new_project_root(tmp_path / "project"), models_dir).start()
+    try:
+        page = new_page(browser, app.url)
+        open_tab(page, "Advanced Settings")
+        number = page.locator("#setting-batch_size input[type=number]")
+        assert number.input_value() == "5"
+        assert page.get_by_text("If you run out of GPU memory, lower this").is_visible()
+        number.fill("12")
+        number.press("Enter")
+        page.locator("#settings-save").click()
+        wait_for_text(page.locator("#settings-message"), "Saved")
+        assert app.settings()["batch_size"] == 12
+        screenshot(page, "tab-advanced-settings")
+
+        # A bad value is refused next to its control and nothing is written.
+        page.get_by_text("Sampling", exact=True).click()
+        page.locator("#setting-temperature input").fill("9")
+        page.locator("#settings-save").click()
+        wait_for_text(page.locator("#error-temperature"), "between 0.05 and 2")
+        wait_for_text(page.locator("#settings-message"), "Not saved")
+        assert app.settings()["temperature"] != 9
+        screenshot(page, "settings-error")
+        page.close()
+
+        app.stop()
+        app.start()
+        page = new_page(browser, app.url)
+        open_tab(page, "Advanced Settings")
+        page.wait_for_function("document.querySelector('#setting-batch_size input[type=number]').value === '12'")
+        assert app.settings()["batch_size"] == 12
+        page.close()
+    finally:
+        app.stop()
+
+
+def test_design_a_voice_play_it_save_it_and_find_it_in_the_library(browser, server):
+    page = new_page(browser, server.url)
+    open_tab(page, "Voice Lab")
+    page.locator("#voice-description textarea").fill("A calm, low voice of an old lighthouse keeper")
+    page.locator("#voice-seed input").fill("7")
+    page.locator("#voice-preview").click()
+    wait_for_text(page.locator("#voice-preview-message"), "Preview ready")
+    play = page.locator("#voice-preview-audio button[aria-label='Play']").first
+    play.click()
+    page.locator("#voice-preview-audio button[aria-label='Pause']").first.wait_for()  # it really plays
+    page.locator("#voice-name input").fill("Keeper")
+    page.locator("#voice-save").click()
+    wait_for_text(page.locator("#voice-save-message"), "Saved the voice “Keeper”")
+    wait_for_text(page.locator("#voice-library"), "Keeper")
+    assert (server.root / "voices" / "Keeper" / "voice.json").is_file()
+    screenshot(page, "tab-voice-lab")
+    page.close()
+
+
+def test_render_stop_resume_reach_100_percent_and_download_the_m4b(browser, server, tmp_path):
+    book = tmp_path / "harbour.txt"
+    book.write_text(BOOK, encoding="utf-8")
+    page = new_page(browser, server.url)
+    page.set_input_files("#render-book-file input[type=file]", str(book))
+    wait_for_text(page.locator("#render-book-info"), "2 chapters")
+    page.wait_for_function("document.querySelector('#render-narrator input').value !== ''")
+    page.locator("#render-start").click()
+    progress = page.locator("#render-progress")
+    wait_for_text(progress, r"Rendering .* [1-9]\d* / \d+ chunks")
+
+    # A second tab (or a reload) shows the same running render: its state lives in the backend.
+    other = new_page(browser, server.url)
+    wait_for_text(other.locator("#render-progress"), r"Rendering|Done")
+    other.close()
+
+    page.locator("#render-stop").click()
+    stopped = wait_for_text(progress, r"Stopped")
+    done, total = map(int, re.search(r"(\d+) / (\d+) chunks", stopped).groups())
+    assert 0 < done < total, stopped
+    screenshot(page, "render-stopped")
+
+    page.locator("#render-resume").click()
+    wait_for_text(progress, r"Done .*100%", timeout=120)
+    log = page.locator("#render-log textarea").input_value()
+    assert "Batch (1 chunk) done in" in log
+    screenshot(page, "tab-render")
+
+    link = page.locator("#render-m4b a").first
+    link.wait_for()
+    with page.expect_download() as d:
+        link.click()
+    saved = tmp_path / "book.m4b"
+    d.value.save_as(saved)
+    assert saved.stat().st_size > 1000 and saved.read_bytes()[4:8] == b"ftyp"
+    page.close()
+
+
+def test_book_tab_shows_chapters_and_edits_them(browser, server, tmp_path):
+    book = tmp_path / "harbour.txt"
+    book.write_text(BOOK, encoding="utf-8")
+    page = new_page(browser, server.url)
+    open_tab(page, "Book")
+    page.set_input_files("#book-file input[type=file]", str(book))
+    wait_for_text(page.locator("#book-chapters"), "The Market")
+    page.locator("#book-numbers input").fill("2, 1")
+    page.locator("#book-reorder").click()
+    wait_for_text(page.locator("#book-chapter"), "")
+    page.locator("#book-save").click()
+    page.locator("#book-saved a").first.wait_for()
+    saved = next((server.root / "output" / "books").glob("*.json")).read_text(encoding="utf-8")
+    assert saved.index("The Market") < saved.index("The Harbour")
+    screenshot(page, "tab-book")
+    page.close()
