@@ -207,7 +207,7 @@ class BookAudio:
 def chapter_filename(number: int, title: str, ext: str, total: int = 0) -> str:
     """``NN - Title.ext``, zero-padded so that files sort in reading order."""
     width = max(2, len(str(total)))
-    return f"{number:0{width}d} - {safe_filename(title)}.{ext}"
+    return f"{number:0{width}d} - {safe_filename(title.strip() or f'Chapter {number}')}.{ext}"
 
 
 def assemble_chapter(
