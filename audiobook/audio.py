@@ -557,7 +557,7 @@ def assemble_book(
     used: list[ChapterAudio] = []
     for ca in sorted(chapter_audios, key=lambda c: c.number):
         if not ca.complete and not include_incomplete:
-            reasons[ca.number] = f"{_plural(len(ca.missing_chunks), 'chunk')} of it have no audio."
+            reasons[ca.number] = f"It has {_plural(len(ca.missing_chunks), 'chunk')} without audio."
         elif ca.number in {u.number for u in used}:
             continue
         else:
@@ -577,7 +577,7 @@ def assemble_book(
     marks, cues, t = [], [], 0
     for ca, gap in zip(used, gaps):
         t += gap
-        if marks:  # the gap belongs to the chapter before it, so a mark lands where speech resumes
+        if marks:  # the gap belongs to the chapter before it: each mark is where a chapter's audio starts
             marks[-1] = ChapterMark(marks[-1].number, marks[-1].title, marks[-1].start, t / SAMPLE_RATE)
         start = t / SAMPLE_RATE
         cues += [Cue(start + c.start, start + c.end, c.text) for c in ca.cues]
