@@ -126,7 +126,7 @@ def test_design_a_voice_play_it_save_it_and_find_it_in_the_library(browser, serv
     play = page.locator("#voice-preview-audio button[aria-label='Play']").first
     play.click()
     page.locator("#voice-preview-audio button[aria-label='Pause']").first.wait_for()  # it really plays
-    page.locator("#voice-name input").fill("Keeper")
+    page.locator("#voice-name textarea").fill("Keeper")
     page.locator("#voice-save").click()
     wait_for_text(page.locator("#voice-save-message"), "Saved the voice “Keeper”")
     wait_for_text(page.locator("#voice-library"), "Keeper")
@@ -180,7 +180,7 @@ def test_book_tab_shows_chapters_and_edits_them(browser, server, tmp_path):
     open_tab(page, "Book")
     page.set_input_files("#book-file input[type=file]", str(book))
     wait_for_text(page.locator("#book-chapters"), "The Market")
-    page.locator("#book-numbers input").fill("2, 1")
+    page.locator("#book-numbers textarea").fill("2, 1")
     page.locator("#book-reorder").click()
     wait_for_text(page.locator("#book-chapter"), "")
     page.locator("#book-save").click()

@@ -1,0 +1,222 @@
+"""The page's handlers as plain functions, against a real Backend on the tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+import app
+from audiobook.books import Book, Chapter
+from audiobook.errors import AudiobookError
+from audiobook.render import ChunkReport, RenderState
+from audiobook.settings import Settings
+from backend import Backend
+
+BOOK = "Chapter 1: Dawn\n\nThe sun rose. The birds sang.\n\nChapter 2: Dusk\n\nThe sun set. The owls woke.\n"
+
+
+@pytest.fixture
+def backend(tmp_path, tiny_models_dir) -> Backend:
+    (tmp_path / "user_settings.json").write_text(json.dumps({"device": "cpu", "max_new_tokens": 100}), encoding="utf-8")
+    return Backend(root=tmp_path, models_dir=str(tiny_models_dir))
+
+
+@pytest.fixture
+def book() -> Book:
+    return Book(title="Days", chapters=[Chapter("Dawn", "The sun rose."), Chapter("Noon", "It was hot."),
+                                        Chapter("Dusk", "The sun set.")])
+
+
+# ---- settings ----
+
+
+def test_every_setting_has_a_control_in_some_group():
+    names = app.setting_names()
+    assert sorted(names) == sorted(f for f in Settings().to_dict())
+    assert len(names) == len(set(names))
+    assert [n for _, group in app.setting_groups() for n in group] == names
+
+
+def test_save_settings_writes_user_settings_json(backend):
+    message, errors = app.save_settings(backend, {"batch_size": 12, "attention_mode": "eager"})
+    assert errors == {} and "Saved" in message
+    on_disk = json.loads(backend.settings_path.read_text())
+    assert on_disk["batch_size"] == 12 and on_disk["attention_mode"] == "eager"
+    assert on_disk["device"] == "cpu"  # untouched values stay
+
+
+def test_bad_values_are_reported_per_field_and_nothing_is_written(backend):
+    before = backend.settings_path.read_text()
+    message, errors = app.save_settings(backend, {"batch_size": 25, "temperature": "warm", "top_p": 0.5})
+    assert set(errors) == {"batch_size", "temperature"}
+    assert "between 1 and 20" in errors["batch_size"]
+    assert "Not saved" in message and "2 settings" in message
+    assert backend.settings_path.read_text() == before
+
+
+def test_the_models_dir_override_is_not_saved(backend, tiny_models_dir):
+    app.save_settings(backend, {"models_dir": str(tiny_models_dir), "batch_size": 3})
+    assert json.loads(backend.settings_path.read_text())["models_dir"] == ""
+
+
+def test_reset_restores_defaults(backend):
+    app.save_settings(backend, {"batch_size": 9})
+    message, values = app.reset_settings(backend)
+    assert values[app.setting_names().index("batch_size")] == 5
+    assert json.loads(backend.settings_path.read_text())["batch_size"] == 5
+
+
+def test_attention_choices_offer_flash_attention_only_when_installed(monkeypatch):
+    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: None)
+    assert app.attention_choices() == ["sdpa", "eager"]
+    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: object())
+    assert app.attention_choices()[-1] == "flash_attention_2"
+
+
+def test_status_line_names_device_and_model(backend):
+    text = app.status_text(backend)
+    assert "cpu" in text and "none loaded yet" in text
+
+
+# ---- books ----
+
+
+def test_load_book_summary_and_rows(backend, tmp_path):
+    path = tmp_path / "days.txt"
+    path.write_text(BOOK, encoding="utf-8")
+    book = app.load_book(backend, str(path))
+    assert "2 chapters" in app.book_summary(book)
+    rows = app.chapter_rows(book)
+    assert [r[0] for r in rows] == [1, 2] and rows[0][1].endswith("Dawn") and rows[0][2] > 0
+
+
+def test_load_book_without_a_file_is_a_sentence(backend):
+    with pytest.raises(AudiobookError, match="Choose a book file"):
+        app.load_book(backend, None)
+
+
+def test_book_edits(book):
+    assert app.edit_book(book, "rename", 1, "Midday").chapters[1].title == "Midday"
+    assert app.edit_book(book, "text", 0, "New words.").chapters[0].text == "New words."
+    assert [c.title for c in app.edit_book(book, "reorder", value="3, 1, 2").chapters] == ["Dusk", "Dawn", "Noon"]
+    assert [c.title for c in app.edit_book(book, "drop", value="2").chapters] == ["Dawn", "Dusk"]
+    merged = app.edit_book(book, "merge", value="1,2")
+    assert len(merged.chapters) == 2 and "It was hot." in merged.chapters[0].text
+    with pytest.raises(AudiobookError, match="chapter numbers"):
+        app.edit_book(book, "drop", value="two")
+    with pytest.raises(AudiobookError, match="Pick a chapter"):
+        app.edit_book(book, "rename", None, "x")
+
+
+def test_save_book_writes_json_under_output(backend, book):
+    path = app.save_book(backend, book)
+    assert path.parent == backend.output_root / "books"
+    assert json.loads(path.read_text())["chapters"][2]["title"] == "Dusk"
+
+
+# ---- voices ----
+
+
+def test_narrator_choices_and_narrators(backend):
+    choices = app.narrator_choices(backend)
+    assert choices and all(v.startswith(app.SPEAKER_PREFIX) for _, v in choices)
+    narrator = app.narrator_for(backend, choices[0][1])
+    assert narrator.kind == "preset" and narrator.speaker
+    with pytest.raises(AudiobookError, match="Choose a narrator"):
+        app.narrator_for(backend, None)
+
+
+def test_design_preview_save_and_library(backend):
+    preview = app.preview_voice(backend, app.MODE_DESIGN, description="A bright young voice", seed=3,
+                                text="Hello there, this is a test of the voice.")
+    assert preview.wav_path.is_file() and "seed 3" in app.preview_notes(preview)
+    assert "Saved the voice" in app.save_voice(backend, preview, "Bright")
+    assert app.voice_rows(backend)[0][:2] == ["Bright", "designed"]
+    assert Path(app.voice_audio(backend, "Bright")).is_file()
+    assert any(v == app.VOICE_PREFIX + "Bright" for _, v in app.narrator_choices(backend))
+    assert app.narrator_for(backend, app.VOICE_PREFIX + "Bright").kind == "clone"
+
+
+def test_voice_errors_are_sentences(backend):
+    with pytest.raises(AudiobookError, match="preview first"):
+        app.save_voice(backend, None, "X")
+    with pytest.raises(AudiobookError, match="Upload or record"):
+        app.preview_voice(backend, app.MODE_CLONE, clip=None)
+    with pytest.raises(AudiobookError, match="Pick a voice"):
+        app.voice_audio(backend, None)
+
+
+# ---- render ----
+
+
+def test_render_needs_a_book_and_refuses_a_second_one(backend, book):
+    with pytest.raises(AudiobookError, match="Load a book first"):
+        app.start_render(backend, None, app.SPEAKER_PREFIX + "vivian")
+    assert "Rendering" in app.start_render(backend, book, app.SPEAKER_PREFIX + "vivian")
+    try:
+        with pytest.raises(AudiobookError, match="already running"):
+            app.start_render(backend, book, app.SPEAKER_PREFIX + "vivian")
+    finally:
+        backend.stop_render()
+        backend.wait_render(120)
+    assert app.stop_render(backend) == "Nothing is rendering."
+
+
+def test_progress_html_shows_the_numbers():
+    state = RenderState(running=True, book_title="Days", chunks_done=3, chunks_total=12, audio_s=90.0,
+                        elapsed_s=30.0, x_real_time=3.0, eta_s=125.0)
+    text = app.progress_html(state)
+    assert "3 / 12 chunks (25%)" in text and "1.5 min of audio" in text and "3.00× real time" in text
+    assert "ETA 2:05" in text and "Rendering" in text and "width:25.0%" in text
+    assert "No render yet" in app.progress_html(RenderState())
+    done = RenderState(chunks_done=12, chunks_total=12, finished=True)
+    assert "Done" in app.progress_html(done) and "100%" in app.progress_html(done)
+    failed = app.progress_html(RenderState(chunks_total=4, error="The model <x> is missing."))
+    assert "Failed" in failed and "&lt;x&gt;" in failed
+
+
+def test_problem_rows_and_result_files():
+    bad = ChunkReport(id="abc", chapter=2, chapter_title="Dusk", index=3, text="The owls woke.", status="failed", reason="no audio")
+    state = RenderState(failed=[bad], chapter_files=["/o/01.wav"], book_files=["/o/b.m4b", "/o/b.srt"])
+    assert app.problem_rows(state) == [["failed", "2. Dusk", 3, "no audio", "The owls woke."]]
+    assert app.result_files(state) == {"chapters": ["/o/01.wav"], "m4b": "/o/b.m4b", "srt": "/o/b.srt"}
+
+
+def test_rerender_without_problems_says_so(backend, book):
+    with pytest.raises(AudiobookError, match="no failed or suspect"):
+        app.rerender_problems(backend, book, app.SPEAKER_PREFIX + "vivian")
+
+
+def test_page_errors_turn_audiobook_errors_into_page_messages():
+    def bad():
+        raise AudiobookError("The book is empty.")
+
+    def bug():
+        raise KeyError("x")
+
+    with pytest.raises(gr.Error, match="The book is empty."):
+        app._page_errors(bad)()
+    with pytest.raises(gr.Error, match="Something went wrong"):
+        app._page_errors(bug)()
+
+
+def test_fmt_duration():
+    assert app.fmt_duration(75) == "1:15"
+    assert app.fmt_duration(3725) == "1:02:05"
+    assert app.fmt_duration(None) == "—"
+
+
+# ---- command line ----
+
+
+def test_listens_on_localhost_unless_asked(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    assert app.main(["--root", str(tmp_path), "--port", "7999"]) == 0
+    assert seen["server_name"] == "127.0.0.1" and seen["server_port"] == 7999 and not seen["share"]
+    assert sorted(seen["allowed_paths"]) == sorted([str(tmp_path / "output"), str(tmp_path / "voices")])
+    app.main(["--root", str(tmp_path), "--listen"])
+    assert seen["server_name"] == "0.0.0.0"
