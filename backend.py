@@ -18,6 +18,7 @@ from audiobook.errors import AudiobookError
 from audiobook.render import Progress, RenderResult, render_events
 from audiobook.settings import SETTINGS_FILE, Settings, load_settings, save_settings
 from audiobook.tts import PRESET, TTS, Narrator
+from audiobook.voices import Voice, VoiceLibrary, VoicePreview
 
 ROOT = Path(__file__).resolve().parent
 
@@ -87,6 +88,101 @@ class Backend:
 
         return self.output_root / safe_filename(book.title or "book")
 
+    # ---- voices ---------------------------------------------------------------------------
+
+    @property
+    def voices(self) -> VoiceLibrary:
+        """The voice library in the ``voices_dir`` setting."""
+        return VoiceLibrary(self.resolve(self.settings.voices_dir))
+
+    def list_voices(self) -> list[Voice]:
+        return self.voices.list()
+
+    def get_voice(self, name: str) -> Voice:
+        return self.voices.get(name)
+
+    def speakers(self) -> list[str]:
+        """The built-in speakers of the CustomVoice model at the current model size."""
+        return self.tts.speakers()
+
+    def supports_instruct(self) -> bool:
+        """Whether built-in speakers follow a style instruction at the current model size."""
+        return self.tts.supports_instruct()
+
+    def preview_design(self, description: str, language: str = "auto", text: str | None = None,
+                       seed: int | None = None) -> VoicePreview:
+        """The VoiceDesign model speaks the reference passage (``text``) in the described voice.
+
+        Call again (``seed`` None) to regenerate; ``save_voice`` keeps the one the user liked.
+        """
+        from audiobook import voices
+
+        return self._keep_preview(voices.preview_design(self.tts, description, language, text, seed))
+
+    def preview_clone(self, audio_path: str | Path, transcript: str = "", language: str = "auto",
+                      test_line: str | None = None) -> VoicePreview:
+        """Check and prepare a clip, then speak a test line in its voice (x-vector only without transcript)."""
+        from audiobook import voices
+
+        return self._keep_preview(voices.preview_clone(self.tts, audio_path, transcript, language, test_line))
+
+    def preview_preset(self, speaker: str, instruct: str = "", language: str = "auto",
+                       test_line: str | None = None) -> VoicePreview:
+        """A built-in speaker speaks a test line; an instruction on a model that cannot follow one is an error."""
+        from audiobook import voices
+
+        return self._keep_preview(voices.preview_preset(self.tts, speaker, instruct, language, test_line))
+
+    def _keep_preview(self, preview: VoicePreview) -> VoicePreview:
+        """Write the preview audio where the page can play it; old previews are pruned."""
+        import uuid
+
+        from audiobook.audio import write_wav
+
+        folder = Path(tempfile.gettempdir()) / "audiobook-previews"
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in sorted(folder.glob("*.wav"), key=lambda f: f.stat().st_mtime)[:-30]:
+            old.unlink(missing_ok=True)
+        preview.wav_path = write_wav(folder / f"{preview.voice.kind}-{uuid.uuid4().hex[:10]}.wav", preview.audio)
+        return preview
+
+    def save_voice(self, preview: VoicePreview, name: str, notes: str | None = None, overwrite: bool = False) -> Voice:
+        """Save a previewed voice under ``name``; a taken name is an error unless ``overwrite``."""
+        from dataclasses import replace
+
+        voice = replace(preview.voice, name=name, notes=preview.voice.notes if notes is None else notes)
+        return self.voices.save(voice, preview.reference, preview.audio, overwrite=overwrite)
+
+    def rename_voice(self, old: str, new: str, overwrite: bool = False) -> Voice:
+        return self.voices.rename(old, new, overwrite=overwrite)
+
+    def delete_voice(self, name: str) -> None:
+        self.voices.delete(name)
+
+    def import_voice(self, zip_path: str | Path, overwrite: bool = False, name: str | None = None) -> Voice:
+        """Add a voice from an exported zip (safely extracted); a taken name is an error unless ``overwrite``."""
+        return self.voices.import_zip(zip_path, overwrite=overwrite, name=name)
+
+    def export_voice(self, name: str, dest: str | Path | None = None) -> Path:
+        """Zip a voice for sharing; returns the zip's path."""
+        return self.voices.export_zip(name, dest)
+
+    def narrator_for(self, voice: str | Voice) -> Narrator:
+        """The narrator of a saved voice (by name): designed/cloned clone their clip, presets name a speaker."""
+        from audiobook import voices
+
+        voice = voice if isinstance(voice, Voice) else self.get_voice(voice)
+        narrator = voices.narrator_for(voice)
+        if narrator.kind == PRESET:
+            voices.check_instruct(self.tts, narrator.instruct)
+        return narrator
+
+    def clone_prompt_for(self, narrator: Narrator):
+        """The clone prompt for a render: loaded from the voice's cache when fresh, else computed and cached."""
+        from audiobook import voices
+
+        return voices.clone_prompt_for(self.tts, narrator)
+
     # ---- books and render ----------------------------------------------------------------
 
     def load_book(self, path: str | Path) -> Book:
@@ -115,6 +211,8 @@ class Backend:
 
 
 def _narrator_from_args(args, backend: Backend) -> Narrator:
+    if getattr(args, "voice", None):
+        return backend.narrator_for(args.voice)
     if getattr(args, "ref_audio", None):
         return Narrator(kind="clone", ref_audio=str(args.ref_audio), ref_text=args.ref_text or "",
                         x_vector_only=not args.ref_text)
@@ -155,6 +253,57 @@ def cmd_render(args) -> int:
           f"in {result.elapsed_s:.1f}s.")
     for f in result.chapter_files:
         print(f"  {f}")
+    return 0
+
+
+def _print_voice(voice: Voice) -> None:
+    what = {"designed": voice.description, "cloned": voice.reference_text or "(no transcript: x-vector only)",
+            "preset": voice.speaker + (f" ({voice.instruct})" if voice.instruct else "")}[voice.kind]
+    print(f"{voice.name}\t{voice.kind}\t{voice.language}\t{what}")
+
+
+def cmd_voices(args) -> int:
+    backend = Backend(models_dir=args.models_dir)
+    voices = backend.list_voices()
+    if not voices:
+        print(f"No saved voices in {backend.voices.root}.")
+    for v in voices:
+        _print_voice(v)
+    return 0
+
+
+def cmd_voice(args) -> int:
+    """voice design|clone|preset NAME ... (saves the voice and writes its preview) and voice delete|rename|export|import."""
+    backend = Backend(models_dir=args.models_dir)
+    if args.action == "delete":
+        backend.delete_voice(args.name)
+        print(f"Deleted the voice '{args.name}'.")
+        return 0
+    if args.action == "rename":
+        voice = backend.rename_voice(args.name, args.new_name, overwrite=args.overwrite)
+        print(f"Renamed to '{voice.name}' ({voice.folder}).")
+        return 0
+    if args.action == "export":
+        print(backend.export_voice(args.name, args.output))
+        return 0
+    if args.action == "import":
+        voice = backend.import_voice(args.zip, overwrite=args.overwrite, name=args.name)
+        print(f"Imported the voice '{voice.name}' into {voice.folder}.")
+        return 0
+    if backend.voices.exists(args.name) and not args.overwrite:
+        # ask before the slow part, not after it
+        raise AudiobookError(f"A voice called '{args.name}' already exists; add --overwrite to replace it.")
+    if args.action == "design":
+        preview = backend.preview_design(args.description, args.language, args.text, args.seed)
+    elif args.action == "clone":
+        preview = backend.preview_clone(args.audio, args.text or "", args.language)
+    else:
+        preview = backend.preview_preset(args.speaker, args.instruct or "", args.language)
+    for warning in preview.warnings:
+        print(f"Note: {warning}", file=sys.stderr)
+    voice = backend.save_voice(preview, args.name, overwrite=args.overwrite)
+    print(f"Saved the {voice.kind} voice '{voice.name}' in {voice.folder}.")
+    print(voice.preview_path)
     return 0
 
 
@@ -202,12 +351,55 @@ def build_parser() -> argparse.ArgumentParser:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--speaker", help="a built-in speaker of the CustomVoice model")
     who.add_argument("--ref-audio", help="a reference clip to clone")
+    who.add_argument("--voice", help="a saved voice (see `backend.py voices`)")
     p.add_argument("--ref-text", help="the transcript of --ref-audio (without it: x-vector-only cloning)")
     p.add_argument("--instruct", default="", help="a style instruction for a built-in speaker (1.7B only)")
     p.add_argument("--output", help="output folder (default: output/<book title>)")
     p.add_argument("--batch-size", type=int, help="chunks per model call (1-20)")
     p.add_argument("--models-dir", help="folder holding the checkpoints")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("voices", help="list the saved voices")
+    p.add_argument("--models-dir", help="folder holding the checkpoints")
+    p.set_defaults(func=cmd_voices)
+
+    p = sub.add_parser("voice", help="design, clone or pick a voice and save it (prints its preview wav)")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, help_text in (("design", "design a voice from a description"),
+                              ("clone", "clone a voice from a clip"),
+                              ("preset", "save a built-in speaker as a voice")):
+        a = actions.add_parser(action, help=help_text)
+        a.add_argument("name", help="the voice's name")
+        a.add_argument("--language", default="auto", help="language of the preview (default: auto)")
+        a.add_argument("--overwrite", action="store_true", help="replace a voice of the same name")
+        a.add_argument("--models-dir", help="folder holding the checkpoints")
+        a.set_defaults(func=cmd_voice)
+        if action == "design":
+            a.add_argument("--description", required=True, help="what the voice sounds like")
+            a.add_argument("--text", help="the reference passage it speaks (default: a built-in passage)")
+            a.add_argument("--seed", type=int, help="seed for the design (default: random)")
+        elif action == "clone":
+            a.add_argument("--audio", required=True, help="the clip: wav, mp3, flac, m4a or ogg")
+            a.add_argument("--text", help="the words spoken in the clip (without: x-vector only, weaker likeness)")
+        else:
+            a.add_argument("--speaker", required=True, help="a built-in speaker (see the page's list)")
+            a.add_argument("--instruct", help="a style instruction (1.7B only)")
+    a = actions.add_parser("delete", help="delete a saved voice")
+    a.add_argument("name")
+    a = actions.add_parser("rename", help="rename a saved voice")
+    a.add_argument("name")
+    a.add_argument("new_name")
+    a.add_argument("--overwrite", action="store_true", help="replace a voice that has the new name")
+    a = actions.add_parser("export", help="zip a saved voice for sharing")
+    a.add_argument("name")
+    a.add_argument("--output", help="zip file or folder to write")
+    a = actions.add_parser("import", help="add a voice from a zip")
+    a.add_argument("zip")
+    a.add_argument("--name", help="save it under another name")
+    a.add_argument("--overwrite", action="store_true", help="replace a voice of the same name")
+    for action in ("delete", "rename", "export", "import"):
+        actions.choices[action].add_argument("--models-dir", help="folder holding the checkpoints")
+        actions.choices[action].set_defaults(func=cmd_voice)
 
     p = sub.add_parser("tiny-models", help="write tiny random-weight checkpoints (for trying the app without downloads)")
     p.add_argument("dir")
