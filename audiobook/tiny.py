@@ -127,8 +127,9 @@ _SIZES = {
     },
 }
 
-# Scale of the talker's EOS row: large enough that items stop after tens to a
-# couple of hundred frames, at lengths that depend on the seed and the input.
+# Scale of the talker's EOS row: items stop after a few to about 80 frames
+# (median about 25), at lengths that depend on the seed and the input; smaller
+# scales give longer runs (1.0: up to about 230) but slow every test down.
 _EOS_SCALE = 1.2
 # Target RMS of decoded audio from random codes (audible, far from clipping).
 _TARGET_RMS = 0.1
@@ -179,7 +180,7 @@ def build_tiny_models(
         seed: weights are a pure function of (name, seed, runaway, size).
         runaway: zero the talker's EOS row so generation never stops and every
             call runs to ``max_new_tokens`` (for runaway-detection tests).
-        size: "tiny" (about 4 M parameters, for tests) or "medium" (a few tens
+        size: "tiny" (about 3 M parameters, for tests) or "medium" (a few tens
             of millions, for CPU benchmarks).
 
     Returns:
