@@ -1,0 +1,502 @@
+"""Fast generation: continuous batching over qwen_tts's own talker and code predictor.
+
+``qwen_tts`` runs a batch until its longest item ends, keeps every layer's hidden
+state of every step, and calls Hugging Face ``generate`` for the code predictor at
+every frame. This module keeps the model and its prompts and replaces only the loop:
+
+- prompts are built by qwen_tts itself: its ``generate`` runs up to the call of
+  ``talker.generate``, which is intercepted (``capture_prompts``), so design,
+  clone (ICL and x-vector) and preset prompts are exactly qwen_tts's;
+- ``slots`` items decode together; a slot whose item ends takes the next pending
+  item at once (continuous batching), so no compute is spent on finished rows;
+- the talker's KV cache is one preallocated tensor per layer, grown by doubling
+  only when an item runs long; nothing else is kept but the codes;
+- one decode step (15 code-predictor steps, one talker step, sampling) uses fixed
+  shapes, so on CUDA it is captured once as a CUDA graph and replayed.
+
+Correctness contract: with greedy decoding (``do_sample=False`` and
+``subtalker_dosample=False``) the codes equal qwen_tts's ``generate`` for every
+item. With sampling the logits processors are the same (repetition penalty,
+minimum two frames, suppressed control codes, temperature, top-k, top-p), so the
+distribution is the same; the draws come from torch's global generator (seed it
+with ``torch.manual_seed`` before a call, as the qwen_tts path does), through the
+exponential-race form of multinomial sampling that CUDA graphs can capture. A
+seeded call is reproducible for the same inputs and slot count, but its draws are
+not the qwen_tts path's draws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+CODE_GROUPS = 16
+_KV_ROUND = 256  # KV capacity grows in whole blocks of this many positions
+_TRAIL_MIN = 8
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The talker's and code predictor's decoding rules, as qwen_tts passes them to ``talker.generate``."""
+
+    max_new_tokens: int
+    min_new_tokens: int
+    do_sample: bool
+    top_k: int
+    top_p: float
+    temperature: float
+    repetition_penalty: float
+    sub_do_sample: bool
+    sub_top_k: int
+    sub_top_p: float
+    sub_temperature: float
+    eos_id: int
+    suppress: tuple[int, ...]
+
+    @classmethod
+    def from_talker_kwargs(cls, kw: dict[str, Any]) -> "Sampling":
+        return cls(
+            max_new_tokens=int(kw["max_new_tokens"]),
+            min_new_tokens=int(kw.get("min_new_tokens") or 0),
+            do_sample=bool(kw["do_sample"]),
+            top_k=int(kw["top_k"] or 0),
+            top_p=float(kw["top_p"] if kw["top_p"] is not None else 1.0),
+            temperature=float(kw["temperature"] or 1.0),
+            repetition_penalty=float(kw["repetition_penalty"] or 1.0),
+            sub_do_sample=bool(kw["subtalker_dosample"]),
+            sub_top_k=int(kw["subtalker_top_k"] or 0),
+            sub_top_p=float(kw["subtalker_top_p"] if kw["subtalker_top_p"] is not None else 1.0),
+            sub_temperature=float(kw["subtalker_temperature"] or 1.0),
+            eos_id=int(kw["eos_token_id"]),
+            suppress=tuple(int(i) for i in kw.get("suppress_tokens") or ()),
+        )
+
+
+@dataclass
+class Prompt:
+    """One item's talker input as qwen_tts builds it: prompt embeddings and the text fed per frame."""
+
+    embeds: torch.Tensor  # [L, D] prompt, no padding
+    trailing: torch.Tensor  # [T, D] added to frame t's input while t < T
+    pad: torch.Tensor  # [D] added once the trailing text is used up
+
+
+class _Captured(Exception):
+    """Raised inside qwen_tts's generate once the talker inputs are built."""
+
+
+@contextlib.contextmanager
+def _override(obj, name: str, fn: Callable):
+    """Shadow a method on one instance for the duration of a block."""
+    setattr(obj, name, fn)
+    try:
+        yield
+    finally:
+        delattr(obj, name)
+
+
+def capture_prompts(qmodel, inputs: dict[str, Any]) -> tuple[list[Prompt], Sampling]:
+    """Build the talker prompts with qwen_tts's own code, stopping before its decode loop.
+
+    ``qmodel`` is a ``Qwen3TTSForConditionalGeneration``; ``inputs`` are the keyword
+    arguments of its ``generate``. Returns one Prompt per item and the sampling rules.
+    """
+    box: dict[str, Any] = {}
+
+    def grab(**kw):
+        box.update(kw)
+        raise _Captured
+
+    with _override(qmodel.talker, "generate", grab):
+        try:
+            type(qmodel).generate(qmodel, **inputs)
+        except _Captured:
+            pass
+    mask = box["attention_mask"].bool()
+    embeds, trailing, pad = box["inputs_embeds"], box["trailing_text_hidden"], box["tts_pad_embed"].reshape(-1)
+    prompts = [Prompt(embeds[i][mask[i]], trailing[i], pad) for i in range(embeds.shape[0])]
+    return prompts, Sampling.from_talker_kwargs(box)
+
+
+def _choose(logits: torch.Tensor, sample: bool, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Greedy or sampled pick per row, with Hugging Face's warpers in its order."""
+    if not sample:
+        return logits.argmax(-1)
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[:, -1:] = False
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    # argmax(p / E) with E ~ Exp(1) draws index i with probability p_i, like multinomial.
+    race = torch.empty_like(probs).exponential_().clamp_min_(1e-20)
+    return (probs / race).argmax(-1)
+
+
+class _State:
+    """Device tensors of one decoding run: slots, KV caches, per-slot counters."""
+
+    def __init__(self, engine: "FastEngine", slots: int, trail_cap: int, capacity: int):
+        e = engine
+        dev, dt = e.device, e.dtype
+        self.slots, self.trail_cap, self.capacity = slots, trail_cap, capacity
+        self.kv = [
+            (torch.zeros(slots, e.kv_heads, capacity, e.head_dim, device=dev, dtype=dt),
+             torch.zeros(slots, e.kv_heads, capacity, e.head_dim, device=dev, dtype=dt))
+            for _ in range(e.layers)
+        ]
+        self.cp_kv = [
+            (torch.zeros(slots, e.cp_kv_heads, CODE_GROUPS, e.cp_head_dim, device=dev, dtype=dt),
+             torch.zeros(slots, e.cp_kv_heads, CODE_GROUPS, e.cp_head_dim, device=dev, dtype=dt))
+            for _ in range(e.cp_layers)
+        ]
+        self.rows = torch.arange(slots, device=dev)
+        self.tok = torch.zeros(slots, dtype=torch.long, device=dev)  # last first-codebook token
+        self.hidden = torch.zeros(slots, e.hidden, device=dev, dtype=dt)  # talker's last normed hidden
+        self.pos = torch.zeros(slots, dtype=torch.long, device=dev)  # next KV write position
+        self.step = torch.zeros(slots, dtype=torch.long, device=dev)  # frames done for the item
+        self.active = torch.zeros(slots, dtype=torch.long, device=dev)
+        self.seen = torch.zeros(slots, e.vocab, dtype=torch.bool, device=dev)  # for repetition penalty
+        self.trail = torch.zeros(slots, trail_cap, e.hidden, device=dev, dtype=dt)
+        self.trail_len = torch.zeros(slots, dtype=torch.long, device=dev)
+        self.frame = torch.zeros(slots, CODE_GROUPS, dtype=torch.long, device=dev)  # output of a step
+        self.suppress = torch.zeros(e.vocab, dtype=torch.bool, device=dev)  # codec ids never sampled
+        self.sampling: Sampling | None = None
+        self.graphs: dict[int, Any] = {}
+
+    def grow(self, capacity: int) -> None:
+        """Enlarge every KV cache to ``capacity`` positions, keeping what is written."""
+        new = []
+        for k, v in self.kv:
+            k2 = k.new_zeros(*k.shape[:2], capacity, k.shape[3])
+            v2 = v.new_zeros(*v.shape[:2], capacity, v.shape[3])
+            k2[:, :, : self.capacity] = k
+            v2[:, :, : self.capacity] = v
+            new.append((k2, v2))
+        self.kv = new
+        self.capacity = capacity
+        self.graphs.clear()  # graphs point at the old tensors
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [t.clone() for t in (self.tok, self.hidden, self.pos, self.step, self.seen)]
+
+    def restore(self, saved: list[torch.Tensor]) -> None:
+        for t, s in zip((self.tok, self.hidden, self.pos, self.step, self.seen), saved):
+            t.copy_(s)
+
+
+class FastEngine:
+    """Continuous-batching generation over one loaded ``Qwen3TTSForConditionalGeneration``.
+
+    ``slots`` items decode at once. ``cuda_graphs`` (default: on when the model is on
+    CUDA) captures one decode step as a graph per KV capacity.
+    """
+
+    def __init__(self, qmodel, slots: int = 8, cuda_graphs: bool | None = None):
+        self.qmodel = qmodel
+        self.talker = qmodel.talker
+        self.cp = self.talker.code_predictor
+        tc = self.talker.config
+        cc = self.cp.config
+        first = self.talker.model.layers[0].self_attn
+        cp_first = self.cp.model.layers[0].self_attn
+        self.slots = max(1, int(slots))
+        self.device = self.talker.codec_head.weight.device
+        self.dtype = self.talker.codec_head.weight.dtype
+        self.layers, self.hidden, self.vocab = tc.num_hidden_layers, tc.hidden_size, tc.vocab_size
+        self.heads, self.kv_heads, self.head_dim = tc.num_attention_heads, tc.num_key_value_heads, first.head_dim
+        self.cp_layers, self.cp_heads = cc.num_hidden_layers, cc.num_attention_heads
+        self.cp_kv_heads, self.cp_head_dim = cc.num_key_value_heads, cp_first.head_dim
+        self.mrope_section = first.rope_scaling["mrope_section"]
+        self.mrope_interleaved = first.rope_scaling.get("interleaved", False)
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
+        self._state: _State | None = None
+        self._pool = None
+        # Rotary tables of the code predictor: its positions are 0..15 at every frame.
+        cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
+        probe = torch.zeros(1, device=self.device, dtype=self.dtype)
+        self._cp_cos, self._cp_sin = self.cp.model.rotary_emb(probe, cp_pos)
+        self.stats = {"steps": 0, "prefills": 0, "graph_captures": 0}
+
+    # ---- public -------------------------------------------------------------------------
+
+    def generate_wavs(self, call: Callable[[], Any]) -> Any:
+        """Run a qwen_tts wrapper call (``generate_voice_design/clone/custom_voice``) on this engine.
+
+        qwen_tts validates, tokenizes, builds prompts and decodes audio as always; only
+        ``Qwen3TTSForConditionalGeneration.generate`` is replaced, for this call only.
+        """
+
+        def generate(**inputs):
+            prompts, sampling = capture_prompts(self.qmodel, inputs)
+            codes = self.generate_codes(prompts, sampling)
+            return codes, [None] * len(codes)
+
+        with _override(self.qmodel, "generate", generate):
+            return call()
+
+    @torch.inference_mode()
+    def generate_codes(self, prompts: list[Prompt], sampling: Sampling) -> list[torch.Tensor]:
+        """Codes ``[frames, 16]`` for every prompt, in input order (qwen_tts's ``generate`` result)."""
+        if not prompts:
+            return []
+        s = sampling
+        state = self._prepare(prompts, s)
+        results: list[torch.Tensor | None] = [None] * len(prompts)
+        pending = list(range(len(prompts)))[::-1]  # pop() takes them in input order
+        owner: list[int | None] = [None] * state.slots
+        pos = [0] * state.slots  # host mirror of state.pos, so capacity needs no sync
+        frames: list[list[torch.Tensor]] = [[] for _ in range(state.slots)]
+        max_frames = s.max_new_tokens - 1  # qwen_tts never feeds back the last token
+
+        def admit(slot: int) -> None:
+            while pending:
+                item = pending.pop()
+                owner[slot] = item
+                first = self._prefill(state, slot, prompts[item], s)
+                pos[slot] = prompts[item].embeds.shape[0]
+                frames[slot] = []
+                if max_frames <= 0 or first == s.eos_id:
+                    results[item] = torch.zeros(0, CODE_GROUPS, dtype=torch.long, device=self.device)
+                    continue
+                return
+            owner[slot] = None
+            state.active[slot] = 0
+
+        for slot in range(state.slots):
+            admit(slot)
+        while any(o is not None for o in owner):
+            need = max(p for p, o in zip(pos, owner) if o is not None) + 1
+            if need > state.capacity:
+                state.grow(min(self._capacity_for(prompts, s), max(need, 2 * state.capacity)))
+            self._step(state, need, s)
+            self.stats["steps"] += 1
+            frame = state.frame.clone()
+            ended = ((state.tok == s.eos_id) | (state.step >= max_frames)).tolist()
+            for slot, item in enumerate(owner):
+                if item is None:
+                    continue
+                frames[slot].append(frame[slot])
+                pos[slot] += 1
+                if ended[slot]:
+                    results[item] = torch.stack(frames[slot])
+                    admit(slot)
+        return results  # type: ignore[return-value]
+
+    # ---- setup --------------------------------------------------------------------------
+
+    def _capacity_for(self, prompts: list[Prompt], s: Sampling) -> int:
+        return max(p.embeds.shape[0] for p in prompts) + max(s.max_new_tokens, 1)
+
+    def _prepare(self, prompts: list[Prompt], s: Sampling) -> _State:
+        slots = min(self.slots, len(prompts))
+        trail = max(_TRAIL_MIN, 1 << (max(p.trailing.shape[0] for p in prompts)).bit_length())
+        longest = max(p.embeds.shape[0] for p in prompts)
+        first = min(self._capacity_for(prompts, s), -(-(longest + 2 * _KV_ROUND) // _KV_ROUND) * _KV_ROUND)
+        st = self._state
+        if st is None or st.slots != slots or st.trail_cap < trail or st.capacity < first:
+            st = self._state = _State(self, slots, trail, first)
+        st.active.zero_()
+        st.pos.zero_()
+        st.step.zero_()
+        if st.sampling != s:
+            st.graphs.clear()  # sampling rules are baked into the graphs
+            st.sampling = s
+            st.suppress.zero_()
+            if s.suppress:
+                st.suppress[list(s.suppress)] = True
+        return st
+
+    # ---- prefill: qwen_tts's own talker forward over one prompt ---------------------------
+
+    def _prefill(self, st: _State, slot: int, prompt: Prompt, s: Sampling) -> int:
+        """Run one prompt through the talker, store its KV in ``slot`` and pick its first code."""
+        from transformers.cache_utils import DynamicCache
+
+        self.stats["prefills"] += 1
+        length = prompt.embeds.shape[0]
+        if length > st.capacity:
+            st.grow(-(-length // _KV_ROUND) * _KV_ROUND)
+        cache = DynamicCache()
+        out = self.talker.model(inputs_embeds=prompt.embeds[None], past_key_values=cache, use_cache=True)
+        for layer, (k, v) in enumerate(st.kv):
+            keys, values = _layer_kv(cache, layer)
+            k[slot, :, :length] = keys[0]
+            v[slot, :, :length] = values[0]
+        hidden = out.last_hidden_state[0, -1]
+        logits = self.talker.codec_head(hidden).float()[None]
+        seen = torch.zeros(1, self.vocab, dtype=torch.bool, device=self.device)
+        tok = self._pick_first(logits, seen, torch.zeros(1, dtype=torch.long, device=self.device), st.suppress, s)
+        st.tok[slot] = tok[0]
+        st.hidden[slot] = hidden
+        st.pos[slot] = length
+        st.step[slot] = 0
+        st.seen[slot] = False
+        st.seen[slot, tok[0]] = True
+        st.trail[slot] = prompt.pad
+        n = min(prompt.trailing.shape[0], st.trail_cap - 1)
+        st.trail[slot, :n] = prompt.trailing[:n]
+        st.trail_len[slot] = n
+        st.active[slot] = 1
+        return int(tok[0])
+
+    # ---- one decode step for every slot -----------------------------------------------------
+
+    def _step(self, st: _State, need: int, s: Sampling) -> None:
+        if not self.cuda_graphs:
+            self._step_eager(st, need, s)
+            return
+        graph = st.graphs.get(st.capacity)
+        if graph is None:
+            graph = st.graphs[st.capacity] = self._capture(st, s)
+        graph.replay()
+
+    def _capture(self, st: _State, s: Sampling):
+        """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
+        self.stats["graph_captures"] += 1
+        saved = st.snapshot()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm up kernels and allocator outside the capture
+                self._step_eager(st, st.capacity, s)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._step_eager(st, st.capacity, s)
+        st.restore(saved)
+        return graph
+
+    def _step_eager(self, st: _State, kv_len: int, s: Sampling) -> None:
+        """Code predictor for the last first-codebook token, then one talker step, then sampling."""
+        embed = self.talker.model.codec_embedding
+        cp_embed = self.cp.model.codec_embedding
+        last = embed(st.tok)  # [S, D]
+        codes = self._predict_codes(st, last, s)
+        # Sum as qwen_tts does: stack the 16 code embeddings and reduce once.
+        x = torch.stack([last] + [cp_embed[g](codes[:, g]) for g in range(CODE_GROUPS - 1)], 1).sum(1)
+        text = st.trail[st.rows, torch.minimum(st.step, st.trail_len)]
+        x = (x + text)[:, None]
+        hidden = self._talker_step(st, x, kv_len)
+        logits = self.talker.codec_head(hidden).float()
+        tok = self._pick_first(logits, st.seen, st.step + 1, st.suppress, s)
+        st.frame[:, 0] = st.tok
+        st.frame[:, 1:] = codes
+        st.seen[st.rows, tok] = True
+        st.tok.copy_(tok)
+        st.hidden.copy_(hidden)
+        st.pos.add_(st.active)
+        st.step.add_(st.active)
+
+    def _pick_first(self, logits, seen, done, suppress, s: Sampling) -> torch.Tensor:
+        """First-codebook token: repetition penalty, minimum length, suppressed ids, then choose."""
+        if s.repetition_penalty != 1.0:
+            p = s.repetition_penalty
+            logits = torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
+        if s.min_new_tokens > 0:
+            early = (done < s.min_new_tokens)[:, None] & (torch.arange(self.vocab, device=logits.device) == s.eos_id)
+            logits = logits.masked_fill(early, float("-inf"))
+        if s.suppress:
+            logits = logits.masked_fill(suppress, float("-inf"))
+        return _choose(logits, s.do_sample, s.temperature, s.top_k, s.top_p)
+
+    def _predict_codes(self, st: _State, last: torch.Tensor, s: Sampling):
+        """The code predictor's 15 steps for every slot, with a 16-position scratch cache."""
+        cp = self.cp
+        x = torch.stack([st.hidden, last], 1)  # [S, 2, D]: qwen_tts's prefill of two positions
+        codes = []
+        for g in range(CODE_GROUPS - 1):
+            if g > 0:
+                x = cp.model.codec_embedding[g - 1](codes[-1])[:, None]
+            start = 0 if g == 0 else g + 1
+            h = self._cp_layers(st, cp.small_to_mtp_projection(x), start)
+            logits = cp.lm_head[g](h[:, -1]).float()
+            codes.append(_choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p))
+        return torch.stack(codes, 1)
+
+    def _cp_layers(self, st: _State, x: torch.Tensor, start: int) -> torch.Tensor:
+        from qwen_tts.core.models.modeling_qwen3_tts import apply_rotary_pos_emb
+
+        n = x.shape[1]
+        end = start + n
+        cos, sin = self._cp_cos[:, start:end], self._cp_sin[:, start:end]
+        causal = n > 1
+        for layer, (kc, vc) in zip(self.cp.model.layers, st.cp_kv):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q, k, v = _qkv(a, h)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            kc[:, :, start:end] = k
+            vc[:, :, start:end] = v
+            o = _gqa_attention(q, kc[:, :, :end], vc[:, :, :end], None, a.scaling, causal)
+            x = x + a.o_proj(o)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.cp.model.norm(x)
+
+    def _talker_step(self, st: _State, x: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """One talker position per slot at ``st.pos``; returns the normed last hidden ``[S, D]``."""
+        from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
+
+        slots = x.shape[0]
+        position_ids = st.pos.view(1, slots, 1).expand(3, slots, 1)
+        cos, sin = self.talker.model.rotary_emb(x, position_ids)
+        mask = (torch.arange(kv_len, device=x.device)[None] <= st.pos[:, None])[:, None, None]  # [S,1,1,K]
+        for layer, (kc, vc) in zip(self.talker.model.layers, st.kv):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q, k, v = _qkv(a, h)
+            q, k = apply_multimodal_rotary_pos_emb(q, k, cos, sin, self.mrope_section, self.mrope_interleaved)
+            kc[st.rows, :, st.pos] = k[:, :, 0]
+            vc[st.rows, :, st.pos] = v[:, :, 0]
+            o = _gqa_attention(q, kc[:, :, :kv_len], vc[:, :, :kv_len], mask, a.scaling, False)
+            x = x + a.o_proj(o)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.talker.model.norm(x)[:, 0]
+
+
+def _qkv(attn, h: torch.Tensor):
+    """Projections with qwen_tts's per-head q/k norms; returns ``[B, heads, T, head_dim]`` each."""
+    shape = (*h.shape[:-1], -1, attn.head_dim)
+    q = attn.q_norm(attn.q_proj(h).view(shape)).transpose(1, 2)
+    k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)
+    v = attn.v_proj(h).view(shape).transpose(1, 2)
+    return q, k, v
+
+
+def _gqa_attention(q, k, v, mask, scale: float, causal: bool) -> torch.Tensor:
+    """Grouped-query attention without copying K/V: the heads sharing a KV head become its queries."""
+    b, heads, t, d = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    if t == 1:
+        qg = q.reshape(b, kv_heads, group, d)  # heads are kv-head-major, as repeat_kv orders them
+        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=scale)
+        return o.reshape(b, 1, heads * d)
+    if group > 1:
+        k = k.repeat_interleave(group, dim=1)
+        v = v.repeat_interleave(group, dim=1)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
+    return o.transpose(1, 2).reshape(b, t, heads * d)
+
+
+def _layer_kv(cache, layer: int):
+    """Keys and values of one layer of a transformers cache (4.5x layout, with a fallback)."""
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].keys, cache.layers[layer].values
+    return cache.key_cache[layer], cache.value_cache[layer]  # pragma: no cover - older transformers
