@@ -291,3 +291,13 @@ def test_batch_of_five_is_quick(tiny_models_dir):
     took = time.process_time() - start
     assert len(wavs) == 5
     assert took < 5, f"batch of five took {took:.2f} s of CPU"
+
+
+def test_medium_size_loads_and_speaks(tmp_path):
+    name = "Qwen3-TTS-12Hz-0.6B-CustomVoice"
+    folder = build_tiny_models(tmp_path, names=[name], size="medium")[name]
+    assert 10_000_000 < count_parameters(folder) < 100_000_000
+    model = load(folder)
+    torch.manual_seed(0)
+    wavs, _ = model.generate_custom_voice(text="Hello.", speaker="Serena", max_new_tokens=10)
+    assert len(wavs) == 1 and rms(wavs[0]) > 1e-3
