@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test setup setup-test browser bench clean
+.PHONY: run test setup setup-test browser espeak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.test-installed: requirements-test.txt $(VENV)/.app-installed
 
 setup: $(VENV)/.app-installed
 
-setup-test: $(VENV)/.test-installed browser
+setup-test: $(VENV)/.test-installed browser espeak
 
 # Browser tests drive the system Chromium through Playwright.
 browser:
@@ -30,6 +30,13 @@ browser:
 	  { echo "Installing Debian's chromium for the browser tests"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); }
+
+# Voice tests make their clips with espeak-ng (synthetic speech, never recordings of people).
+espeak:
+	@command -v espeak-ng >/dev/null 2>&1 || \
+	  { echo "Installing Debian's espeak-ng for the voice tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) || \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng); }
 
 run: setup
 	$(BIN)/python app.py $(ARGS)
