@@ -277,6 +277,14 @@ class TTS:
         """Built-in speakers take a style instruction only on the 1.7B CustomVoice model."""
         return self.settings.model_size == "1.7B"
 
+    def check_instruct(self, instruct: str) -> None:
+        """Refuse a style instruction that the model would silently drop (the 0.6B built-in speakers)."""
+        if instruct and instruct.strip() and not self.supports_instruct():
+            raise AudiobookError(
+                f"The {self.settings.model_size} built-in speakers cannot follow a style instruction; "
+                "leave the instruction empty or switch the model size to 1.7B in Advanced Settings."
+            )
+
     # ---- generation -------------------------------------------------------------------
 
     def _lang(self, model, language: str | None, n: int) -> list[str]:
@@ -312,6 +320,7 @@ class TTS:
 
     def preset(self, texts: list[str], speaker: str, instruct: str, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
         """Speak ``texts`` with a built-in CustomVoice speaker."""
+        self.check_instruct(instruct)
         model = self.model(PRESET)
         known = model.get_supported_speakers() or []
         if known and speaker.lower() not in known:

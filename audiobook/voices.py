@@ -445,11 +445,7 @@ def preview_clone(tts: TTS, clip_path: str | os.PathLike, transcript: str = "", 
 
 def check_instruct(tts: TTS, instruct: str) -> None:
     """A style instruction needs a model that follows one; say so instead of dropping it."""
-    if instruct.strip() and not tts.supports_instruct():
-        raise AudiobookError(
-            f"The {tts.settings.model_size} built-in speakers cannot follow a style instruction; "
-            "leave the instruction empty or switch the model size to 1.7B in Advanced Settings."
-        )
+    tts.check_instruct(instruct)
 
 
 def preview_preset(tts: TTS, speaker: str, instruct: str = "", language: str = "auto",

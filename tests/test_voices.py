@@ -15,7 +15,7 @@ import backend as backend_module
 from audiobook import voices
 from audiobook.errors import AudiobookError
 from audiobook.settings import SETTINGS_FILE
-from audiobook.tts import CLONE, DESIGN, PRESET
+from audiobook.tts import CLONE, DESIGN, PRESET, GenerationOptions
 from audiobook.voices import SAMPLE_RATE, Voice, VoiceLibrary
 
 BOOK = "Chapter 1: Dawn\n\nThe sun rose over the hills. A bird sang.\n\nChapter 2: Dusk\n\nThe sun set. All was quiet.\n"
@@ -103,7 +103,8 @@ class Spy:
 def shared_backend(models_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
     b = backend_module.Backend(root=root, settings_path=root / SETTINGS_FILE, models_dir=str(models_dir))
-    b._apply(b.settings.updated(device="cpu", max_new_tokens=200, batch_size=5))
+    # small and plain: the voice, not the render loop, is under test here
+    b._apply(b.settings.updated(device="cpu", max_new_tokens=128, batch_size=5, max_retries=0, make_m4b=False))
     return b
 
 
@@ -288,7 +289,7 @@ def test_clone_prompt_cache_is_reused_and_rebuilt_when_the_reference_changes(bk,
     assert first.icl_mode and first.ref_text == "The lighthouse keeper climbed the stairs."
 
     write(voice.folder / "reference.wav", speech_like(5, seed=3))  # the clip changes
-    bk.render(book, "Keeper", out_dir=tmp_path / "r3")
+    bk.clone_prompt_for(bk.narrator_for("Keeper"))
     assert len(bk.spy.prompts) == 2
     data = json.loads((voice.folder / "voice.json").read_text())
     data["reference_text"] = "Different words."
@@ -333,6 +334,8 @@ def test_preset_with_and_without_instruct(bk, book, tmp_path):
         bk.preview_preset(speakers[0], "whispering")
     with pytest.raises(AudiobookError, match="cannot follow a style instruction"):
         bk.render(book, "Solemn", out_dir=tmp_path / "out2")
+    with pytest.raises(AudiobookError, match="cannot follow a style instruction"):  # e.g. render --speaker --instruct
+        bk.tts.preset(["Hello."], speakers[0], "whispering", "en", GenerationOptions(max_new_tokens=64))
     small = bk.preview_preset(speakers[0])
     assert small.voice.model == "Qwen3-TTS-12Hz-0.6B-CustomVoice" and small.audio.size
     with pytest.raises(AudiobookError, match="no built-in speaker called 'nobody'"):
