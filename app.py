@@ -78,10 +78,10 @@ LABELS = {
 }
 
 CSS = """
-.field-error { color: var(--error-text-color, #b91c1c); font-size: 0.85em; margin-top: -6px; }
+.field-error, .field-error * { color: #b91c1c !important; font-size: 0.9em; }
 .status-line { font-size: 0.9em; opacity: 0.85; }
 .render-progress .bar { height: 18px; border-radius: 9px; background: var(--neutral-200, #e5e7eb); overflow: hidden; }
-.render-progress .fill { height: 100%; background: var(--color-accent, #f97316); transition: width 0.4s; }
+.render-progress .fill { height: 100%; background: var(--color-accent, #f97316); }
 .render-progress .numbers { margin-top: 6px; font-variant-numeric: tabular-nums; }
 .render-progress .render-error { margin-top: 6px; color: var(--error-text-color, #b91c1c); }
 """
@@ -188,7 +188,8 @@ def save_settings(backend: Backend, values: dict[str, Any]) -> tuple[str, dict[s
         values = {k: v for k, v in values.items() if k != "models_dir"}
     errors = check_settings(backend.settings, values)
     if errors:
-        return f"Not saved: {len(errors)} setting{'s' if len(errors) != 1 else ''} need fixing (see the red notes).", errors
+        n = len(errors)
+        return f"Not saved: {n} setting{'s need' if n != 1 else ' needs'} fixing (see the red notes).", errors
     backend.save_settings(**values)
     return f"Saved to {backend.settings_path.name}.", {}
 
@@ -354,7 +355,7 @@ def start_render(backend: Backend, book: Book | None, choice: str | None, redo_c
     backend.start_render(book, narrator_for(backend, choice), redo_chunks=redo_chunks or ())
     if redo_chunks:
         return f"Rendering {len(redo_chunks)} chunk{'s' if len(redo_chunks) != 1 else ''} of “{book.title}” again…"
-    return f"Rendering “{book.title}”… chunks already done are kept."
+    return f"Started “{book.title}”; chunks rendered before are kept, so Resume never redoes work."
 
 
 def rerender_problems(backend: Backend, book: Book | None, choice: str | None) -> str:
@@ -461,7 +462,7 @@ def _setting_control(name: str, value: Any) -> gr.components.Component:
     if kind in (int, float):
         # No min/max on the control: the backend's check writes the sentence shown under it.
         lo, hi = f.metadata.get("range", (None, None))
-        info = " ".join(x for x in (help_text, f"From {lo:g} to {hi:g}." if lo is not None else None) if x) or None
+        info = " ".join(x for x in (help_text, f"From {lo:,} to {hi:,}." if lo is not None else None) if x) or None
         return gr.Number(value=value, label=label, info=info, precision=0 if kind is int else None, elem_id=elem_id)
     return gr.Textbox(value=value, label=label, info=help_text, elem_id=elem_id)
 
@@ -595,7 +596,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                         for name in group:
                             with gr.Column(min_width=220, scale=2 if name == "batch_size" else 1):
                                 controls[name] = _setting_control(name, getattr(B.settings, name))
-                                errors[name] = gr.Markdown("", visible=False, elem_classes=["field-error"],
+                                errors[name] = gr.Markdown("", elem_classes=["field-error"], container=False,
                                                            elem_id=f"error-{name}")
             with gr.Row():
                 save_btn = gr.Button("Save", variant="primary", elem_id="settings-save")
@@ -702,18 +703,19 @@ def build_app(backend: Backend) -> gr.Blocks:
             state = B.render_state()
             files = result_files(state)
             key = (tuple(files["chapters"]), files["m4b"], files["srt"])
-            out = [status_text(B), progress_html(state), log_text(state), problem_rows(state)]
+            # The results box gets an explicit visibility every time: an empty update would hide it again.
+            out = [status_text(B), progress_html(state), log_text(state), problem_rows(state),
+                   gr.update(visible=bool(files["chapters"] or files["m4b"]))]
             if key == last_key:  # resending the players would restart what the user is listening to
-                return out + [gr.skip()] * 5 + [last_key]
+                return out + [gr.skip()] * 4 + [last_key]
             choices = [(Path(p).stem, p) for p in files["chapters"]]
-            return out + [gr.update(visible=bool(files["chapters"] or files["m4b"])),
-                          gr.update(choices=choices, value=choices[0][1] if choices else None),
+            return out + [gr.update(choices=choices, value=choices[0][1] if choices else None),
                           files["chapters"][0] if files["chapters"] else None, files["m4b"], files["srt"], key]
 
         timer = gr.Timer(POLL_S)
         timer.tick(_page_errors(on_tick), results_key,
                    [status, progress, log_box, problems, results_box, chapter_pick, chapter_player, m4b_file, srt_file, results_key],
-                   show_progress="hidden", concurrency_id="poll", concurrency_limit=None)
+                   show_progress="hidden", concurrency_id="poll", concurrency_limit=4, trigger_mode="always_last")
         chapter_pick.change(lambda p: p, chapter_pick, chapter_player, show_progress="hidden")
 
         # ---- events: settings ----
@@ -722,11 +724,11 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         def on_save(*values):
             message, errs = save_settings(B, dict(zip(names, values)))
-            return [message] + [gr.update(value=errs.get(n, ""), visible=n in errs) for n in names]
+            return [message] + [errs.get(n, "") for n in names]
 
         def on_reset():
             message, values = reset_settings(B)
-            return [message] + values + [gr.update(value="", visible=False) for _ in names]
+            return [message] + values + ["" for _ in names]
 
         save_btn.click(_page_errors(on_save), setting_inputs, [settings_msg] + error_outputs)
         reset_btn.click(_page_errors(on_reset), None, [settings_msg] + setting_inputs + error_outputs)

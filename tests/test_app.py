@@ -53,7 +53,7 @@ def test_bad_values_are_reported_per_field_and_nothing_is_written(backend):
     message, errors = app.save_settings(backend, {"batch_size": 25, "temperature": "warm", "top_p": 0.5})
     assert set(errors) == {"batch_size", "temperature"}
     assert "between 1 and 20" in errors["batch_size"]
-    assert "Not saved" in message and "2 settings" in message
+    assert "Not saved: 2 settings need fixing" in message
     assert backend.settings_path.read_text() == before
 
 
@@ -155,7 +155,7 @@ def test_voice_errors_are_sentences(backend):
 def test_render_needs_a_book_and_refuses_a_second_one(backend, book):
     with pytest.raises(AudiobookError, match="Load a book first"):
         app.start_render(backend, None, app.SPEAKER_PREFIX + "vivian")
-    assert "Rendering" in app.start_render(backend, book, app.SPEAKER_PREFIX + "vivian")
+    assert "Started “Days”" in app.start_render(backend, book, app.SPEAKER_PREFIX + "vivian")
     try:
         with pytest.raises(AudiobookError, match="already running"):
             app.start_render(backend, book, app.SPEAKER_PREFIX + "vivian")
