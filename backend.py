@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from audiobook.books import Book, load_book
 from audiobook.errors import AudiobookError
-from audiobook.render import Progress, RenderResult, render_events
+from audiobook.manifest import Manifest
+from audiobook.render import Progress, RenderOptions, RenderResult, RenderState, plan_book, render_events
 from audiobook.settings import SETTINGS_FILE, Settings, load_settings, save_settings
 from audiobook.tts import PRESET, TTS, Narrator
 from audiobook.voices import Voice, VoiceLibrary, VoicePreview
@@ -47,6 +51,8 @@ class Backend:
         self._models_dir_override = str(models_dir) if models_dir else None
         self.settings = self._with_overrides(load_settings(self.settings_path))
         self.tts = TTS(self.settings)
+        self._render_lock = threading.Lock()  # one render at a time: there is one model
+        self._job: _RenderJob | None = None
 
     # ---- settings -----------------------------------------------------------------------
 
@@ -191,20 +197,168 @@ class Backend:
     def render(
         self,
         book: Book | str | Path,
-        narrator: Narrator,
+        narrator: Narrator | str,
         out_dir: str | Path | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        *,
+        redo_chunks: tuple[str, ...] | list[str] = (),
+        redo_chapters: tuple[int, ...] | list[int] = (),
+        rebuild: bool = False,
+        allow_incomplete: bool = False,
     ) -> RenderResult:
-        """Render a book (a Book or a path) with ``narrator``; chapter files go to ``out_dir``."""
+        """Render a book (a Book or a path) with ``narrator`` (a Narrator or a saved voice's name), blocking.
+
+        Continues from ``<out_dir>/manifest.json``: only chunks not done yet are generated.
+        ``redo_chunks`` (ids) and ``redo_chapters`` (1-based numbers) are rendered again;
+        ``rebuild`` recovers a damaged manifest from the chunk files; ``allow_incomplete``
+        assembles chapters whose failed chunks are left out. Raises AudiobookError while
+        another render runs.
+        """
+        if not self._render_lock.acquire(blocking=False):
+            raise AudiobookError(RENDER_BUSY)
+        try:
+            book, narrator, target = self._render_inputs(book, narrator, out_dir)
+            options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
+            return self._render(book, narrator, target, options, on_progress, should_stop)
+        finally:
+            self._render_lock.release()
+
+    def _render_inputs(self, book, narrator, out_dir) -> tuple[Book, Narrator, Path]:
         if not isinstance(book, Book):
             book = load_book(book)
-        target = Path(out_dir) if out_dir else self.book_dir(book)
+        if isinstance(narrator, str):
+            narrator = self.narrator_for(narrator)
+        return book, narrator, Path(out_dir) if out_dir else self.book_dir(book)
+
+    def _render(self, book, narrator, target, options, on_progress, should_stop) -> RenderResult:
         result = RenderResult(out_dir=target)
-        for progress in render_events(book, narrator, self.settings, target, self.tts, result, should_stop):
+        prompt = (lambda: self.clone_prompt_for(narrator)) if narrator.kind != PRESET else None
+        for progress in render_events(book, narrator, self.settings, target, self.tts, result, should_stop,
+                                      options, clone_prompt=prompt):
             if on_progress:
                 on_progress(progress)
         return result
+
+    def render_plan(self, book: Book | str | Path, narrator: Narrator | str, out_dir: str | Path | None = None) -> Manifest:
+        """What a render would start from: every chapter's chunks (ids, text, status), without a model."""
+        book, narrator, target = self._render_inputs(book, narrator, out_dir)
+        return plan_book(book, narrator, self.settings, target)
+
+    # ---- background render (the page) ------------------------------------------------------
+
+    def start_render(
+        self,
+        book: Book | str | Path,
+        narrator: Narrator | str,
+        out_dir: str | Path | None = None,
+        *,
+        redo_chunks: tuple[str, ...] | list[str] = (),
+        redo_chapters: tuple[int, ...] | list[int] = (),
+        rebuild: bool = False,
+        allow_incomplete: bool = False,
+    ) -> RenderState:
+        """Start rendering in a background thread and return at once; follow it with ``render_state``.
+
+        Same arguments as ``render``. Raises AudiobookError when a render is already running
+        or the book or voice cannot be read (before anything starts).
+        """
+        if not self._render_lock.acquire(blocking=False):
+            raise AudiobookError(RENDER_BUSY)
+        try:
+            book, narrator, target = self._render_inputs(book, narrator, out_dir)
+            options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
+            job = _RenderJob(RenderState(running=True, book_title=book.title, out_dir=str(target)))
+            self._job = job
+
+            def work() -> None:
+                try:
+                    job.run(lambda: self._render(book, narrator, target, options, job.update, job.stop.is_set))
+                finally:
+                    self._render_lock.release()
+
+            threading.Thread(target=work, name="render", daemon=True).start()
+        except BaseException:
+            self._render_lock.release()
+            raise
+        return job.snapshot()
+
+    def stop_render(self) -> RenderState:
+        """Ask the background render to stop after the batch in flight; returns the state at once."""
+        if self._job is None:
+            return RenderState()
+        self._job.request_stop()
+        return self._job.snapshot()
+
+    def render_state(self) -> RenderState:
+        """A snapshot of the background render (the last one, when none runs)."""
+        return self._job.snapshot() if self._job else RenderState()
+
+    def wait_render(self, timeout: float | None = None) -> RenderState:
+        """Block until the background render ends (or ``timeout`` seconds pass); return its state."""
+        if self._job is not None:
+            self._job.done.wait(timeout)
+        return self.render_state()
+
+
+RENDER_BUSY = "A render is already running; stop it or wait for it to finish before starting another."
+LOG_LINES_KEPT = 500  # the page shows the tail of the log; older lines stay in memory no longer
+
+
+class _RenderJob:
+    """The state of one background render, updated by its thread and read by the page."""
+
+    def __init__(self, state: RenderState):
+        self.state = state
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.done = threading.Event()
+
+    def update(self, p: Progress) -> None:
+        with self.lock:
+            st = self.state
+            st.chunks_done, st.chunks_total, st.audio_s, st.elapsed_s = p.chunks_done, p.chunks_total, p.audio_s, p.elapsed_s
+            st.x_real_time, st.eta_s, st.batch_size = p.x_real_time, p.eta_s, p.batch_size
+            st.failed_count, st.suspect_count = p.failed, p.suspect
+            if p.message:
+                st.log = (st.log + p.message.split("\n"))[-LOG_LINES_KEPT:]
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        with self.lock:
+            if self.state.running:
+                self.state.stopping = True
+
+    def run(self, render: Callable[[], RenderResult]) -> None:
+        try:
+            result = render()
+            with self.lock:
+                st = self.state
+                st.failed, st.suspect, st.skipped_chapters = list(result.failed), list(result.suspect), list(result.skipped_chapters)
+                st.chapter_files = [str(f) for f in result.chapter_files]
+                st.book_files = [str(f) for f in result.book_files]
+                st.stopped, st.finished = result.stopped, True
+        except AudiobookError as e:
+            self._fail(str(e))
+        except Exception as e:  # the thread must never die silently: the page shows the sentence
+            logging.getLogger(__name__).exception("render failed")
+            self._fail(f"The render stopped on an unexpected error ({type(e).__name__}: {e}); render again to continue.")
+        finally:
+            with self.lock:
+                self.state.running = self.state.stopping = False
+            self.done.set()
+
+    def _fail(self, sentence: str) -> None:
+        with self.lock:
+            self.state.error = sentence
+            self.state.log = (self.state.log + [sentence])[-LOG_LINES_KEPT:]
+
+    def snapshot(self) -> RenderState:
+        with self.lock:
+            st = self.state
+            return replace(st, log=list(st.log), failed=list(st.failed), suspect=list(st.suspect),
+                           skipped_chapters=list(st.skipped_chapters), chapter_files=list(st.chapter_files),
+                           book_files=list(st.book_files))
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -243,17 +397,36 @@ def cmd_render(args) -> int:
     backend = Backend(models_dir=args.models_dir)
     if args.batch_size:
         backend._apply(backend.settings.updated(batch_size=args.batch_size))
+    book = backend.load_book(args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
     bar, report = _tqdm_progress()
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first_ctrl_c(signum, frame):  # the first Ctrl-C stops after the batch; a second one quits
+        stop.set()
+        bar.write("Stopping after the batch in flight (Ctrl-C again to quit now)...")
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, first_ctrl_c)
     try:
-        result = backend.render(args.book, narrator, out_dir=args.output, on_progress=report)
+        result = backend.render(book, narrator, out_dir=args.output, on_progress=report, should_stop=stop.is_set,
+                                redo_chunks=args.redo_chunk or (), redo_chapters=args.redo_chapter or (),
+                                rebuild=args.rebuild, allow_incomplete=args.allow_incomplete)
     finally:
+        signal.signal(signal.SIGINT, previous)
         bar.close()
-    print(f"Rendered {result.chunks} chunks in {result.batches} batches, {result.audio_s:.1f}s of audio "
-          f"in {result.elapsed_s:.1f}s.")
-    for f in result.chapter_files:
+    print(f"Rendered {result.generated} chunks in {result.batches} batches ({result.reused} of {result.chunks} were "
+          f"already done), {result.audio_s:.1f}s of audio in {result.elapsed_s:.1f}s.")
+    for rep in result.failed + result.suspect:
+        print(f"{rep.status.capitalize()}: chapter {rep.chapter}, chunk {rep.index} [{rep.id}] ({rep.reason}): {rep.text}")
+    for line in result.skipped_chapters:
+        print(line)
+    for f in result.chapter_files + result.book_files:
         print(f"  {f}")
-    return 0
+    if result.stopped:
+        print("Stopped; run the same command again to continue.")
+    return 0 if result.complete and not result.suspect else 1
 
 
 def _print_voice(voice: Voice) -> None:
@@ -341,6 +514,18 @@ def cmd_selftest(args) -> int:
         return 0 if ok else 1
 
 
+def cmd_book(args) -> int:
+    """book BOOK [--json OUT] [--chunks]: show what the reader found, optionally save the JSON book."""
+    from audiobook.books import describe_book, save_book_json
+
+    book = load_book(args.book)
+    chunk_chars = args.chunk_chars or load_settings(SETTINGS_FILE).chunk_chars
+    print(describe_book(book, chunk_chars, show_chunks=args.chunks))
+    if args.json:
+        print(f"Saved the JSON book to {save_book_json(book, args.json)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backend.py", description="Render books into audiobooks with Qwen3-TTS.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -357,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output folder (default: output/<book title>)")
     p.add_argument("--batch-size", type=int, help="chunks per model call (1-20)")
     p.add_argument("--models-dir", help="folder holding the checkpoints")
+    p.add_argument("--redo-chapter", type=int, action="append", metavar="N", help="render chapter N again (repeatable)")
+    p.add_argument("--redo-chunk", action="append", metavar="ID", help="render the chunk with this id again (repeatable)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild a damaged manifest.json from the chunk files")
+    p.add_argument("--allow-incomplete", action="store_true", help="assemble chapters even when some chunks failed")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("voices", help="list the saved voices")
@@ -400,6 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("delete", "rename", "export", "import"):
         actions.choices[action].add_argument("--models-dir", help="folder holding the checkpoints")
         actions.choices[action].set_defaults(func=cmd_voice)
+
+    p = sub.add_parser("book", help="show the chapters and chunks the reader finds in a book")
+    p.add_argument("book", help="the book file (.txt, .md, .epub, .pdf, .json)")
+    p.add_argument("--json", metavar="OUT", help="also save the book in the JSON book format")
+    p.add_argument("--chunks", action="store_true", help="print every chunk too")
+    p.add_argument("--chunk-chars", type=int, help="longest chunk in characters (default: the saved setting)")
+    p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("tiny-models", help="write tiny random-weight checkpoints (for trying the app without downloads)")
     p.add_argument("dir")
