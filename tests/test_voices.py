@@ -423,7 +423,9 @@ def test_cli_creates_lists_and_renders_with_voices(bk, book, tmp_path, spoken_cl
     assert backend_module.main(["voices"]) == 0
     listing = capsys.readouterr().out
     assert "Keeper\tcloned" in listing and "Reader\tpreset" in listing and "Teller\tdesigned" in listing
+    bk.spy.loads.clear()
     assert backend_module.main(["render", str(book), "--voice", "Teller", "--output", str(tmp_path / "out")]) == 0
-    assert len(list((tmp_path / "out").glob("*.wav"))) == 2 or len(list((tmp_path / "out").rglob("*"))) > 0
+    assert len(list((tmp_path / "out").glob("0* - *.wav"))) == 2
+    assert bk.spy.jobs() == [CLONE] and bk.spy.prompts[-1][1] == voices.DEFAULT_REFERENCE_TEXT
     assert backend_module.main(["voice", "clone", "Bad", "--audio", str(tmp_path / "nope.wav")]) == 2
     assert "could not be found" in capsys.readouterr().err
