@@ -159,6 +159,7 @@ class LoadedModel:
     job: str
     source: str
     model: Any  # qwen_tts.Qwen3TTSModel
+    engine: Any = None  # audiobook.engine.FastEngine over this model, built on first fast call
 
 
 @dataclass
@@ -287,6 +288,29 @@ class TTS:
 
     # ---- generation -------------------------------------------------------------------
 
+    def uses_fast_engine(self, opts: GenerationOptions) -> bool:
+        """True when generation runs on ``audiobook.engine``: engine 'fast', or 'auto' with greedy decoding.
+
+        'auto' keeps qwen_tts's own loop when sampling, so a seed gives the same draws as before;
+        with greedy decoding both loops give identical codes (tests/test_engine.py).
+        """
+        mode = getattr(self.settings, "engine", "qwen_tts")
+        return mode == "fast" or (mode == "auto" and not opts.do_sample)
+
+    def _run(self, model, opts: GenerationOptions, call: Callable[[], Any]) -> Any:
+        """Run one qwen_tts ``generate_*`` call, on the fast engine when the settings allow."""
+        if not self.uses_fast_engine(opts):
+            return call()
+        from .engine import FastEngine
+
+        with self._lock:  # the engine's caches and graphs serve one call at a time
+            loaded = self.loaded
+            if loaded is None or loaded.model is not model:
+                return FastEngine(model.model, slots=self.settings.batch_size).generate_wavs(call)
+            if loaded.engine is None or loaded.engine.slots != self.settings.batch_size:
+                loaded.engine = FastEngine(model.model, slots=self.settings.batch_size)
+            return loaded.engine.generate_wavs(call)
+
     def _lang(self, model, language: str | None, n: int) -> list[str]:
         return [language_name(language, model.get_supported_languages())] * n
 
@@ -294,10 +318,10 @@ class TTS:
         """Speak ``texts`` in a voice described by ``instruct`` (VoiceDesign model)."""
         model = self.model(DESIGN)
         _seed(opts.seed)
-        wavs, _ = model.generate_voice_design(
+        wavs, _ = self._run(model, opts, lambda: model.generate_voice_design(
             text=list(texts), instruct=[instruct] * len(texts), language=self._lang(model, language, len(texts)),
             **opts.generate_kwargs(),
-        )
+        ))
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
     def clone_prompt(self, ref_audio: str | tuple, ref_text: str = "", x_vector_only: bool = False):
@@ -312,10 +336,10 @@ class TTS:
         """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused."""
         model = self.model(CLONE)
         _seed(opts.seed)
-        wavs, _ = model.generate_voice_clone(
+        wavs, _ = self._run(model, opts, lambda: model.generate_voice_clone(
             text=list(texts), language=self._lang(model, language, len(texts)),
             voice_clone_prompt=[prompt] * len(texts), non_streaming_mode=True, **opts.generate_kwargs(),
-        )
+        ))
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
     def preset(self, texts: list[str], speaker: str, instruct: str, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
@@ -326,10 +350,10 @@ class TTS:
         if known and speaker.lower() not in known:
             raise AudiobookError(f"There is no built-in speaker called '{speaker}'; choose one of: {', '.join(sorted(known))}.")
         _seed(opts.seed)
-        wavs, _ = model.generate_custom_voice(
+        wavs, _ = self._run(model, opts, lambda: model.generate_custom_voice(
             text=list(texts), speaker=speaker, language=self._lang(model, language, len(texts)),
             instruct=instruct or None, **opts.generate_kwargs(),
-        )
+        ))
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
     def narrate(self, narrator: Narrator, texts: list[str], language: str | None, opts: GenerationOptions, prompt=None) -> list[np.ndarray]:

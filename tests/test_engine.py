@@ -1,0 +1,185 @@
+"""The fast engine: greedy codes identical to qwen_tts's own generate, for every job and batch size."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiobook.engine import FastEngine, Sampling, _choose, capture_prompts
+from audiobook.settings import Settings
+from audiobook.tts import TTS, GenerationOptions
+
+MAX_NEW = 40
+TEXTS = [
+    "Hello.",
+    "The lighthouse stood at the edge of the world.",
+    "Every night its keeper climbed the stairs, one hundred and twelve of them.",
+    "Then he lit the lamp.",
+    "The storm came in from the west and the light did not go out.",
+]
+# A strong repetition penalty, so that getting it wrong changes the codes.
+GREEDY = GenerationOptions(max_new_tokens=MAX_NEW, do_sample=False, repetition_penalty=1.5, seed=7)
+# An EOS row this small makes greedy items stop at different lengths (some at the cap).
+EOS_SCALE = 0.3
+
+
+@pytest.fixture(scope="module")
+def tts(tiny_models_dir):
+    return TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", max_new_tokens=64, do_sample=False))
+
+
+@pytest.fixture(scope="module")
+def ref_wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "ref.wav"
+    noise = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1
+    sf.write(path, noise, 24000)
+    return str(path)
+
+
+def _job_call(tts, job, ref_wav):
+    """(checkpoint job, function speaking a list of texts) for each prompt kind."""
+    if job == "design":
+        return "design", lambda texts: tts.design(texts, "A calm, low voice.", "en", GREEDY)
+    if job == "preset":
+        return "preset", lambda texts: tts.preset(texts, "ryan", "Slowly.", "en", GREEDY)
+    x_vector = job == "clone_xvector"
+    prompt = tts.clone_prompt(ref_wav, "" if x_vector else "A short reference line.", x_vector)
+    return "clone", lambda texts: tts.clone(texts, prompt, "en", GREEDY)
+
+
+def _codes(tts, job, speak, texts, engine, batch_size):
+    """Codes of every text, taken where qwen_tts decodes them, calling in groups of ``batch_size``
+    for qwen_tts (static batches) and in one call for the fast engine (continuous batching)."""
+    tts.settings = tts.settings.updated(engine=engine, batch_size=batch_size)
+    model = tts.model(job)
+    seen = []
+    decode = model.model.speech_tokenizer.decode
+
+    def spy(items):
+        seen.extend(item["audio_codes"].clone() for item in items)
+        return decode(items)
+
+    model.model.speech_tokenizer.decode = spy
+    try:
+        groups = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] if engine == "qwen_tts" else [texts]
+        for group in groups:
+            speak(group)
+    finally:
+        del model.model.speech_tokenizer.decode
+    return seen
+
+
+@pytest.fixture(scope="module")
+def varied_eos(tts):
+    """Shrink the loaded talker's EOS row so greedy lengths vary; restored on teardown."""
+    saved = {}
+
+    def apply(job):
+        head = tts.model(job).model.talker.codec_head.weight
+        eos = tts.model(job).model.config.talker_config.codec_eos_token_id
+        key = id(head)
+        if key not in saved:
+            saved[key] = (head, eos, head[eos].clone())
+            head.data[eos] = head[eos] / head[eos].norm() * EOS_SCALE
+
+    yield apply
+    for head, eos, row in saved.values():
+        head.data[eos] = row
+
+
+@pytest.mark.parametrize("job", ["design", "clone_icl", "clone_xvector", "preset"])
+def test_greedy_codes_identical_to_qwen_tts(tts, ref_wav, varied_eos, job):
+    checkpoint, speak = _job_call(tts, job, ref_wav)
+    varied_eos(checkpoint)
+    if job == "clone_icl":
+        # ICL codes are decoded after the reference codes; keep only the generated tail.
+        ref_frames = tts.clone_prompt(ref_wav, "A short reference line.").ref_code.shape[0]
+    else:
+        ref_frames = 0
+    expected = _codes(tts, checkpoint, speak, TEXTS, "qwen_tts", len(TEXTS))
+    lengths = sorted(c.shape[0] - ref_frames for c in expected)
+    assert lengths[0] < lengths[-1], "the workload must stop at different lengths to test slot refill"
+    for batch_size in (1, 3, 5):
+        got = _codes(tts, checkpoint, speak, TEXTS, "fast", batch_size)
+        assert len(got) == len(TEXTS)
+        for i, (want, have) in enumerate(zip(expected, got)):
+            assert want.shape == have.shape, f"{job} batch {batch_size} item {i}: {tuple(want.shape)} != {tuple(have.shape)}"
+            assert torch.equal(want, have), f"{job} batch {batch_size} item {i}: codes differ"
+
+
+def test_qwen_tts_static_batches_match_too(tts, ref_wav, varied_eos):
+    """The reference itself does not depend on how qwen_tts is batched (so one reference serves all)."""
+    checkpoint, speak = _job_call(tts, "preset", ref_wav)
+    varied_eos(checkpoint)
+    whole = _codes(tts, checkpoint, speak, TEXTS, "qwen_tts", 5)
+    for batch_size in (1, 3):
+        parts = _codes(tts, checkpoint, speak, TEXTS, "qwen_tts", batch_size)
+        assert all(torch.equal(a, b) for a, b in zip(whole, parts))
+
+
+def test_runaway_items_stop_at_the_cap_like_qwen_tts(tts, ref_wav):
+    """With EOS impossible, every item runs to max_new_tokens - 1 frames in both loops."""
+    model = tts.model("preset")
+    head = model.model.talker.codec_head.weight
+    eos = model.model.config.talker_config.codec_eos_token_id
+    row = head[eos].clone()
+    head.data[eos] = 0
+    try:
+        tts.settings = tts.settings.updated(engine="fast", batch_size=2)
+        wavs = tts.preset(TEXTS[:3], "ryan", "", "en", GenerationOptions(max_new_tokens=12, do_sample=False))
+    finally:
+        head.data[eos] = row
+    assert [len(w) // 1920 for w in wavs] == [11, 11, 11]
+
+
+def test_sampling_is_seeded_and_reproducible(tts):
+    """Sampling runs through the engine with torch's generator: same seed, same audio."""
+    opts = GenerationOptions(max_new_tokens=16, do_sample=True, seed=3)
+    tts.settings = tts.settings.updated(engine="fast", batch_size=2)
+    a = tts.preset(TEXTS[:3], "ryan", "", "en", opts)
+    b = tts.preset(TEXTS[:3], "ryan", "", "en", opts)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_auto_uses_the_engine_only_for_greedy(tts):
+    tts.settings = tts.settings.updated(engine="auto")
+    assert tts.uses_fast_engine(GREEDY)
+    assert not tts.uses_fast_engine(GenerationOptions(do_sample=True))
+    tts.settings = tts.settings.updated(engine="qwen_tts")
+    assert not tts.uses_fast_engine(GREEDY)
+    tts.settings = tts.settings.updated(engine="fast")
+    assert tts.uses_fast_engine(GenerationOptions(do_sample=True))
+
+
+def test_sampler_matches_multinomial_distribution():
+    """The exponential race draws each code with its softmax probability (top-k and top-p applied)."""
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]]).repeat(40000, 1)
+    picks = _choose(logits, True, 0.9, 4, 0.95)
+    freq = torch.bincount(picks, minlength=6).float() / picks.numel()
+    probs = (logits[0] / 0.9).softmax(-1)
+    probs[4:] = 0  # top-k 4
+    probs /= probs.sum()
+    order = probs.argsort()  # top-p 0.95 drops the smallest tail whose mass stays within 5%
+    tail = probs[order].cumsum(0) <= 0.05
+    probs[order[tail]] = 0
+    probs /= probs.sum()
+    assert torch.allclose(freq, probs, atol=0.01)
+
+
+def test_capture_stops_before_decoding(tts):
+    """Capturing prompts runs qwen_tts's prompt building only, one unpadded prompt per text."""
+    model = tts.model("preset")
+    m = model
+    inputs = dict(
+        input_ids=m._tokenize_texts([m._build_assistant_text(t) for t in TEXTS[:2]]),
+        instruct_ids=[None, None], languages=["english"] * 2, speakers=["ryan"] * 2,
+        non_streaming_mode=True, max_new_tokens=5, do_sample=False,
+    )
+    prompts, sampling = capture_prompts(m.model, inputs)
+    assert isinstance(sampling, Sampling) and sampling.max_new_tokens == 5 and not sampling.do_sample
+    assert len(prompts) == 2 and prompts[0].embeds.shape[0] < prompts[1].embeds.shape[0]
+    assert "generate" not in vars(m.model.talker)  # the interception is undone
+    engine = FastEngine(m.model, slots=2)
+    codes = engine.generate_codes(prompts, sampling)
+    assert [c.shape[1] for c in codes] == [16, 16] and all(1 <= c.shape[0] <= 4 for c in codes)
