@@ -353,8 +353,8 @@ def backend_for(root, models_dir, **kw):
     from backend import Backend
 
     b = Backend(root=root, settings_path=root / "user_settings.json", models_dir=str(models_dir))
-    b._apply(b.settings.updated(**{**dict(device="cpu", max_new_tokens=200, batch_size=3, chunk_chars=60,
-                                           make_m4b=False, duration_outlier_factor=20.0), **kw}))
+    b._apply(b.settings.updated(**{**dict(device="cpu", max_new_tokens=64, batch_size=3, chunk_chars=60,
+                                           make_m4b=False, duration_outlier_factor=20.0, runaway_margin_s=0.0), **kw}))
     return b
 
 
@@ -435,8 +435,8 @@ KILL_SCRIPT = textwrap.dedent("""
     from audiobook.books import load_book
     from audiobook.tts import Narrator
     be = Backend(root={tmp!r}, settings_path={tmp!r} + "/user_settings.json", models_dir={models!r})
-    be._apply(be.settings.updated(device="cpu", max_new_tokens=200, batch_size=2, chunk_chars=60,
-                                  make_m4b=False, duration_outlier_factor=20.0))
+    be._apply(be.settings.updated(device="cpu", max_new_tokens=64, batch_size=2, chunk_chars=60,
+                                  make_m4b=False, duration_outlier_factor=20.0, runaway_margin_s=0.0))
     real = be.tts.narrate
     def slow(*a, **k):
         time.sleep(0.4)  # the kill must land mid-render
@@ -446,6 +446,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_mid_render_then_resume_generates_no_finished_chunk_twice(tmp_path, tiny_models_dir):
     b = book(n_chapters=3, sentences=4)
     book_path = tmp_path / "book.json"
@@ -484,9 +485,10 @@ def test_kill_mid_render_then_resume_generates_no_finished_chunk_twice(tmp_path,
     assert not {final.chunks[i].text for i in done_before} & set(generated)
     for name, mtime in files_before.items():  # every take on disk at the kill was kept, not redone
         assert (out / "chunks" / name).stat().st_mtime_ns == mtime
-    assert len(generated) == len(final.chunks) - len(files_before)
+    left = {st.text for i, st in final.chunks.items() if st.file.rsplit("/", 1)[-1] not in files_before}
+    assert set(generated) == left  # retakes of unfinished chunks may repeat; nothing else is generated
 
     clean = be.render_plan(b, RYAN, out_dir=tmp_path / "clean")
     assert [[r.id for r in ch.chunks] for ch in final.chapters] == [[r.id for r in ch.chunks] for ch in clean.chapters]
-    assert final.count(mf.DONE) == len(final.chunks)
+    assert final.count(mf.DONE, mf.SUSPECT) == len(final.chunks)
     assert [f.name for f in result.chapter_files] == ["01 - Part 1.wav", "02 - Part 2.wav", "03 - Part 3.wav"]
