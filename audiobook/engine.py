@@ -94,12 +94,17 @@ class _Captured(Exception):
 
 @contextlib.contextmanager
 def _override(obj, name: str, fn: Callable):
-    """Shadow a method on one instance for the duration of a block."""
+    """Shadow a method on one instance for the duration of a block (an earlier shadow comes back)."""
+    missing = object()
+    before = vars(obj).get(name, missing)
     setattr(obj, name, fn)
     try:
         yield
     finally:
-        delattr(obj, name)
+        if before is missing:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, before)
 
 
 def capture_prompts(qmodel, inputs: dict[str, Any]) -> tuple[list[Prompt], Sampling]:
@@ -246,7 +251,21 @@ class FastEngine:
             codes = self.generate_codes(prompts, sampling)
             return codes, [None] * len(codes)
 
-        with _override(self.qmodel, "generate", generate):
+        tokenizer = self.qmodel.speech_tokenizer
+        decode = tokenizer.decode
+
+        def decode_in_groups(items):
+            # qwen_tts decodes a call's items as one padded batch; a call here may hold a whole
+            # chapter, so decode ``slots`` items at a time to keep memory at a batch's worth.
+            if not isinstance(items, list) or len(items) <= self.slots:
+                return decode(items)
+            wavs, rate = [], None
+            for i in range(0, len(items), self.slots):
+                part, rate = decode(items[i : i + self.slots])
+                wavs += list(part)
+            return wavs, rate
+
+        with _override(self.qmodel, "generate", generate), _override(tokenizer, "decode", decode_in_groups):
             return call()
 
     @torch.inference_mode()

@@ -1,0 +1,321 @@
+"""Render one book-like workload through every generation path and compare them honestly.
+
+    python bench/run.py [--json OUT]          # CPU: tiny and medium random checkpoints
+    python bench/run.py --gpu [--json OUT]    # GPU: full-size random checkpoints, bf16, sdpa
+
+Engines, all on the same chunks in one run:
+
+- ``sequential``: qwen_tts, one chunk per call, book order;
+- ``seed_design``: qwen_tts static batches of 5 in book order (the seed's design);
+- ``render_bsN``: our render path's batching: length-sorted batches of N through TTS.narrate on qwen_tts;
+- ``fast_bsN``: the fast engine (audiobook/engine.py), N slots, continuous batching.
+
+Decoding is greedy on a checkpoint whose EOS row is shrunk so items stop at
+different lengths; greedy codes are identical in every engine, so every engine
+produces the same frames and the comparison is at equal work (checked: the
+``same_lengths`` column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from audiobook.books import Chapter  # noqa: E402
+from audiobook.render import order_for_batches  # noqa: E402
+from audiobook.settings import Settings  # noqa: E402
+from audiobook.text import plan_chunks  # noqa: E402
+from audiobook.tts import TTS, GenerationOptions  # noqa: E402
+from bench.models import cpu_models, eos_scale_for, full_size_models, set_eos_scale  # noqa: E402
+
+FRAME_SAMPLES = 1920  # 24 kHz audio, 12.5 frames a second
+FRAME_RATE = 12.5
+SEED_BATCH = 5
+SPEAKER = "ryan"
+
+# A short story in three chapters: paragraphs of uneven length, as books have.
+STORY = [
+    ("The Lighthouse", [
+        "The lighthouse stood at the edge of the world, where the land gave up and the sea began.",
+        "Every night its keeper climbed the stairs. He counted them as he went, one hundred and twelve, "
+        "and at the top he rested his hand on the cold brass rail before he lit the lamp.",
+        "Nobody had asked him to count. He did it because his father had done it, and because a man alone "
+        "on a rock needs something that stays the same while the weather changes around him.",
+        "Then he lit the lamp.",
+    ]),
+    ("The Storm", [
+        "The storm came in from the west in the late afternoon, first as a grey line on the horizon, then as "
+        "a wall of rain that swallowed the islands one by one.",
+        "\"Hold fast,\" the keeper said to nobody.",
+        "The windows shook in their frames. Water ran under the door and pooled on the stone floor, and the "
+        "wind found every gap in the old walls and sang through it in a voice he had never heard before.",
+        "He trimmed the wick, wound the clockwork that turned the lens, and sat down to wait.",
+        "The light did not go out.",
+    ]),
+    ("Morning", [
+        "By morning the sea was flat and bright, as if nothing had happened.",
+        "A fishing boat rounded the point, low in the water with its catch, and the men on deck raised their "
+        "hands to the tower. He raised his in return, though they could not have seen him behind the glass.",
+        "He went down the stairs, counting, and made his breakfast.",
+    ]),
+]
+
+
+@dataclass
+class Result:
+    """One engine's run over the whole workload (the JSON record)."""
+
+    engine: str
+    batch_size: int
+    wall_s: float
+    frames_per_s: float
+    x_real_time: float
+    peak_mem_mb: float
+    ratio_to_seed_design: float = 0.0
+    model: str = ""
+    frames: int = 0
+    extra_mem_mb: float = 0.0  # peak above the loaded model: what generation itself needed
+    decode_s: float = 0.0  # of wall_s, the speech tokenizer turning codes into audio (same work everywhere)
+    same_lengths: bool = True  # every item produced as many frames as in the seed design
+    lengths: list[int] = field(default_factory=list)
+
+
+def workload(chunk_chars: int, repeat: int = 1) -> list[str]:
+    """The story cut into sentence-aligned chunks by the app's own planner, ``repeat`` times over."""
+    chapters = [Chapter(title, "\n\n".join(paras)) for title, paras in STORY] * repeat
+    return [c.text for c in plan_chunks(chapters, chunk_chars, "en")]
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocator peak on a GPU, the process's peak RSS (VmHWM) on a CPU."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.peak_mb = self.extra_mb = 0.0
+
+    def __enter__(self):
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            _trim_heap()
+            _reset_peak_rss()
+            self.base = _status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            peak = _status_kb("VmHWM") * 1024
+        self.peak_mb = peak / 2**20
+        self.extra_mb = max(0.0, peak - self.base) / 2**20
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS, so one run's leftovers don't hide the next run's peak."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
+def _reset_peak_rss() -> None:
+    """Linux resets VmHWM to the current RSS when 5 is written to clear_refs."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # pragma: no cover - without it the peak is the whole process's
+        pass
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _groups(engine: str, batch_size: int, texts: list[str]) -> list[list[int]]:
+    """Which chunk indexes go to the model together, in call order."""
+    ids = list(range(len(texts)))
+    if engine == "fast":
+        return [ids]  # one call: the engine keeps batch_size slots busy
+    if engine == "render":
+        ordered = [int(i) for i in order_for_batches([str(i) for i in ids], {str(i): t for i, t in enumerate(texts)},
+                                                      "length", batch_size)]
+        return [ordered[b : b + batch_size] for b in range(0, len(ordered), batch_size)]
+    return [ids[b : b + batch_size] for b in range(0, len(ids), batch_size)]  # book order
+
+
+def run_engine(tts: TTS, label: str, engine: str, batch_size: int, texts: list[str], opts: GenerationOptions,
+               cuda: bool) -> Result:
+    """Speak every chunk through one engine; wall time, frames and peak memory."""
+    import torch
+
+    tts.settings = tts.settings.updated(engine="fast" if engine == "fast" else "qwen_tts", batch_size=batch_size)
+    lengths = [0] * len(texts)
+    tokenizer = tts.model("preset").model.speech_tokenizer
+    decode, decode_s = tokenizer.decode, [0.0]
+
+    def timed_decode(items):
+        t0 = time.perf_counter()
+        try:
+            return decode(items)
+        finally:
+            if cuda:
+                torch.cuda.synchronize()
+            decode_s[0] += time.perf_counter() - t0
+
+    tokenizer.decode = timed_decode
+    try:
+        with PeakMemory(cuda) as mem:
+            start = time.perf_counter()
+            for group in _groups(engine, batch_size, texts):
+                wavs = tts.preset([texts[i] for i in group], SPEAKER, "", "en", opts)
+                for i, wav in zip(group, wavs):
+                    lengths[i] = len(wav) // FRAME_SAMPLES
+            if cuda:
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+    finally:
+        del tokenizer.decode
+    frames = sum(lengths)
+    return Result(label, batch_size, round(wall, 3), round(frames / wall, 2), round(frames / FRAME_RATE / wall, 3),
+                  round(mem.peak_mb, 1), frames=frames, extra_mem_mb=round(mem.extra_mb, 1),
+                  decode_s=round(decode_s[0], 3), lengths=lengths)
+
+
+def bench_model(models_dir: Path, model_label: str, texts: list[str], max_new_tokens: int, render_sizes: list[int],
+                fast_sizes: list[int], cuda: bool, model_size: str = "1.7B", log=print) -> list[Result]:
+    """Every engine over ``texts`` on one checkpoint, seed design first (the reference)."""
+    settings = Settings(models_dir=str(models_dir), model_size=model_size, device="cuda" if cuda else "cpu",
+                        max_new_tokens=max(64, max_new_tokens),
+                        dtype="bfloat16" if cuda else "float32", attention_mode="sdpa", do_sample=False)
+    tts = TTS(settings)
+    model = tts.model("preset")
+    set_eos_scale(model, eos_scale_for(model.model.config.talker_config.hidden_size))
+    opts = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.05, seed=1234)
+    # Warm up both loops (first calls pay for lazy initialisation and, on CUDA, graph capture).
+    for engine in ("qwen_tts", "fast"):
+        tts.settings = tts.settings.updated(engine=engine, batch_size=SEED_BATCH)
+        tts.preset(texts[:2], SPEAKER, "", "en", GenerationOptions(max_new_tokens=8, do_sample=False))
+    plan = [("seed_design", "book", SEED_BATCH), ("sequential", "book", 1)]
+    plan += [(f"render_bs{n}", "render", n) for n in render_sizes]
+    plan += [(f"fast_bs{n}", "fast", n) for n in fast_sizes]
+    results: list[Result] = []
+    for label, engine, size in plan:
+        r = run_engine(tts, label, engine, size, texts, opts, cuda)
+        r.model = model_label
+        results.append(r)
+        log(f"  {model_label:>6} {label:<12} {r.wall_s:8.2f} s  {r.frames_per_s:8.1f} frames/s  "
+            f"{r.x_real_time:7.2f}x real time  peak {r.peak_mem_mb:8.1f} MB (+{r.extra_mem_mb:.1f})  "
+            f"decode {r.decode_s:.2f} s", flush=True)
+    seed = results[0]
+    for r in results:
+        r.ratio_to_seed_design = round(seed.wall_s / r.wall_s, 3) if r.wall_s else 0.0
+        r.same_lengths = r.lengths == seed.lengths
+    tts.unload()
+    return results
+
+
+def machine() -> str:
+    """The machine in words, for the table."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # pragma: no cover
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+
+
+def markdown_table(results: list[Result]) -> str:
+    """The README table."""
+    rows = ["| model | engine | batch | wall s | of it decode s | frames/s | x real time | peak MB | +MB | vs seed | same work |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        rows.append(f"| {r.model} | {r.engine} | {r.batch_size} | {r.wall_s:.2f} | {r.decode_s:.2f} | {r.frames_per_s:.1f} | "
+                    f"{r.x_real_time:.2f} | {r.peak_mem_mb:.0f} | {r.extra_mem_mb:.0f} | {r.ratio_to_seed_design:.2f}x | "
+                    f"{'yes' if r.same_lengths else 'NO'} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    """Parse arguments, run the benchmark, print the table and write the JSON."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", help="write the per-engine results to this JSON file")
+    p.add_argument("--gpu", action="store_true", help="full-size random checkpoints on CUDA (bf16, sdpa)")
+    p.add_argument("--sizes", help="checkpoints: tiny,medium (CPU default) or 1.7B,0.6B (GPU default 1.7B)")
+    p.add_argument("--chunks", type=int, help="use only the first N chunks of the workload")
+    p.add_argument("--repeat", type=int, help="the story this many times over (CPU 1, GPU 4)")
+    p.add_argument("--chunk-chars", type=int, default=200, help="chunk size of the planner (default 200)")
+    p.add_argument("--max-new-tokens", type=int, help="frame cap per chunk (CPU 160, GPU 4096)")
+    p.add_argument("--render-batch-sizes", default="1,5,10,20", help="batch sizes of the render path")
+    p.add_argument("--fast-batch-sizes", default="5,10,20", help="slot counts of the fast engine")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run slower)")
+    p.add_argument("--models-dir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "audiobook-bench-models"))
+    p.add_argument("--configs", default=str(ROOT.parent / "shared" / "qwen3-tts-configs"),
+                   help="released Qwen3-TTS configs (for --gpu)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cuda = args.gpu
+    if cuda and not torch.cuda.is_available():
+        p.error("--gpu needs a CUDA GPU")
+    sizes = (args.sizes or ("1.7B" if cuda else "tiny,medium")).split(",")
+    texts = workload(args.chunk_chars, args.repeat or (4 if cuda else 1))
+    if args.chunks:
+        texts = texts[: args.chunks]
+    max_new = args.max_new_tokens or (4096 if cuda else 160)
+    render_sizes = [int(x) for x in args.render_batch_sizes.split(",") if x]
+    fast_sizes = [int(x) for x in args.fast_batch_sizes.split(",") if x]
+    print(f"Machine: {machine()}")
+    print(f"Workload: {len(texts)} chunks of {min(map(len, texts))}-{max(map(len, texts))} characters, "
+          f"greedy, max_new_tokens {max_new}")
+    results: list[Result] = []
+    for size in sizes:
+        if cuda:
+            name = f"Qwen3-TTS-12Hz-{size}-CustomVoice"
+            models = full_size_models(Path(args.models_dir) / "full", Path(args.configs), name)
+        else:
+            models = cpu_models(Path(args.models_dir) / size, size)
+        results += bench_model(models, size, texts, max_new, render_sizes, fast_sizes, cuda,
+                               model_size=size if cuda else "1.7B")
+    print(f"\n{machine()}\n")
+    print(markdown_table(results))
+    if args.json:
+        records = [{k: v for k, v in asdict(r).items() if k != "lengths"} for r in results]
+        Path(args.json).write_text(json.dumps({"machine": machine(), "chunks": len(texts), "max_new_tokens": max_new,
+                                               "results": records}, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

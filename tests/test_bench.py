@@ -1,0 +1,30 @@
+"""The benchmark runs end to end on the tiny checkpoint (two chunks), so it cannot rot."""
+
+import json
+
+from bench.run import main, workload
+
+KEYS = {"engine", "batch_size", "wall_s", "frames_per_s", "x_real_time", "peak_mem_mb", "ratio_to_seed_design"}
+
+
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / "results.json"
+    main(["--sizes", "tiny", "--chunks", "2", "--max-new-tokens", "24", "--render-batch-sizes", "1,2",
+          "--fast-batch-sizes", "2", "--models-dir", str(tmp_path / "models"), "--json", str(out)])
+    data = json.loads(out.read_text())
+    records = data["results"]
+    assert [r["engine"] for r in records] == ["seed_design", "sequential", "render_bs1", "render_bs2", "fast_bs2"]
+    for r in records:
+        assert KEYS <= set(r), r
+        assert r["wall_s"] > 0 and r["frames"] > 0 and r["peak_mem_mb"] > 0
+        assert r["same_lengths"], f"{r['engine']} did different work than the seed design"
+        assert abs(r["frames_per_s"] - r["frames"] / r["wall_s"]) < 0.01 * r["frames_per_s"] + 0.01
+    assert records[0]["ratio_to_seed_design"] == 1.0
+    assert data["machine"] and data["chunks"] == 2
+
+
+def test_workload_is_uneven_book_text():
+    texts = workload(200)
+    assert len(texts) >= 10
+    assert max(map(len, texts)) > 5 * min(map(len, texts))  # titles and long paragraphs alike
+    assert all(len(t) <= 200 for t in texts)
