@@ -518,9 +518,12 @@ def cmd_book(args) -> int:
     """book BOOK [--json OUT] [--chunks]: show what the reader found, optionally save the JSON book."""
     from audiobook.books import describe_book, save_book_json
 
+    from audiobook.render import pronunciations_from_settings
+
     book = load_book(args.book)
-    chunk_chars = args.chunk_chars or load_settings(SETTINGS_FILE).chunk_chars
-    print(describe_book(book, chunk_chars, show_chunks=args.chunks))
+    settings = load_settings(ROOT / SETTINGS_FILE)
+    chunk_chars = args.chunk_chars or settings.chunk_chars
+    print(describe_book(book, chunk_chars, show_chunks=args.chunks, pronunciations=pronunciations_from_settings(settings)))
     if args.json:
         print(f"Saved the JSON book to {save_book_json(book, args.json)}")
     return 0

@@ -896,7 +896,8 @@ def save_book_json(book: Book, path: str | Path) -> Path:
     return p
 
 
-def describe_book(book: Book, chunk_chars: int, show_chunks: bool = False, speak_titles: bool = True) -> str:
+def describe_book(book: Book, chunk_chars: int, show_chunks: bool = False, speak_titles: bool = True,
+                  pronunciations=None) -> str:
     """What the reader found, as text for a person checking a book before a long render.
 
     Title, author, language, cover, and per chapter its number, title, words and
@@ -904,7 +905,7 @@ def describe_book(book: Book, chunk_chars: int, show_chunks: bool = False, speak
     """
     from .text import plan_chunks
 
-    chunks = plan_chunks(book.chapters, chunk_chars, book.language or "en", speak_titles)
+    chunks = plan_chunks(book.chapters, chunk_chars, book.language or "en", speak_titles, pronunciations=pronunciations)
     per_chapter = Counter(c.chapter for c in chunks)
     cover = f"yes ({book.cover_mime or 'image'}, {len(book.cover) // 1024} KB)" if book.cover else "no"
     lines = [

@@ -24,8 +24,8 @@ from . import audio
 from . import manifest as mf
 from .books import Book
 from .errors import AudiobookError
-from .text import Chunk, plan_chunks
-from .tts import FRAME_RATE, SAMPLE_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory
+from .text import Chunk, load_pronunciations, plan_chunks
+from .tts import FRAME_RATE, SAMPLE_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,8 @@ def render_events(
 def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: RenderOptions = RenderOptions()) -> mf.Manifest:
     """The manifest a render of ``book`` would start from (no model needed); it is not saved."""
     language = _language(book, settings)
-    chunks = plan_chunks(book.chapters, settings.chunk_chars, "en" if language == "auto" else language)
+    chunks = plan_chunks(book.chapters, settings.chunk_chars, "en" if language == "auto" else language,
+                         pronunciations=pronunciations_from_settings(settings))
     if not chunks:
         raise AudiobookError("This book has no text to narrate.")
     key = mf.RenderKey.make(narrator, GenerationOptions.from_settings(settings), settings.model_size, language)
@@ -327,6 +328,12 @@ def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: 
     redo |= {mf.chunk_id(c.text, digest) for c in chunks if c.chapter + 1 in options.redo_chapters}
     meta = {"title": book.title, "author": book.author, "language": book.language}
     return mf.plan_manifest(meta, [c.title for c in book.chapters], chunks, key, out_dir, previous, redo)
+
+
+def pronunciations_from_settings(settings):
+    """The user's pronunciation dictionary, or None when the setting is empty."""
+    path = getattr(settings, "pronunciations_file", "")
+    return load_pronunciations(Path(path).expanduser()) if path else None
 
 
 def _language(book: Book, settings) -> str:
@@ -471,6 +478,8 @@ class _Render:
             if not is_out_of_memory(e):
                 raise
             oom = RuntimeError(str(e).splitlines()[0] if str(e) else "out of memory")  # drop the traceback's tensors
+        if oom is not None:
+            release_accelerator_memory()  # give the cached blocks back before the smaller retry
         if oom is None:
             if len(wavs) != len(ids):
                 raise RuntimeError(f"the model returned {len(wavs)} takes for {len(ids)} texts")

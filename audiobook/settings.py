@@ -48,6 +48,7 @@ class Settings:
     language: str = field(default="auto", metadata={"help": "Language of the narration (auto: from the book)."})
     # Text
     chunk_chars: int = field(default=500, metadata=_num(50, 2000, "Longest chunk of text sent to the model, in characters."))
+    pronunciations_file: str = field(default="", metadata={"help": "A JSON file of whole-word replacements, e.g. {\"Hermione\": \"Her-my-oh-nee\"} (empty: none)."})
     # Sampling
     do_sample: bool = field(default=True, metadata={"help": "Sample (natural) or greedy (repeatable)."})
     temperature: float = field(default=0.9, metadata=_num(0.05, 2.0))

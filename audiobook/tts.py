@@ -245,14 +245,7 @@ class TTS:
             if self.loaded is None:
                 return
             self.loaded = None
-            gc.collect()
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except Exception:  # pragma: no cover
-                pass
+            release_accelerator_memory()
 
     def status(self) -> dict[str, Any]:
         """Device, loaded model and GPU memory, for the status line."""
@@ -363,6 +356,18 @@ class TTS:
         if prompt is None:
             prompt = self.clone_prompt(narrator.ref_audio, narrator.ref_text, narrator.x_vector_only)
         return self.clone(texts, prompt, language, opts)
+
+
+def release_accelerator_memory() -> None:
+    """Return cached GPU memory to the driver (after an out-of-memory error or an unload)."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort only
+        pass
 
 
 def _seed(seed: int) -> None:

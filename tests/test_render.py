@@ -492,3 +492,22 @@ def test_kill_mid_render_then_resume_generates_no_finished_chunk_twice(tmp_path,
     assert [[r.id for r in ch.chunks] for ch in final.chapters] == [[r.id for r in ch.chunks] for ch in clean.chapters]
     assert final.count(mf.DONE, mf.SUSPECT) == len(final.chunks)
     assert [f.name for f in result.chapter_files] == ["01 - Part 1.wav", "02 - Part 2.wav", "03 - Part 3.wav"]
+
+
+def test_pronunciation_dictionary_from_settings_changes_only_the_words_it_names(tmp_path):
+    from audiobook.render import plan_book
+
+    b = Book("Names", [Chapter("One", "Hermione waved. The train left."), Chapter("Two", "Nobody else came.")])
+    narrator = Narrator(kind="preset", speaker="ryan")
+    plain = plan_book(b, narrator, settings(), tmp_path / "out")
+    words = tmp_path / "say.json"
+    words.write_text(json.dumps({"Hermione": "Her-my-oh-nee"}))
+    spoken = plan_book(b, narrator, settings(pronunciations_file=str(words)), tmp_path / "out")
+    texts = [s.text for s in spoken.chunks.values()]
+    assert any("Her-my-oh-nee waved." in t for t in texts) and not any("Hermione" in t for t in texts)
+    # Chunks without the word keep their ids, so a resume re-renders only what changed.
+    assert len(set(plain.chunks) & set(spoken.chunks)) == len(plain.chunks) - 1
+
+    words.write_text("{not json")
+    with pytest.raises(AudiobookError, match="not valid JSON"):
+        plan_book(b, narrator, settings(pronunciations_file=str(words)), tmp_path / "out")
