@@ -62,6 +62,18 @@ def missing_model_message(job: str, model_size: str, models_dir: str | None) -> 
     )
 
 
+def speakers_in_config(config_path: Path) -> list[str]:
+    """Speaker names a CustomVoice checkpoint lists in its config.json (lower case, sorted)."""
+    import json
+
+    try:
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    spk = (config.get("talker_config") or {}).get("spk_id") or {}
+    return sorted(str(name).lower() for name in spk)
+
+
 def language_name(code_or_name: str | None, supported: list[str] | None = None) -> str:
     """Map 'en'/'English'/'auto' to the model's language name; unknown languages fall back to Auto."""
     if not code_or_name or code_or_name.lower() == "auto":
@@ -262,7 +274,13 @@ class TTS:
     # ---- what the models offer --------------------------------------------------------
 
     def speakers(self) -> list[str]:
-        return list(self.model(PRESET).get_supported_speakers() or [])
+        """Built-in speakers, read from the checkpoint's config when it is local (no model load)."""
+        source = resolve_checkpoint(PRESET, self.settings.model_size, self.settings.models_dir)
+        if not (self.loaded and self.loaded.source == source) and Path(source).is_dir():
+            listed = speakers_in_config(Path(source) / "config.json")
+            if listed:
+                return listed
+        return sorted(str(s).lower() for s in (self.model(PRESET).get_supported_speakers() or []))
 
     def languages(self, job: str = PRESET) -> list[str]:
         return list(self.model(job).get_supported_languages() or [])

@@ -82,3 +82,48 @@ def test_cpu_defaults_to_float32():
 
     tts = TTS(Settings(device="cpu"))
     assert tts.device() == "cpu" and tts.dtype() == torch.float32
+
+
+def test_speakers_come_from_the_config_without_loading_a_model(tiny_models_dir):
+    loads = []
+    tts = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu"), on_load=lambda job, src: loads.append(job))
+    listed = tts.speakers()
+    assert listed and listed == sorted(listed) and "ryan" in listed
+    assert loads == []
+    model = tts.model(PRESET)
+    assert sorted(s.lower() for s in model.get_supported_speakers()) == listed
+
+
+def test_batch_returns_one_wav_per_text_in_order(tiny_models_dir):
+    tts = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu"))
+    opts = GenerationOptions(max_new_tokens=120, do_sample=False)
+    texts = ["One.", "A longer second sentence, with a clause.", "Three short words."]
+    together = tts.preset(texts, "ryan", "", "en", opts)
+    alone = [tts.preset([t], "ryan", "", "en", opts)[0] for t in texts]
+    assert len(together) == 3 and all(np.sqrt(np.mean(w**2)) > 1e-4 for w in together)
+    assert [len(w) for w in together] == [len(w) for w in alone]
+
+
+def test_narrate_clones_with_a_reused_prompt(tiny_models_dir, tmp_path):
+    import soundfile as sf
+
+    tts = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu"))
+    t = np.arange(24000 * 4) / 24000
+    clip = tmp_path / "ref.wav"
+    sf.write(clip, (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32), 24000)
+    opts = GenerationOptions(max_new_tokens=100)
+    for x_vector_only, text in ((False, "A tone for testing."), (True, "")):
+        narrator = Narrator(kind=CLONE, ref_audio=str(clip), ref_text=text, x_vector_only=x_vector_only)
+        prompt = tts.clone_prompt(narrator.ref_audio, narrator.ref_text, x_vector_only)
+        assert prompt.icl_mode is (not x_vector_only)
+        wavs = tts.narrate(narrator, ["First line.", "Second line."], "en", opts, prompt=prompt)
+        assert len(wavs) == 2 and all(len(w) > 0 for w in wavs)
+    assert tts.loaded.job == CLONE
+
+
+def test_design_batch_and_one_model_resident(tiny_models_dir):
+    tts = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu"))
+    wavs = tts.design(["Hello.", "Hello again, friend."], "a calm narrator", "en", GenerationOptions(max_new_tokens=100))
+    assert len(wavs) == 2 and tts.loaded.job == DESIGN
+    tts.preset(["Hi."], "ryan", "", "en", GenerationOptions(max_new_tokens=50))
+    assert tts.loaded.job == PRESET  # switching jobs replaced the design model
