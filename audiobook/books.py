@@ -53,6 +53,8 @@ class Book:
     language: str = ""  # ISO 639-1 code such as "en", or "" when unknown
     cover: bytes | None = None  # image bytes
     cover_mime: str = ""
+    year: str = ""  # publication year, for the audiobook's tags
+    genre: str = ""
 
     @property
     def words(self) -> int:
@@ -68,6 +70,8 @@ class Book:
             "language": self.language,
             "cover_mime": self.cover_mime,
             "cover_base64": base64.b64encode(self.cover).decode("ascii") if self.cover else "",
+            "year": self.year,
+            "genre": self.genre,
             "chapters": [{"title": c.title, "text": c.text} for c in self.chapters],
         }
 
@@ -96,6 +100,8 @@ class Book:
             language=str(data.get("language") or ""),
             cover=cover,
             cover_mime=str(data.get("cover_mime") or ""),
+            year=str(data.get("year") or ""),
+            genre=str(data.get("genre") or ""),
             chapters=chapters,
         )
 
@@ -618,8 +624,10 @@ def read_epub(path: Path) -> Book:
 
     language = _first_meta(book, "language")
     cover, mime = _epub_cover(book)
+    year = re.search(r"\b(1[5-9]\d\d|2[01]\d\d)\b", _first_meta(book, "date"))
     return Book(title=" ".join(title.split()), chapters=chapters, author=" ".join(author.split()),
-                language=base_language(language) if language else "", cover=cover, cover_mime=mime)
+                language=base_language(language) if language else "", cover=cover, cover_mime=mime,
+                year=year.group(1) if year else "", genre=" ".join(_first_meta(book, "subject").split()))
 
 
 def _epub_chapters(stream: list, entries: list[_TocNode], doc_titles: list[tuple[int, str]]) -> list[Chapter]:

@@ -22,7 +22,7 @@ needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the shared EPUB 
 
 def make_epub(path: Path, chapters: list[tuple[str, str]], *, version: int = 3, title="Generated Book",
               author="Ann Author", language="en", cover: bytes | None = b"\x89PNG\r\n\x1a\nfakepng",
-              extra_front: str | None = None, one_file: bool = False) -> Path:
+              extra_front: str | None = None, one_file: bool = False, dc: dict | None = None) -> Path:
     """Write an EPUB with ebooklib: chapters as (title, xhtml body), optional copyright page."""
     from ebooklib import epub
 
@@ -31,6 +31,8 @@ def make_epub(path: Path, chapters: list[tuple[str, str]], *, version: int = 3, 
     book.set_title(title)
     book.set_language(language)
     book.add_author(author)
+    for name, value in (dc or {}).items():
+        book.add_metadata("DC", name, value)
     if cover:
         book.set_cover("cover.png", cover)
     items, toc = [], []
@@ -297,7 +299,7 @@ def test_markdown_book(tmp_path):
 
 def test_json_round_trip_after_edits(tmp_path):
     book = Book("T", [Chapter("A", "a text"), Chapter("B", "b text"), Chapter("C", "c text"), Chapter("D", "d")],
-                author="Au", language="en", cover=b"\x00\x01img", cover_mime="image/png")
+                author="Au", language="en", cover=b"\x00\x01img", cover_mime="image/png", year="1911", genre="Fiction")
     edited = books.rename_chapter(book, 0, "Alpha")
     edited = books.merge_chapters(edited, [1, 2])
     edited = books.reorder_chapters(edited, [2, 0, 1])
@@ -377,3 +379,10 @@ def test_describe_book_lists_chapters_and_chunks():
     assert "Title:    Title" in out and "Author:   Me" in out and "Cover:    no" in out
     assert "   1      120       5  One" in out and "   2        1       2  Two" in out
     assert "[1] One   <title>" in describe_book(book, 200, show_chunks=True)
+
+
+def test_epub_year_and_genre_reach_the_book(tmp_path):
+    path = make_epub(tmp_path / "dated.epub", [("One", "<p>Some words here.</p>")],
+                     dc={"date": "1911-05-02", "subject": "Fairy tales"})
+    read = load_book(path)
+    assert (read.year, read.genre) == ("1911", "Fairy tales")
