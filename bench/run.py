@@ -7,7 +7,7 @@ Engines, all on the same chunks in one run:
 
 - ``sequential``: qwen_tts, one chunk per call, book order;
 - ``seed_design``: qwen_tts static batches of 5 in book order (the seed's design);
-- ``render_bsN``: our render path's batching: length-sorted batches of N through TTS.narrate on qwen_tts;
+- ``render_bsN``: our render path's batching: length-sorted batches of N through ``TTS.narrate`` on qwen_tts;
 - ``fast_bsN``: the fast engine (audiobook/engine.py), N slots, continuous batching.
 
 Decoding is greedy on a checkpoint whose EOS row is shrunk so items stop at
@@ -39,13 +39,14 @@ from audiobook.books import Chapter  # noqa: E402
 from audiobook.render import order_for_batches  # noqa: E402
 from audiobook.settings import Settings  # noqa: E402
 from audiobook.text import plan_chunks  # noqa: E402
-from audiobook.tts import TTS, GenerationOptions  # noqa: E402
+from audiobook.tts import TTS, GenerationOptions, Narrator  # noqa: E402
 from bench.models import cpu_models, eos_scale_for, full_size_models, set_eos_scale  # noqa: E402
 
 FRAME_SAMPLES = 1920  # 24 kHz audio, 12.5 frames a second
 FRAME_RATE = 12.5
 SEED_BATCH = 5
 SPEAKER = "ryan"
+NARRATOR = Narrator(kind="preset", speaker=SPEAKER)
 
 # A short story in three chapters: paragraphs of uneven length, as books have.
 STORY = [
@@ -220,7 +221,7 @@ def run_engine(tts: TTS, label: str, engine: str, batch_size: int, texts: list[s
         with mem:
             start = time.perf_counter()
             for group in _groups(engine, batch_size, texts):
-                wavs = tts.preset([texts[i] for i in group], SPEAKER, "", "en", opts)
+                wavs = tts.narrate(NARRATOR, [texts[i] for i in group], "en", opts)
                 for i, wav in zip(group, wavs):
                     lengths[i] = len(wav) // FRAME_SAMPLES
             if cuda:
@@ -310,9 +311,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--gpu", action="store_true", help="full-size random checkpoints on CUDA (bf16, sdpa)")
     p.add_argument("--sizes", help="checkpoints: tiny,medium (CPU default) or 1.7B,0.6B (GPU default 1.7B)")
     p.add_argument("--chunks", type=int, help="use only the first N chunks of the workload")
-    p.add_argument("--repeat", type=int, help="the story this many times over (CPU 1, GPU 4)")
+    p.add_argument("--repeat", type=int, help="the story this many times over (CPU 1, GPU 2)")
     p.add_argument("--chunk-chars", type=int, default=200, help="chunk size of the planner (default 200)")
-    p.add_argument("--max-new-tokens", type=int, help="frame cap per chunk (CPU 160, GPU 4096)")
+    p.add_argument("--max-new-tokens", type=int, help="frame cap per chunk (CPU 160, GPU 2048)")
     p.add_argument("--render-batch-sizes", default="1,5,10,20", help="batch sizes of the render path")
     p.add_argument("--fast-batch-sizes", default="5,10,20", help="slot counts of the fast engine")
     p.add_argument("--eos-scale", type=float, help="norm of the talker's EOS row (default: by hidden size)")
@@ -330,10 +331,10 @@ def main(argv: list[str] | None = None) -> list[Result]:
     if cuda and not torch.cuda.is_available():
         p.error("--gpu needs a CUDA GPU")
     sizes = (args.sizes or ("1.7B" if cuda else "tiny,medium")).split(",")
-    texts = workload(args.chunk_chars, args.repeat or (4 if cuda else 1))
+    texts = workload(args.chunk_chars, args.repeat or (2 if cuda else 1))
     if args.chunks:
         texts = texts[: args.chunks]
-    max_new = args.max_new_tokens or (4096 if cuda else 160)
+    max_new = args.max_new_tokens or (2048 if cuda else 160)
     render_sizes = [int(x) for x in args.render_batch_sizes.split(",") if x]
     fast_sizes = [int(x) for x in args.fast_batch_sizes.split(",") if x]
     print(f"Machine: {machine()}")
