@@ -387,6 +387,7 @@ class FastEngine:
     def _capture(self, st: _State, s: Sampling):
         """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
         self.stats["graph_captures"] += 1
+        log.debug("Capturing a CUDA graph: %d slots, KV capacity %d", st.slots, st.capacity)
         saved = st.snapshot()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -183,3 +183,25 @@ def test_capture_stops_before_decoding(tts):
     engine = FastEngine(m.model, slots=2)
     codes = engine.generate_codes(prompts, sampling)
     assert [c.shape[1] for c in codes] == [16, 16] and all(1 <= c.shape[0] <= 4 for c in codes)
+
+
+def test_streaming_text_prompts_match_too(tts, ref_wav, varied_eos):
+    """With non_streaming_mode=False the text is fed frame by frame (trailing text): same codes."""
+    model = tts.model("clone")
+    varied_eos("clone")
+    prompt = tts.clone_prompt(ref_wav, "A short reference line.")
+    decode = model.model.speech_tokenizer.decode
+    got = {}
+    for name in ("qwen_tts", "fast"):
+        seen = []
+        model.model.speech_tokenizer.decode = lambda items, seen=seen: (seen.extend(i["audio_codes"] for i in items), decode(items))[1]
+        call = lambda: model.generate_voice_clone(  # noqa: E731
+            text=TEXTS[1:], language=["english"] * 4, voice_clone_prompt=[prompt] * 4, non_streaming_mode=False,
+            do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW, repetition_penalty=1.5)
+        try:
+            FastEngine(model.model, slots=2).generate_wavs(call) if name == "fast" else call()
+        finally:
+            del model.model.speech_tokenizer.decode
+        got[name] = seen
+    assert len(got["fast"]) == 4
+    assert all(torch.equal(a, b) for a, b in zip(got["qwen_tts"], got["fast"]))
