@@ -194,6 +194,19 @@ class _State:
         self.capacity = capacity
         self.graphs.clear()  # graphs point at the old tensors
 
+    def keep(self, engine: "FastEngine", rows: list[int]) -> "_State":
+        """A smaller state holding only ``rows``, in that order (KV caches included)."""
+        idx = torch.tensor(rows, device=self.rows.device)
+        new = _State(engine, len(rows), self.trail_cap, self.capacity)
+        for (k, v), (k2, v2) in zip(self.kv, new.kv):
+            k2.copy_(k[idx])
+            v2.copy_(v[idx])
+        for name in ("tok", "hidden", "pos", "step", "active", "seen", "trail", "trail_len"):
+            getattr(new, name).copy_(getattr(self, name)[idx])
+        new.suppress.copy_(self.suppress)
+        new.sampling = self.sampling
+        return new
+
     def snapshot(self) -> list[torch.Tensor]:
         return [t.clone() for t in (self.tok, self.hidden, self.pos, self.step, self.seen)]
 
@@ -314,6 +327,11 @@ class FastEngine:
                 if ended[slot]:
                     results[item] = torch.stack(frames[slot])
                     admit(slot)
+            live = [slot for slot, item in enumerate(owner) if item is not None]
+            if not self.cuda_graphs and not pending and live and len(live) <= state.slots // 2:
+                # The tail of a call: on a CPU every row costs time, so keep only the speaking slots.
+                state = self._state = state.keep(self, live)
+                owner, pos, frames = [owner[i] for i in live], [pos[i] for i in live], [frames[i] for i in live]
         return results  # type: ignore[return-value]
 
     # ---- setup --------------------------------------------------------------------------
