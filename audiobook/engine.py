@@ -269,13 +269,17 @@ class FastEngine:
 
         def decode_in_groups(items):
             # qwen_tts decodes a call's items as one padded batch; a call here may hold a whole
-            # chapter, so decode ``slots`` items at a time to keep memory at a batch's worth.
+            # chapter, so decode ``slots`` items of similar length at a time: a batch's memory,
+            # little padding.
             if not isinstance(items, list) or len(items) <= self.slots:
                 return decode(items)
-            wavs, rate = [], None
-            for i in range(0, len(items), self.slots):
-                part, rate = decode(items[i : i + self.slots])
-                wavs += list(part)
+            order = sorted(range(len(items)), key=lambda i: len(items[i]["audio_codes"]))
+            wavs, rate = [None] * len(items), None
+            for g in range(0, len(order), self.slots):
+                group = order[g : g + self.slots]
+                part, rate = decode([items[i] for i in group])
+                for i, wav in zip(group, part):
+                    wavs[i] = wav
             return wavs, rate
 
         with _override(self.qmodel, "generate", generate), _override(tokenizer, "decode", decode_in_groups):

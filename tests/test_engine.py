@@ -1,5 +1,7 @@
 """The fast engine: greedy codes identical to qwen_tts's own generate, for every job and batch size."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -47,25 +49,40 @@ def _job_call(tts, job, ref_wav):
     return "clone", lambda texts: tts.clone(texts, prompt, "en", GREEDY)
 
 
-def _codes(tts, job, speak, texts, engine, batch_size):
-    """Codes of every text, taken where qwen_tts decodes them, calling in groups of ``batch_size``
-    for qwen_tts (static batches) and in one call for the fast engine (continuous batching)."""
-    tts.settings = tts.settings.updated(engine=engine, batch_size=batch_size)
-    model = tts.model(job)
+@contextlib.contextmanager
+def _recording(model):
+    """Collect, in item order, the codes each loop returns for a qwen_tts wrapper call on ``model``."""
     seen = []
-    decode = model.model.speech_tokenizer.decode
+    real = model.model.generate
+    fast = FastEngine.generate_codes
 
-    def spy(items):
-        seen.extend(item["audio_codes"].clone() for item in items)
-        return decode(items)
+    def qwen_generate(**kw):
+        codes, hidden = real(**kw)
+        seen.extend(c.clone() for c in codes)
+        return codes, hidden
 
-    model.model.speech_tokenizer.decode = spy
+    def fast_generate(self, prompts, sampling):
+        codes = fast(self, prompts, sampling)
+        seen.extend(c.clone() for c in codes)
+        return codes
+
+    model.model.generate = qwen_generate
+    FastEngine.generate_codes = fast_generate
     try:
-        groups = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] if engine == "qwen_tts" else [texts]
+        yield seen
+    finally:
+        del model.model.generate
+        FastEngine.generate_codes = fast
+
+
+def _codes(tts, job, speak, texts, engine, batch_size):
+    """Codes of every text: qwen_tts in static batches of ``batch_size`` (one call each), the
+    fast engine in one call with ``batch_size`` slots (continuous batching)."""
+    tts.settings = tts.settings.updated(engine=engine, batch_size=batch_size)
+    groups = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] if engine == "qwen_tts" else [texts]
+    with _recording(tts.model(job)) as seen:
         for group in groups:
             speak(group)
-    finally:
-        del model.model.speech_tokenizer.decode
     return seen
 
 
@@ -91,13 +108,8 @@ def varied_eos(tts):
 def test_greedy_codes_identical_to_qwen_tts(tts, ref_wav, varied_eos, job):
     checkpoint, speak = _job_call(tts, job, ref_wav)
     varied_eos(checkpoint)
-    if job == "clone_icl":
-        # ICL codes are decoded after the reference codes; keep only the generated tail.
-        ref_frames = tts.clone_prompt(ref_wav, "A short reference line.").ref_code.shape[0]
-    else:
-        ref_frames = 0
     expected = _codes(tts, checkpoint, speak, TEXTS, "qwen_tts", len(TEXTS))
-    lengths = sorted(c.shape[0] - ref_frames for c in expected)
+    lengths = sorted(c.shape[0] for c in expected)
     assert lengths[0] < lengths[-1], "the workload must stop at different lengths to test slot refill"
     for batch_size in (1, 3, 5):
         got = _codes(tts, checkpoint, speak, TEXTS, "fast", batch_size)
@@ -190,18 +202,24 @@ def test_streaming_text_prompts_match_too(tts, ref_wav, varied_eos):
     model = tts.model("clone")
     varied_eos("clone")
     prompt = tts.clone_prompt(ref_wav, "A short reference line.")
-    decode = model.model.speech_tokenizer.decode
     got = {}
     for name in ("qwen_tts", "fast"):
-        seen = []
-        model.model.speech_tokenizer.decode = lambda items, seen=seen: (seen.extend(i["audio_codes"] for i in items), decode(items))[1]
         call = lambda: model.generate_voice_clone(  # noqa: E731
             text=TEXTS[1:], language=["english"] * 4, voice_clone_prompt=[prompt] * 4, non_streaming_mode=False,
             do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW, repetition_penalty=1.5)
-        try:
+        with _recording(model) as seen:
             FastEngine(model.model, slots=2).generate_wavs(call) if name == "fast" else call()
-        finally:
-            del model.model.speech_tokenizer.decode
         got[name] = seen
-    assert len(got["fast"]) == 4
+    assert len(got["fast"]) == 4 and len({c.shape[0] for c in got["qwen_tts"]}) > 1
     assert all(torch.equal(a, b) for a, b in zip(got["qwen_tts"], got["fast"]))
+
+
+def test_fast_wavs_come_back_in_input_order(tts, ref_wav, varied_eos):
+    """Audio is decoded in length-sorted groups of ``slots``; each wav still matches its own codes."""
+    checkpoint, speak = _job_call(tts, "preset", ref_wav)
+    varied_eos(checkpoint)
+    tts.settings = tts.settings.updated(engine="fast", batch_size=2)
+    with _recording(tts.model(checkpoint)) as seen:
+        wavs = speak(TEXTS)
+    assert [len(w) // 1920 for w in wavs] == [c.shape[0] for c in seen]
+    assert len({len(w) for w in wavs}) > 2
