@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CODE_GROUPS = 16
 _KV_ROUND = 256  # KV capacity grows in whole blocks of this many positions
 _TRAIL_MIN = 8
+_DECODE_GROUP = 8  # most items decoded to audio in one padded batch
 
 
 @dataclass(frozen=True)
@@ -269,14 +270,15 @@ class FastEngine:
 
         def decode_in_groups(items):
             # qwen_tts decodes a call's items as one padded batch; a call here may hold a whole
-            # chapter, so decode ``slots`` items of similar length at a time: a batch's memory,
-            # little padding.
-            if not isinstance(items, list) or len(items) <= self.slots:
+            # chapter, so decode a few items of similar length at a time: bounded memory, little
+            # padding.
+            size = min(self.slots, _DECODE_GROUP)
+            if not isinstance(items, list) or len(items) <= size:
                 return decode(items)
             order = sorted(range(len(items)), key=lambda i: len(items[i]["audio_codes"]))
             wavs, rate = [None] * len(items), None
-            for g in range(0, len(order), self.slots):
-                group = order[g : g + self.slots]
+            for g in range(0, len(order), size):
+                group = order[g : g + size]
                 part, rate = decode([items[i] for i in group])
                 for i, wav in zip(group, part):
                     wavs[i] = wav
