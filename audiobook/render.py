@@ -30,6 +30,7 @@ from .tts import FRAME_RATE, SAMPLE_RATE, TTS, GenerationOptions, Narrator, is_o
 log = logging.getLogger(__name__)
 
 SEED_STEP = 7919  # seed distance between takes of a chunk (any odd step gives fresh samples)
+FAST_WINDOW_BATCHES = 4  # the fast engine gets this many batches of texts per call, so freed slots refill at once
 RECOVER_AFTER_BATCHES = 8  # batches at a reduced size after running out of memory before trying larger
 LENGTH_WINDOW_BATCHES = 16  # length ordering sorts this many batches at a time, so chapters finish as we go
 MIN_RATE_CHARS = 20  # shorter texts (titles) say too little about speaking rate to judge them
@@ -393,7 +394,8 @@ class _Render:
                 self.result.stopped = True
                 self._log(f"Stopped after the batch in flight; {len(queue)} chunks left. Render again to continue.")
                 break
-            batch, queue = queue[: self.sizer.current], queue[self.sizer.current :]
+            take = self.sizer.current * (FAST_WINDOW_BATCHES if self.fast else 1)
+            batch, queue = queue[:take], queue[take:]
             t0 = time.perf_counter()
             self._render_batch(batch)
             mf.save_manifest(self.m, self.out_dir)
@@ -413,6 +415,12 @@ class _Render:
         mf.save_manifest(self.m, self.out_dir)
         self.result.elapsed_s = time.perf_counter() - self.start
         yield self._progress()
+
+    @property
+    def fast(self) -> bool:
+        """Whether the model call runs on the continuous-batching engine (slots refill within a call)."""
+        uses = getattr(self.tts, "uses_fast_engine", None)
+        return bool(uses and uses(self.opts))
 
     def _log(self, line: str) -> None:
         log.info(line)
@@ -473,7 +481,8 @@ class _Render:
         texts = [self.m.chunks[i].text for i in ids]
         oom: BaseException | None = None
         try:
-            wavs = self.tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt)
+            extra = {"slots": self.sizer.current} if self.fast else {}
+            wavs = self.tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt, **extra)
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
@@ -484,6 +493,10 @@ class _Render:
             if len(wavs) != len(ids):
                 raise RuntimeError(f"the model returned {len(wavs)} takes for {len(ids)} texts")
             return dict(zip(ids, wavs))
+        if self.fast and self.sizer.current > 1:
+            # The engine's memory grows with its slots, not with the texts it is given: fewer slots.
+            self._log(self.sizer.shrink(self.sizer.current))
+            return self._generate(ids, seed)
         if len(ids) == 1:
             self._log(f"Out of GPU memory on a single chunk ({len(texts[0])} characters); it is marked failed.")
             return {ids[0]: MemoryError("out of GPU memory even on its own")}

@@ -43,7 +43,7 @@ class Settings:
     models_dir: str = field(default="", metadata={"help": "Folder holding downloaded checkpoints (empty: use the Hugging Face cache)."})
     device: str = field(default="auto", metadata=_choice(DEVICES, "auto picks CUDA when present."))
     dtype: str = field(default="auto", metadata=_choice(DTYPES, "auto: bfloat16 on recent GPUs, float16 on older ones, float32 on CPU."))
-    engine: str = field(default="auto", metadata=_choice(ENGINES, "fast: our continuous-batching engine; qwen_tts: the library's own generate."))
+    engine: str = field(default="auto", metadata=_choice(ENGINES, "auto: our continuous-batching engine, falling back to qwen_tts's own generate if it fails; fast: the engine only; qwen_tts: the library's own generate."))
     batch_order: str = field(default="length", metadata=_choice(BATCH_ORDERS, "length: batch chunks of similar length together; book: in reading order."))
     language: str = field(default="auto", metadata={"help": "Language of the narration (auto: from the book)."})
     # Text

@@ -187,6 +187,7 @@ class TTS:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # Called with (job, source) after each load; lets tests and the status line observe loads.
     on_load: Callable[[str, str], None] | None = None
+    _engine_failed: bool = field(default=False, repr=False)
 
     # ---- device and loading ---------------------------------------------------------
 
@@ -299,40 +300,58 @@ class TTS:
 
     # ---- generation -------------------------------------------------------------------
 
-    def uses_fast_engine(self, opts: GenerationOptions) -> bool:
-        """True when generation runs on ``audiobook.engine``: engine 'fast', or 'auto' with greedy decoding.
+    def uses_fast_engine(self, opts: GenerationOptions | None = None) -> bool:
+        """True when generation runs on ``audiobook.engine`` (settings 'fast' or 'auto').
 
-        'auto' keeps qwen_tts's own loop when sampling, so a seed gives the same draws as before;
-        with greedy decoding both loops give identical codes (tests/test_engine.py).
+        With greedy decoding both loops give identical codes (tests/test_engine.py); with
+        sampling the engine draws from the same distribution. 'auto' falls back to qwen_tts's
+        own loop for the rest of the session if the engine ever fails on this machine.
         """
         mode = getattr(self.settings, "engine", "qwen_tts")
-        return mode == "fast" or (mode == "auto" and not opts.do_sample)
+        return mode == "fast" or (mode == "auto" and not self._engine_failed)
 
-    def _run(self, model, opts: GenerationOptions, call: Callable[[], Any]) -> Any:
-        """Run one qwen_tts ``generate_*`` call, on the fast engine when the settings allow."""
+    def _run(self, model, opts: GenerationOptions, call: Callable[[], Any], slots: int | None = None) -> Any:
+        """Run one qwen_tts ``generate_*`` call, on the fast engine when the settings allow.
+
+        ``slots`` is how many items the engine decodes at once (default: the batch size); the
+        call may hold more texts than that: a slot whose item ends takes the next one.
+        """
         if not self.uses_fast_engine(opts):
             return call()
         from .engine import FastEngine
 
+        slots = max(1, int(slots or self.settings.batch_size))
         with self._lock:  # the engine's caches and graphs serve one call at a time
             loaded = self.loaded
-            if loaded is None or loaded.model is not model:
-                return FastEngine(model.model, slots=self.settings.batch_size).generate_wavs(call)
-            if loaded.engine is None or loaded.engine.slots != self.settings.batch_size:
-                loaded.engine = FastEngine(model.model, slots=self.settings.batch_size)
-            return loaded.engine.generate_wavs(call)
+            try:
+                if loaded is None or loaded.model is not model:
+                    return FastEngine(model.model, slots=slots).generate_wavs(call)
+                if loaded.engine is None or loaded.engine.slots != slots:
+                    loaded.engine = None  # free the old caches before the new ones are made
+                    loaded.engine = FastEngine(model.model, slots=slots)
+                return loaded.engine.generate_wavs(call)
+            except Exception as e:
+                if is_out_of_memory(e) or self.settings.engine == "fast":
+                    raise
+                log.warning("The fast engine failed (%s); using qwen_tts's own generation from now on.", e)
+                self._engine_failed = True
+                if loaded is not None:
+                    loaded.engine = None
+                release_accelerator_memory()
+        return call()
 
     def _lang(self, model, language: str | None, n: int) -> list[str]:
         return [language_name(language, model.get_supported_languages())] * n
 
-    def design(self, texts: list[str], instruct: str, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
+    def design(self, texts: list[str], instruct: str, language: str | None, opts: GenerationOptions,
+               slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` in a voice described by ``instruct`` (VoiceDesign model)."""
         model = self.model(DESIGN)
         _seed(opts.seed)
         wavs, _ = self._run(model, opts, lambda: model.generate_voice_design(
             text=list(texts), instruct=[instruct] * len(texts), language=self._lang(model, language, len(texts)),
             **opts.generate_kwargs(),
-        ))
+        ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
     def clone_prompt(self, ref_audio: str | tuple, ref_text: str = "", x_vector_only: bool = False):
@@ -343,17 +362,19 @@ class TTS:
         items = model.create_voice_clone_prompt(ref_audio=ref_audio, ref_text=ref_text or None, x_vector_only_mode=x_vector_only)
         return items[0]
 
-    def clone(self, texts: list[str], prompt, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
+    def clone(self, texts: list[str], prompt, language: str | None, opts: GenerationOptions,
+              slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused."""
         model = self.model(CLONE)
         _seed(opts.seed)
         wavs, _ = self._run(model, opts, lambda: model.generate_voice_clone(
             text=list(texts), language=self._lang(model, language, len(texts)),
             voice_clone_prompt=[prompt] * len(texts), non_streaming_mode=True, **opts.generate_kwargs(),
-        ))
+        ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
-    def preset(self, texts: list[str], speaker: str, instruct: str, language: str | None, opts: GenerationOptions) -> list[np.ndarray]:
+    def preset(self, texts: list[str], speaker: str, instruct: str, language: str | None, opts: GenerationOptions,
+               slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` with a built-in CustomVoice speaker."""
         self.check_instruct(instruct)
         model = self.model(PRESET)
@@ -364,16 +385,18 @@ class TTS:
         wavs, _ = self._run(model, opts, lambda: model.generate_custom_voice(
             text=list(texts), speaker=speaker, language=self._lang(model, language, len(texts)),
             instruct=instruct or None, **opts.generate_kwargs(),
-        ))
+        ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
-    def narrate(self, narrator: Narrator, texts: list[str], language: str | None, opts: GenerationOptions, prompt=None) -> list[np.ndarray]:
-        """One batched call: one wav per text, in input order. ``prompt`` is the cached clone prompt."""
+    def narrate(self, narrator: Narrator, texts: list[str], language: str | None, opts: GenerationOptions, prompt=None,
+                slots: int | None = None) -> list[np.ndarray]:
+        """One batched call: one wav per text, in input order. ``prompt`` is the cached clone prompt;
+        ``slots`` caps how many texts the fast engine decodes at once."""
         if narrator.kind == PRESET:
-            return self.preset(texts, narrator.speaker, narrator.instruct, language, opts)
+            return self.preset(texts, narrator.speaker, narrator.instruct, language, opts, slots)
         if prompt is None:
             prompt = self.clone_prompt(narrator.ref_audio, narrator.ref_text, narrator.x_vector_only)
-        return self.clone(texts, prompt, language, opts)
+        return self.clone(texts, prompt, language, opts, slots)
 
 
 def release_accelerator_memory() -> None:

@@ -17,11 +17,13 @@ BOOK = """Chapter 1: The Harbour
 
 The boats came in at dawn. The nets were full of silver fish.
 
-The harbour master counted every boat.
+The harbour master counted every boat. Gulls circled the masts and cried.
 
 Chapter 2: The Market
 
 By noon the fish were sold. Someone was singing by the well.
+
+The baker closed his shutters early. Children chased a dog along the quay.
 """
 
 
@@ -49,8 +51,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, models_dir):
-    # One chunk a batch and short takes: several batches, so a render can be stopped mid-way.
-    root = new_project_root(tmp_path_factory.mktemp("project"), {"batch_size": 1, "max_new_tokens": 100})
+    # One chunk a call (qwen_tts's own loop: the fast engine would take several chunks a call)
+    # and short takes: several batches, so a render can be stopped mid-way.
+    root = new_project_root(tmp_path_factory.mktemp("project"),
+                            {"batch_size": 1, "max_new_tokens": 100, "engine": "qwen_tts"})
     app = AppServer(root, models_dir).start()
     yield app
     app.stop()
@@ -136,8 +140,10 @@ def test_design_a_voice_play_it_save_it_and_find_it_in_the_library(browser, serv
 
 
 def test_render_stop_resume_reach_100_percent_and_download_the_m4b(browser, server, tmp_path):
+    # Enough one-chunk paragraphs that a Stop always lands before the render ends.
+    extra = "\n\n".join(f"Boat number {n} came home with its nets." for n in range(1, 16))
     book = tmp_path / "harbour.txt"
-    book.write_text(BOOK, encoding="utf-8")
+    book.write_text(BOOK.replace("Chapter 2:", extra + "\n\nChapter 2:"), encoding="utf-8")
     page = new_page(browser, server.url)
     page.set_input_files("#render-book-file input[type=file]", str(book))
     wait_for_text(page.locator("#render-book-info"), "2 chapters")

@@ -358,21 +358,26 @@ def backend_for(root, models_dir, **kw):
     return b
 
 
-def test_tiny_model_render_and_oom_injection(tmp_path, tiny_models_dir):
-    be = backend_for(tmp_path, tiny_models_dir, batch_size=4)
+@pytest.mark.parametrize("engine", ["qwen_tts", "fast"])
+def test_tiny_model_render_and_oom_injection(tmp_path, tiny_models_dir, engine):
+    be = backend_for(tmp_path, tiny_models_dir, batch_size=4, engine=engine)
     real = be.tts.narrate
-    sizes = []
+    widths, texts_per_call = [], []
 
-    def narrate(narrator, texts, *a, **k):  # a GPU that holds two chunks at a time
-        sizes.append(len(texts))
-        if len(texts) > 2:
+    def narrate(narrator, texts, *a, **k):  # a GPU that decodes two chunks at a time
+        width = k.get("slots") or len(texts)  # the fast engine's memory follows its slots
+        widths.append(width)
+        texts_per_call.append(len(texts))
+        if width > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
         return real(narrator, texts, *a, **k)
 
     be.tts.narrate = narrate
     result = be.render(book(n_chapters=2, sentences=3), RYAN, out_dir=tmp_path / "out")
-    assert result.complete and len(result.chapter_files) == 2 and sizes[0] == 4
+    assert result.complete and len(result.chapter_files) == 2 and widths[0] == 4
     assert mf.load_manifest(tmp_path / "out").count(mf.DONE) == result.chunks
+    if engine == "fast":  # the engine gets several batches of texts per call and refills its slots
+        assert max(texts_per_call) > 4 and max(widths[1:]) == 2
 
 
 def test_runaway_tiny_model_marks_chunks_suspect(tmp_path):
@@ -389,7 +394,8 @@ def test_runaway_tiny_model_marks_chunks_suspect(tmp_path):
 
 
 def test_background_render_refuses_a_second_stops_and_continues(tmp_path, tiny_models_dir):
-    be = backend_for(tmp_path, tiny_models_dir, batch_size=2)
+    # qwen_tts's own loop: one batch of two chunks a call, so a stop lands between calls.
+    be = backend_for(tmp_path, tiny_models_dir, batch_size=2, engine="qwen_tts")
     b = book(n_chapters=2, sentences=4)
     real = be.tts.narrate
 

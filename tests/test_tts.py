@@ -43,8 +43,11 @@ def test_local_folder_wins_over_hub(tmp_path):
 
 
 def test_missing_weights_give_one_sentence(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    # Offline as the library sees it (its constants are read once, at import).
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     tts = TTS(Settings(models_dir=str(tmp_path), device="cpu"))
     with pytest.raises(AudiobookError) as err:
         tts.model(PRESET)
@@ -127,3 +130,20 @@ def test_design_batch_and_one_model_resident(tiny_models_dir):
     assert len(wavs) == 2 and tts.loaded.job == DESIGN
     tts.preset(["Hi."], "ryan", "", "en", GenerationOptions(max_new_tokens=50))
     assert tts.loaded.job == PRESET  # switching jobs replaced the design model
+
+
+def test_auto_engine_falls_back_to_qwen_tts_when_the_engine_fails(tiny_models_dir, monkeypatch):
+    from audiobook import engine
+
+    def broken(self, call):
+        raise RuntimeError("graph capture failed")
+
+    monkeypatch.setattr(engine.FastEngine, "generate_wavs", broken)
+    opts = GenerationOptions(max_new_tokens=60)
+    auto = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", engine="auto"))
+    assert auto.uses_fast_engine(opts)
+    assert len(auto.preset(["One.", "Two."], "ryan", "", "en", opts)) == 2
+    assert not auto.uses_fast_engine(opts)  # the rest of the session uses qwen_tts's own loop
+    fast = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", engine="fast"))
+    with pytest.raises(RuntimeError, match="graph capture"):
+        fast.preset(["One."], "ryan", "", "en", opts)
