@@ -62,6 +62,21 @@ def missing_model_message(job: str, model_size: str, models_dir: str | None) -> 
     )
 
 
+# The built-in speakers of the released CustomVoice checkpoints (both sizes).
+RELEASED_SPEAKERS = ("aiden", "dylan", "eric", "ono_anna", "ryan", "serena", "sohee", "uncle_fu", "vivian")
+
+
+def _cached_hub_file(repo_id: str, filename: str) -> Path | None:
+    """A file of a Hugging Face checkpoint when it is already in the local cache, else None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, filename)
+    except Exception:
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def speakers_in_config(config_path: Path) -> list[str]:
     """Speaker names a CustomVoice checkpoint lists in its config.json (lower case, sorted)."""
     import json
@@ -275,13 +290,14 @@ class TTS:
     # ---- what the models offer --------------------------------------------------------
 
     def speakers(self) -> list[str]:
-        """Built-in speakers, read from the checkpoint's config when it is local (no model load)."""
+        """Built-in speakers, read from the checkpoint's config without loading (or downloading) the model."""
         source = resolve_checkpoint(PRESET, self.settings.model_size, self.settings.models_dir)
-        if not (self.loaded and self.loaded.source == source) and Path(source).is_dir():
-            listed = speakers_in_config(Path(source) / "config.json")
-            if listed:
-                return listed
-        return sorted(str(s).lower() for s in (self.model(PRESET).get_supported_speakers() or []))
+        if self.loaded and self.loaded.source == source:
+            return sorted(str(s).lower() for s in (self.loaded.model.get_supported_speakers() or []))
+        config = Path(source) / "config.json" if Path(source).is_dir() else _cached_hub_file(source, "config.json")
+        listed = speakers_in_config(config) if config else []
+        # Not downloaded yet: the released checkpoints' speakers, so the page never starts a 4 GB download.
+        return listed or list(RELEASED_SPEAKERS)
 
     def languages(self, job: str = PRESET) -> list[str]:
         return list(self.model(job).get_supported_languages() or [])

@@ -147,3 +147,25 @@ def test_auto_engine_falls_back_to_qwen_tts_when_the_engine_fails(tiny_models_di
     fast = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", engine="fast"))
     with pytest.raises(RuntimeError, match="graph capture"):
         fast.preset(["One."], "ryan", "", "en", opts)
+
+
+def test_speakers_without_local_weights_need_no_download(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    loads = []
+    tts = TTS(Settings(models_dir=str(tmp_path), device="cpu"), on_load=lambda job, src: loads.append(src))
+    assert "ryan" in tts.speakers() and "vivian" in tts.speakers()
+    assert loads == []
+
+
+def test_released_speaker_list_matches_the_released_configs():
+    import json
+    from pathlib import Path
+
+    from audiobook.tts import RELEASED_SPEAKERS
+
+    configs = Path(__file__).resolve().parents[2] / "shared" / "qwen3-tts-configs"
+    for size in ("1.7B", "0.6B"):
+        config = json.loads((configs / f"{size}-CustomVoice.config.json").read_text())
+        assert sorted(config["talker_config"]["spk_id"]) == list(RELEASED_SPEAKERS)
