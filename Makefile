@@ -1,5 +1,5 @@
 # Two commands: `make run` (set up and launch the app) and `make test` (set up and run every test).
-PYTHON ?= python3
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
