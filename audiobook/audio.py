@@ -120,7 +120,7 @@ def safe_filename(name: str, max_bytes: int = 150) -> str:
     cleaned = " ".join(cleaned.split()).strip(" .")
     encoded = cleaned.encode("utf-8")[:max_bytes]
     cleaned = encoded.decode("utf-8", errors="ignore").rstrip(" .")
-    if cleaned.split(".")[0].upper() in _WINDOWS_RESERVED:
+    if cleaned.split(".")[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
         cleaned = f"_{cleaned}"
     return cleaned or "untitled"
 
@@ -635,7 +635,7 @@ def _encode_book(book, used, gaps, marks, total, outputs, cover, cover_ext, out_
 
 def _pipe_chapters(args: list[str], used, gaps, total: int, name: str, progress) -> None:
     with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty ffmpeg never blocks
-        enc = subprocess.Popen([_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
+        enc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
         done = 0
         try:
@@ -666,7 +666,7 @@ def _decode(ca: ChapterAudio) -> Iterator[bytes]:
     if not ca.path.is_file():
         raise AudiobookError(f"The file of chapter {ca.number} is gone ({ca.path.name}); assemble the chapter again.")
     dec = subprocess.Popen(
-        [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(ca.path),
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(ca.path),
          "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
@@ -723,14 +723,18 @@ def _usable_cover(data: bytes | None) -> tuple[bytes | None, str, str | None]:
 # ---- ffmpeg and files ----------------------------------------------------------------------
 
 
-def _ffmpeg_exe() -> str:
-    import imageio_ffmpeg
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary shipped with imageio-ffmpeg (no system ffmpeg is needed)."""
+    try:
+        import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as e:  # pragma: no cover - a broken install
+        raise AudiobookError(f"The ffmpeg program that reads and writes audio is missing ({e}); reinstall imageio-ffmpeg.") from None
 
 
 def _run_ffmpeg(args: list[str], name: str) -> None:
-    proc = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if proc.returncode != 0:
         raise _ffmpeg_failure(name, proc.stderr.decode("utf-8", "replace"), proc.returncode)

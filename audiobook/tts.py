@@ -167,11 +167,12 @@ class Narrator:
         d = {"kind": self.kind, "speaker": self.speaker.lower(), "instruct": self.instruct,
              "ref_text": self.ref_text, "x_vector_only": self.x_vector_only}
         if self.ref_audio:
-            d["ref_audio_sha1"] = _file_sha1(self.ref_audio)
+            d["ref_audio_sha1"] = file_sha1(self.ref_audio)
         return d
 
 
-def _file_sha1(path: str) -> str:
+def file_sha1(path: str | os.PathLike) -> str:
+    """Hex SHA-1 of a file's bytes, read in blocks (reference clips are hashed for cache keys)."""
     import hashlib
 
     h = hashlib.sha1()

@@ -30,7 +30,7 @@ import numpy as np
 from . import audio
 from .errors import AudiobookError
 from .settings import atomic_write_text
-from .tts import CLONE, DESIGN, PRESET, TTS, GenerationOptions, Narrator, checkpoint_name, resolve_checkpoint
+from .tts import CLONE, DESIGN, PRESET, TTS, GenerationOptions, Narrator, checkpoint_name, file_sha1, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,6 @@ FRAME_S = 0.02
 EDGE_MARGIN_S = 0.1
 
 MAX_NAME_CHARS = 80
-_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-_FORBIDDEN = set('<>:"/\\|?*')
 
 # Zip import limits: a voice is a small json and a clip of seconds.
 MAX_ZIP_MEMBERS = 16
@@ -182,11 +180,8 @@ def voice_slug(name: str) -> str:
     (no hidden folders, no ``..``); reserved device names such as ``CON`` get a leading ``_``.
     """
     text = clean_name(name)
-    slug = "".join("_" if c in _FORBIDDEN else c for c in text).strip(" .")
-    slug = slug.encode("utf-8")[:120].decode("utf-8", errors="ignore").rstrip(" .")
-    if slug.split(".")[0].rstrip(" ").upper() in _RESERVED:
-        slug = f"_{slug}"
-    if not slug or not any(c.isalnum() for c in slug):
+    slug = audio.safe_filename(text, max_bytes=120)
+    if not any(c.isalnum() for c in slug):
         raise AudiobookError(f"The voice name '{text}' needs at least one letter or digit.")
     return slug
 
@@ -209,16 +204,6 @@ class Clip:
     @property
     def duration_s(self) -> float:
         return len(self.wav) / SAMPLE_RATE
-
-
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary shipped with imageio-ffmpeg (there is no system ffmpeg)."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as e:  # pragma: no cover - a broken install
-        raise AudiobookError(f"The ffmpeg program that reads audio files is missing ({e}); reinstall imageio-ffmpeg.") from None
 
 
 def _looks_like_audio_container(head: bytes) -> bool:
@@ -246,7 +231,7 @@ def load_clip(path: str | os.PathLike) -> np.ndarray:
         raise AudiobookError(f"The clip {name} could not be read ({e.strerror or e}).") from None
     if not head:
         raise AudiobookError(f"The clip {name} is empty; it is not an audio file.")
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-t", str(MAX_DECODE_S), "-i", str(p),
+    cmd = [audio.ffmpeg_exe(), "-nostdin", "-v", "error", "-t", str(MAX_DECODE_S), "-i", str(p),
            "-vn", "-map", "0:a:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0 or not proc.stdout:
@@ -709,7 +694,7 @@ def prompt_key(narrator: Narrator, source: str) -> dict[str, Any]:
     """What a cached clone prompt depends on: the clip's bytes, its text, the mode and the checkpoint."""
     return {
         "format": PROMPT_FORMAT,
-        "reference_sha1": _sha1_bytes(Path(narrator.ref_audio).read_bytes()),
+        "reference_sha1": file_sha1(narrator.ref_audio),
         "text_sha1": _sha1_bytes(narrator.ref_text.encode("utf-8")),
         "x_vector_only": bool(narrator.x_vector_only),
         "checkpoint": source,

@@ -21,7 +21,7 @@ from audiobook.audio import (
     TRIM_MARGIN_MS,
     LoudnessMeter,
     Pauses,
-    _ffmpeg_exe,
+    ffmpeg_exe,
     assemble_book,
     assemble_chapter,
     chapter_filename,
@@ -70,7 +70,7 @@ def png_bytes() -> bytes:
 
 def decode(path: Path) -> np.ndarray:
     """Any audio file as mono float32 at SR, through ffmpeg."""
-    raw = subprocess.run([_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(SR), "-"],
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(SR), "-"],
                          check=True, capture_output=True).stdout
     return np.frombuffer(raw, dtype="<f4")
 
@@ -160,7 +160,7 @@ def test_chapter_formats_and_safe_names(tmp_path, fmt):
 def test_safe_filename_edge_cases():
     assert safe_filename("a/b:c") == "a_b_c"
     assert safe_filename("  ..  ") == "untitled"
-    assert safe_filename("CON") == "_CON"
+    assert safe_filename("CON") == "_CON" and safe_filename("CON .txt") == "_CON .txt"
     assert chapter_filename(3, "  ", "wav") == "03 - Chapter 3.wav"
     long = safe_filename("😀" * 100)
     assert len(long.encode("utf-8")) <= 150 and set(long) == {"😀"}

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 import backend as backend_module
-from audiobook import voices
+from audiobook import audio, voices
 from audiobook.errors import AudiobookError
 from audiobook.settings import SETTINGS_FILE
 from audiobook.tts import CLONE, DESIGN, PRESET, GenerationOptions
@@ -49,7 +49,7 @@ def write(path: Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run([voices.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args], check=True)
+    subprocess.run([audio.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
 @pytest.fixture(scope="module")
