@@ -258,11 +258,6 @@ def write_chunk_audio(book_dir: str | os.PathLike, chunk: str, wav: np.ndarray, 
     return rel
 
 
-def read_chunk_audio(book_dir: str | os.PathLike, state: ChunkState) -> np.ndarray:
-    wav, _ = sf.read(str(Path(book_dir) / state.file), dtype="float32", always_2d=False)
-    return wav if wav.ndim == 1 else wav.mean(axis=1)
-
-
 def _file_duration(path: Path) -> float | None:
     """Seconds of audio in a chunk file, or None when it is missing or unreadable."""
     try:

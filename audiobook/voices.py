@@ -29,7 +29,7 @@ import numpy as np
 
 from . import audio
 from .errors import AudiobookError
-from .settings import atomic_write_text
+from .settings import atomic_write_bytes, atomic_write_text
 from .tts import CLONE, DESIGN, PRESET, TTS, GenerationOptions, Narrator, checkpoint_name, file_sha1, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -744,14 +744,12 @@ def save_clone_prompt(path: Path, key: dict[str, Any], prompt) -> None:
         "icl_mode": bool(prompt.icl_mode),
         "ref_text": prompt.ref_text,
     }
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    buf = io.BytesIO()
+    torch.save(data, buf)
     try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as e:
         log.warning("Could not cache the clone prompt at %s: %s", path, e)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def clone_prompt_for(tts: TTS, narrator: Narrator):
