@@ -327,7 +327,8 @@ def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: 
             raise AudiobookError(f"There is no chapter {n}; this book has chapters 1 to {len(book.chapters)}.")
     redo = set(options.redo_chunks)
     redo |= {mf.chunk_id(c.text, digest) for c in chunks if c.chapter + 1 in options.redo_chapters}
-    meta = {"title": book.title, "author": book.author, "language": book.language}
+    # Everything the book's tags come from, so a changed tag re-writes the m4b.
+    meta = {"title": book.title, "author": book.author, "language": book.language, "year": book.year, "genre": book.genre}
     return mf.plan_manifest(meta, [c.title for c in book.chapters], chunks, key, out_dir, previous, redo)
 
 
