@@ -163,7 +163,7 @@ def check_settings(current: Settings, values: dict[str, Any]) -> dict[str, str]:
     """Validate each changed value on its own; return {name: error sentence} for the bad ones."""
     errors: dict[str, str] = {}
     for name, value in values.items():
-        if isinstance(value, str) and _setting_kind(name) in (int, float):
+        if isinstance(value, str) and Settings.kind(name) in (int, float):
             errors[name] = f"{label_for(name)} must be a number."
             continue
         if value is None:
@@ -176,14 +176,9 @@ def check_settings(current: Settings, values: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
-def _setting_kind(name: str) -> type:
-    f = next(f for f in fields(Settings) if f.name == name)
-    return {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type), type(f.default))
-
-
 def save_settings(backend: Backend, values: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """Save the page's settings; returns (message, {name: error}). Nothing is written on errors."""
-    override = getattr(backend, "_models_dir_override", None)
+    override = backend.models_dir_override
     if override and values.get("models_dir") == override:  # the --models-dir value is for this run only
         values = {k: v for k, v in values.items() if k != "models_dir"}
     errors = check_settings(backend.settings, values)
@@ -454,7 +449,7 @@ def _setting_control(name: str, value: Any) -> gr.components.Component:
                          info="Chunks sent to the model at once. If you run out of GPU memory, lower this.")
     if name == "attention_mode":
         return gr.Dropdown(attention_choices(), value=value, label=label, info=help_text, elem_id=elem_id)
-    kind = _setting_kind(name)
+    kind = Settings.kind(name)
     if kind is bool:
         return gr.Checkbox(value=value, label=label, info=help_text, elem_id=elem_id)
     if "choices" in f.metadata:

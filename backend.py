@@ -64,15 +64,21 @@ class Backend:
         on_disk = load_settings(self.settings_path) if self.settings_path.exists() else Settings()
         new = on_disk.updated(**changes)
         save_settings(new, self.settings_path)
-        self._apply(self._with_overrides(new))
+        self.apply_settings(self._with_overrides(new))
         return new
 
     def reset_settings(self) -> Settings:
         save_settings(Settings(), self.settings_path)
-        self._apply(self._with_overrides(Settings()))
+        self.apply_settings(self._with_overrides(Settings()))
         return self.settings
 
-    def _apply(self, new: Settings) -> None:
+    @property
+    def models_dir_override(self) -> str | None:
+        """The ``--models-dir`` of this process: used instead of the setting, never saved."""
+        return self._models_dir_override
+
+    def apply_settings(self, new: Settings) -> None:
+        """Use ``new`` in this process without saving it (unloads the model when device, dtype or attention change)."""
         reload_keys = ("device", "dtype", "attention_mode")
         if any(getattr(new, k) != getattr(self.settings, k) for k in reload_keys):
             self.tts.unload()
@@ -396,7 +402,7 @@ def _tqdm_progress(total_hint: int = 0):
 def cmd_render(args) -> int:
     backend = Backend(models_dir=args.models_dir)
     if args.batch_size:
-        backend._apply(backend.settings.updated(batch_size=args.batch_size))
+        backend.apply_settings(backend.settings.updated(batch_size=args.batch_size))
     book = backend.load_book(args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
     bar, report = _tqdm_progress()
@@ -503,7 +509,7 @@ def cmd_selftest(args) -> int:
         book_path = tmp / "sample.txt"
         book_path.write_text(SAMPLE_BOOK, encoding="utf-8")
         backend = Backend(root=tmp, settings_path=tmp / SETTINGS_FILE, models_dir=str(tmp / "models"))
-        backend._apply(backend.settings.updated(device="cpu", max_new_tokens=256, batch_size=5))
+        backend.apply_settings(backend.settings.updated(device="cpu", max_new_tokens=256, batch_size=5))
         narrator = _narrator_from_args(argparse.Namespace(speaker=None), backend)
         book = backend.load_book(book_path)
         result = backend.render(book, narrator, out_dir=tmp / "out", on_progress=lambda p: print(p.message) if p.message else None)

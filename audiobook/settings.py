@@ -136,6 +136,14 @@ class Settings:
         raise KeyError(name)
 
     @staticmethod
+    def kind(name: str) -> type:
+        """The Python type of a setting's value: int, float, bool or str."""
+        for f in fields(Settings):
+            if f.name == name:
+                return _kind(f)
+        raise KeyError(name)
+
+    @staticmethod
     def limits(name: str) -> tuple | None:
         for f in fields(Settings):
             if f.name == name:

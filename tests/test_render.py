@@ -353,7 +353,7 @@ def backend_for(root, models_dir, **kw):
     from backend import Backend
 
     b = Backend(root=root, settings_path=root / "user_settings.json", models_dir=str(models_dir))
-    b._apply(b.settings.updated(**{**dict(device="cpu", max_new_tokens=64, batch_size=3, chunk_chars=60,
+    b.apply_settings(b.settings.updated(**{**dict(device="cpu", max_new_tokens=64, batch_size=3, chunk_chars=60,
                                            make_m4b=False, duration_outlier_factor=20.0, runaway_margin_s=0.0), **kw}))
     return b
 
@@ -441,7 +441,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from audiobook.books import load_book
     from audiobook.tts import Narrator
     be = Backend(root={tmp!r}, settings_path={tmp!r} + "/user_settings.json", models_dir={models!r})
-    be._apply(be.settings.updated(device="cpu", max_new_tokens=64, batch_size=2, chunk_chars=60,
+    be.apply_settings(be.settings.updated(device="cpu", max_new_tokens=64, batch_size=2, chunk_chars=60,
                                   make_m4b=False, duration_outlier_factor=20.0, runaway_margin_s=0.0))
     real = be.tts.narrate
     def slow(*a, **k):

@@ -104,7 +104,7 @@ def shared_backend(models_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
     b = backend_module.Backend(root=root, settings_path=root / SETTINGS_FILE, models_dir=str(models_dir))
     # small and plain: the voice, not the render loop, is under test here
-    b._apply(b.settings.updated(device="cpu", max_new_tokens=128, batch_size=5, max_retries=0, make_m4b=False))
+    b.apply_settings(b.settings.updated(device="cpu", max_new_tokens=128, batch_size=5, max_retries=0, make_m4b=False))
     return b
 
 
@@ -112,7 +112,7 @@ def shared_backend(models_dir, tmp_path_factory):
 def bk(shared_backend, tmp_path):
     """The shared backend with an empty voice library and the 1.7B models."""
     b = shared_backend
-    b._apply(b.settings.updated(voices_dir=str(tmp_path / "voices"), model_size="1.7B"))
+    b.apply_settings(b.settings.updated(voices_dir=str(tmp_path / "voices"), model_size="1.7B"))
     b.spy = Spy(b.tts)
     yield b
     b.tts.on_load = None
@@ -300,7 +300,7 @@ def test_clone_prompt_cache_is_reused_and_rebuilt_when_the_reference_changes(bk,
     bk.clone_prompt_for(bk.narrator_for("Keeper"))
     assert len(bk.spy.prompts) == 4
 
-    bk._apply(bk.settings.updated(model_size="0.6B"))  # another size has its own cache
+    bk.apply_settings(bk.settings.updated(model_size="0.6B"))  # another size has its own cache
     bk.clone_prompt_for(bk.narrator_for("Keeper"))
     assert (voice.folder / "clone_prompt-0.6B.pt").is_file() and len(bk.spy.prompts) == 5
 
@@ -328,7 +328,7 @@ def test_preset_with_and_without_instruct(bk, book, tmp_path):
     bk.render(book, "Solemn", out_dir=tmp_path / "out")
     assert set(bk.spy.jobs()) <= {PRESET} and not bk.spy.prompts
 
-    bk._apply(bk.settings.updated(model_size="0.6B"))
+    bk.apply_settings(bk.settings.updated(model_size="0.6B"))
     assert not bk.supports_instruct()
     with pytest.raises(AudiobookError, match="0.6B built-in speakers cannot follow a style instruction"):
         bk.preview_preset(speakers[0], "whispering")
