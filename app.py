@@ -90,15 +90,6 @@ CSS = """
 # ---- small formatting helpers -------------------------------------------------------------
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Read a field from a dataclass-like object or a dict."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
 def label_for(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
 

@@ -72,20 +72,6 @@ class Pauses:
         return self.chunk_ms
 
 
-def silence(ms: int, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """``ms`` milliseconds of digital silence as float32."""
-    return np.zeros(_samples(ms, sr), dtype=np.float32)
-
-
-def join_chunks(chunks, wavs: list[np.ndarray], pauses: Pauses, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """One chapter's audio in memory: each chunk's wav followed by its pause (for short previews)."""
-    parts: list[np.ndarray] = []
-    for chunk, wav in zip(chunks, wavs):
-        parts.append(np.asarray(wav, dtype=np.float32).reshape(-1))
-        parts.append(silence(pauses.after(chunk), sr))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-
-
 # ---- small files ------------------------------------------------------------------------
 
 
@@ -484,21 +470,6 @@ def _k_weighting(sr: int) -> list[tuple[np.ndarray, np.ndarray]]:
     a0 = 1 + k / q + k * k
     highpass = (np.array([1.0, -2.0, 1.0]), np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]))
     return [shelf, highpass]
-
-
-def measure_loudness(path: str | os.PathLike) -> tuple[float, float]:
-    """(integrated LUFS, true peak dBTP) of a sound file, read in blocks."""
-    meter = None
-    try:
-        for block in sf.blocks(str(path), blocksize=BLOCK_SAMPLES, dtype="float32", always_2d=True):
-            if meter is None:
-                meter = LoudnessMeter(sf.info(str(path)).samplerate)
-            meter.add(block.mean(axis=1))
-    except (RuntimeError, sf.LibsndfileError) as e:
-        raise AudiobookError(f"Cannot read {Path(path).name}: {e}.") from None
-    if meter is None:
-        return float("-inf"), float("-inf")
-    return meter.integrated(), meter.true_peak_db()
 
 
 # ---- subtitles ------------------------------------------------------------------------------

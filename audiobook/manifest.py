@@ -139,9 +139,6 @@ class Manifest:
     def chapter_ids(self, chapter: int) -> list[str]:
         return [r.id for r in self.chapters[chapter].chunks]
 
-    def chapter_complete(self, chapter: int) -> bool:
-        return all(self.chunks[i].kept for i in self.chapter_ids(chapter))
-
     def chapter_has_failed(self, chapter: int) -> bool:
         return any(self.chunks[i].status == FAILED for i in self.chapter_ids(chapter))
 

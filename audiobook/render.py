@@ -123,10 +123,6 @@ class RenderResult:
     def complete(self) -> bool:
         return not self.stopped and not self.failed and not self.skipped_chapters
 
-    @property
-    def manifest_file(self) -> Path:
-        return mf.manifest_path(self.out_dir)
-
 
 @dataclass
 class RenderState:

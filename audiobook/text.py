@@ -337,7 +337,7 @@ def numbers_to_words(text: str, language: str = "en") -> str:
             return f"{cardinal(m.group(1))} {one if value == 1 else many}{unit}"
 
         text = re.sub(rf"{start}({number})\s?°(?:\s?([CF])(?!\w))?", degrees, text)
-    text = re.sub(rf"(?<![\w.,\-])-(?=\d)", "minus ", text) if en else text
+    text = re.sub(r"(?<![\w.,\-])-(?=\d)", "minus ", text) if en else text
     return re.sub(rf"{start}({number}){end}", lambda m: cardinal(m.group(1)), text)
 
 

@@ -583,12 +583,6 @@ class VoiceLibrary:
         voice = self.get(name)
         shutil.rmtree(voice.folder)
 
-    def update_notes(self, name: str, notes: str) -> Voice:
-        voice = self.get(name)
-        record = replace(voice, notes=str(notes), folder=None)
-        atomic_write_text(voice.folder / VOICE_FILE, json.dumps(record.to_dict(), ensure_ascii=False, indent=2) + "\n")
-        return self._read(voice.folder)
-
     # ---- sharing -------------------------------------------------------------------------
 
     def export_zip(self, name: str, dest: str | os.PathLike | None = None) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiobook.tiny import LANGUAGES, MODEL_NAMES, SPEAKERS, build_tiny_models, count_parameters
+from audiobook.tiny import MODEL_NAMES, SPEAKERS, build_tiny_models, count_parameters
 
 SR = 24000
 FRAME = 1920  # samples per 12.5 Hz codec frame
