@@ -371,6 +371,7 @@ def test_disk_full_mid_write_removes_the_partial_file(tmp_path, step):
     assert (out / "keep.txt").read_text() == "user file"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc (Linux)")
 def test_two_hour_book_assembles_in_flat_memory(tmp_path):
     """Two hours of audio (4 chapters of 6 five-minute chunks); peak memory must stay under 500 MB."""

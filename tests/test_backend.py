@@ -8,7 +8,9 @@ import pytest
 import soundfile as sf
 
 import backend
+from audiobook.audio import Pauses, read_wav, trim_silence
 from audiobook.errors import AudiobookError
+from audiobook.manifest import load_manifest
 from audiobook.tts import PRESET, Narrator
 
 ROOT = Path(backend.__file__).resolve().parent
@@ -54,11 +56,28 @@ def test_render_two_chapter_txt(tiny_backend, tmp_path):
     for path in result.chapter_files:
         info = sf.info(str(path))
         assert info.samplerate == 24000 and info.frames > 0
-    # Every chapter lasts exactly its chunks plus the pauses between them (from the manifest).
-    from audiobook.manifest import load_manifest
-
+    # Every chapter lasts exactly its chunks (each trimmed to its margins of silence) plus the
+    # pauses between them, chunk by chunk from the manifest.
     manifest = load_manifest(result.out_dir)
     assert manifest is not None and manifest.count("done") == result.chunks
+    pauses = Pauses.from_settings(tiny_backend.settings)
+    assert len(manifest.chapters) == len(result.chapter_files)
+    for plan, path in zip(manifest.chapters, result.chapter_files):
+        expected = pause_s = chunks_s = 0
+        tail = None
+        for ref in plan.chunks:
+            state = manifest.chunks[ref.id]
+            wav, _ = read_wav(result.out_dir / state.file)
+            chunks_s += state.duration_s
+            speech, head, trailing = trim_silence(wav)
+            if tail is not None:  # the silence between two takes is the pause, or the margins if longer
+                expected += max(0, round(pause * 24000) - tail - head)
+                pause_s += pause
+            expected += len(speech)
+            tail, pause = trailing, pauses.after(ref) / 1000
+        frames = sf.info(str(path)).frames
+        assert frames == expected, (path.name, frames, expected)
+        assert pause_s * 24000 <= frames <= (chunks_s + pause_s) * 24000
 
 
 def test_cli_render_with_speaker(tmp_path, tiny_models_dir):

@@ -188,7 +188,8 @@ def test_book_tab_shows_chapters_and_edits_them(browser, server, tmp_path):
     wait_for_text(page.locator("#book-chapters"), "The Market")
     page.locator("#book-numbers textarea").fill("2, 1")
     page.locator("#book-reorder").click()
-    wait_for_text(page.locator("#book-chapter"), "")
+    # The chapter table lists the new order: The Market first, then The Harbour.
+    wait_for_text(page.locator("#book-chapters"), r"The Market[\s\S]*The Harbour")
     page.locator("#book-save").click()
     page.locator("#book-saved a").first.wait_for()
     saved = next((server.root / "output" / "books").glob("*.json")).read_text(encoding="utf-8")

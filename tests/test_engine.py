@@ -109,6 +109,7 @@ def test_greedy_codes_identical_to_qwen_tts(tts, ref_wav, varied_eos, job):
     checkpoint, speak = _job_call(tts, job, ref_wav)
     varied_eos(checkpoint)
     expected = _codes(tts, checkpoint, speak, TEXTS, "qwen_tts", len(TEXTS))
+    assert len(expected) == len(TEXTS)
     lengths = sorted(c.shape[0] for c in expected)
     assert lengths[0] < lengths[-1], "the workload must stop at different lengths to test slot refill"
     for batch_size in (1, 3, 5):
@@ -126,6 +127,7 @@ def test_qwen_tts_static_batches_match_too(tts, ref_wav, varied_eos):
     whole = _codes(tts, checkpoint, speak, TEXTS, "qwen_tts", 5)
     for batch_size in (1, 3):
         parts = _codes(tts, checkpoint, speak, TEXTS, "qwen_tts", batch_size)
+        assert len(whole) == len(parts) == len(TEXTS), (len(whole), len(parts))
         assert all(torch.equal(a, b) for a, b in zip(whole, parts))
 
 
@@ -150,6 +152,7 @@ def test_sampling_is_seeded_and_reproducible(tts):
     tts.settings = tts.settings.updated(engine="fast", batch_size=2)
     a = tts.preset(TEXTS[:3], "ryan", "", "en", opts)
     b = tts.preset(TEXTS[:3], "ryan", "", "en", opts)
+    assert len(a) == len(b) == 3
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -210,7 +213,7 @@ def test_streaming_text_prompts_match_too(tts, ref_wav, varied_eos):
         with _recording(model) as seen:
             FastEngine(model.model, slots=2).generate_wavs(call) if name == "fast" else call()
         got[name] = seen
-    assert len(got["fast"]) == 4 and len({c.shape[0] for c in got["qwen_tts"]}) > 1
+    assert len(got["fast"]) == len(got["qwen_tts"]) == 4 and len({c.shape[0] for c in got["qwen_tts"]}) > 1
     assert all(torch.equal(a, b) for a, b in zip(got["qwen_tts"], got["fast"]))
 
 

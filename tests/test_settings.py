@@ -1,11 +1,16 @@
 """Settings: defaults, validation with clear errors, atomic save, never silently overwritten."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from audiobook.errors import AudiobookError
 from audiobook.settings import Settings, load_settings, save_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_match_the_design():
@@ -73,7 +78,7 @@ def test_bad_value_in_file_names_file_and_key(tmp_path):
         load_settings(path)
 
 
-def test_save_is_atomic_and_refuses_invalid(tmp_path):
+def test_save_refuses_invalid_and_writes_nothing(tmp_path):
     path = tmp_path / "user_settings.json"
     save_settings(Settings(), path)
     before = path.read_text()
@@ -83,3 +88,34 @@ def test_save_is_atomic_and_refuses_invalid(tmp_path):
         save_settings(bad, path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["user_settings.json"]  # no temp files left
+
+
+# A child process whose file-size limit is smaller than the settings file: the write of the
+# temporary file fails half-way (EFBIG), as it would on a full disk.
+_FAILING_WRITE = """
+import json, resource, signal, sys
+from pathlib import Path
+from audiobook.settings import Settings, save_settings
+path = Path(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+try:
+    save_settings(Settings().updated(batch_size=17), path)
+except Exception as e:
+    print("failed:", type(e).__name__, e)
+else:
+    print("saved")
+"""
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "user_settings.json"
+    save_settings(Settings().updated(batch_size=3), path)
+    before = path.read_bytes()
+    assert len(before) > 64  # larger than the child's limit: its write must stop part-way
+    done = subprocess.run([sys.executable, "-c", _FAILING_WRITE, str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("failed:"), done.stdout + done.stderr
+    assert path.read_bytes() == before
+    assert load_settings(path).batch_size == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["user_settings.json"]  # the half-written temp file is gone

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import time
 
 import numpy as np
 import pytest
@@ -99,18 +98,18 @@ def test_builds_all_five_complete_folders(tiny_models_dir):
         assert count_parameters(folder) < 10_000_000
 
 
-def test_build_takes_seconds_and_rerun_is_cheap(tiny_models_dir, tmp_path):
-    # tiny_models_dir has already paid for the imports.
-    start = time.perf_counter()
+def test_rerun_keeps_a_complete_build(tmp_path):
+    """A second build over complete folders writes nothing (how long each takes: bench/quick.py)."""
     paths = build_tiny_models(tmp_path)
-    took = time.perf_counter() - start
-    assert took < 10, f"building five took {took:.1f} s"
     assert set(paths) == set(MODEL_NAMES)
-    before = {n: (p / "model.safetensors").stat().st_mtime_ns for n, p in paths.items()}
-    start = time.perf_counter()
-    build_tiny_models(tmp_path)
-    assert time.perf_counter() - start < 0.5
-    assert before == {n: (p / "model.safetensors").stat().st_mtime_ns for n, p in paths.items()}
+
+    def snapshot():
+        return {f: f.stat().st_mtime_ns for p in paths.values() for f in p.rglob("*") if f.is_file()}
+
+    before = snapshot()
+    assert len(before) >= 5 * 3
+    assert build_tiny_models(tmp_path) == paths
+    assert snapshot() == before
 
 
 def test_incomplete_or_different_folder_is_rebuilt(tmp_path):
@@ -279,18 +278,17 @@ def test_runaway_models_never_stop(tmp_path):
     assert all(rms(w) > 1e-3 for w in wavs)
 
 
-def test_batch_of_five_is_quick(tiny_models_dir):
+def test_batch_of_five_clones_in_one_call(tiny_models_dir):
+    """Five texts in one x-vector clone call give five takes of whole frames, none past the cap."""
     model = load(tiny_models_dir / "Qwen3-TTS-12Hz-0.6B-Base")
     prompt = model.create_voice_clone_prompt(ref_audio=(ref_clip(1.0), SR), x_vector_only_mode=True)
     torch.manual_seed(0)
-    # CPU time, not wall time: the machine is shared. Alone it is well under 1 s.
-    start = time.process_time()
-    wavs, _ = model.generate_voice_clone(
+    wavs, sr = model.generate_voice_clone(
         text=TEXTS, language="English", voice_clone_prompt=prompt, max_new_tokens=25
     )
-    took = time.process_time() - start
-    assert len(wavs) == 5
-    assert took < 5, f"batch of five took {took:.2f} s of CPU"
+    assert sr == SR and len(wavs) == 5
+    assert all(len(w) % FRAME == 0 and 0 < len(w) // FRAME < 25 for w in wavs), [len(w) for w in wavs]
+    assert all(np.isfinite(w).all() and rms(w) > 1e-3 for w in wavs)
 
 
 def test_medium_size_loads_and_speaks(tmp_path):
