@@ -151,6 +151,37 @@ def _choose(logits: torch.Tensor, sample: bool, temperature: float, top_k: int, 
     return (probs / race).argmax(-1)
 
 
+class _Forced:
+    """Teacher forcing for one step: the codes fed instead of the picks, and the picks themselves."""
+
+    def __init__(self, codes: torch.Tensor, next_tok: torch.Tensor):
+        self.codes = codes  # [S, 15] code-predictor codes of the frame
+        self.next_tok = next_tok  # [S] the next frame's first code
+        self.first_picks: torch.Tensor | None = None
+        self.group_picks: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely the fast engine follows qwen_tts's own ``generate`` on the same greedy call.
+
+    Teacher-forced: qwen_tts's codes are fed through the engine frame by frame, and at
+    every frame the engine's own greedy pick and its logits are compared with qwen_tts's.
+    This is the measure that holds in bf16, where a different batch shape picks different
+    kernels and free-running greedy codes part after a near-tie even inside qwen_tts.
+    Free-running: the engine generates on its own and its codes are compared as they are.
+    """
+
+    items: int
+    frames: int  # first-codebook decisions compared (every frame, and the stop frame where qwen_tts stopped)
+    top1_agreement: float  # share of all picks (first codebook and the 15 code-predictor groups) equal to qwen_tts's
+    first_code_agreement: float  # share of the first-codebook picks equal to qwen_tts's
+    max_logit_diff: float  # largest |engine - qwen_tts| first-codebook logit over those frames
+    reference_frames: tuple[int, ...]  # frames qwen_tts produced per item
+    equal_frames: tuple[int, ...]  # free-running: leading frames where the engine's codes equal qwen_tts's
+    codes_equal: bool  # free-running: every item's codes identical to qwen_tts's
+
+
 class _State:
     """Device tensors of one decoding run: slots, KV caches, per-slot counters."""
 
@@ -178,6 +209,7 @@ class _State:
         self.trail = torch.zeros(slots, trail_cap, e.hidden, device=dev, dtype=dt)
         self.trail_len = torch.zeros(slots, dtype=torch.long, device=dev)
         self.frame = torch.zeros(slots, CODE_GROUPS, dtype=torch.long, device=dev)  # output of a step
+        self.logits = torch.zeros(slots, e.vocab, device=dev)  # the talker's raw first-codebook logits of a step
         self.suppress = torch.zeros(e.vocab, dtype=torch.bool, device=dev)  # codec ids never sampled
         self.sampling: Sampling | None = None
         self.graphs: dict[int, Any] = {}
@@ -340,6 +372,61 @@ class FastEngine:
                 owner, pos, frames = [owner[i] for i in live], [pos[i] for i in live], [frames[i] for i in live]
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def _teacher_forced(self, prompts: list[Prompt], s: Sampling, refs: list[torch.Tensor]):
+        """Feed each item's reference codes ``[T, 16]`` through the engine.
+
+        Returns per item: the raw first-codebook logits of frames ``0..T`` ``[T+1, V]``, the
+        engine's own greedy first-codebook picks there ``[T+1]``, and its code-predictor picks
+        ``[T, 15]`` given the reference's earlier groups.
+        """
+        st = self._prepare(prompts, s)
+        n = len(prompts)
+        assert st.slots == n, "teacher forcing needs one slot per item"
+        lengths = [r.shape[0] for r in refs]
+        logits: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        firsts: list[list[int]] = [[] for _ in range(n)]
+        groups: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        pos = [0] * n
+
+        def park(slot: int) -> None:
+            st.active[slot] = 0
+            st.pos[slot] = 0
+
+        for i, prompt in enumerate(prompts):
+            firsts[i].append(self._prefill(st, i, prompt, s))
+            logits[i].append(st.logits[i].clone())
+            pos[i] = prompt.embeds.shape[0]
+            if lengths[i] == 0:
+                park(i)
+                continue
+            st.tok[i] = refs[i][0, 0]
+            st.seen[i] = False
+            st.seen[i, refs[i][0, 0]] = True
+        for t in range(max(lengths, default=0)):
+            live = [i for i in range(n) if t < lengths[i]]
+            need = max(pos[i] for i in live) + 1
+            if need > st.capacity:
+                st.grow(min(self._capacity_for(prompts, s), max(need, 2 * st.capacity)))
+            codes = torch.zeros(n, CODE_GROUPS - 1, dtype=torch.long, device=self.device)
+            next_tok = torch.zeros(n, dtype=torch.long, device=self.device)
+            for i in live:
+                codes[i] = refs[i][t, 1:]
+                next_tok[i] = refs[i][t + 1, 0] if t + 1 < lengths[i] else s.eos_id
+            force = _Forced(codes, next_tok)
+            self._step_eager(st, need, s, force)
+            picks = force.first_picks.tolist()
+            for i in live:
+                logits[i].append(st.logits[i].clone())
+                firsts[i].append(picks[i])
+                groups[i].append(force.group_picks[i].clone())
+                pos[i] += 1
+                if t + 1 == lengths[i]:
+                    park(i)
+        empty = torch.zeros(0, CODE_GROUPS - 1, dtype=torch.long, device=self.device)
+        return [(torch.stack(logits[i]), torch.tensor(firsts[i]), torch.stack(groups[i]) if groups[i] else empty)
+                for i in range(n)]
+
     # ---- setup --------------------------------------------------------------------------
 
     def _capacity_for(self, prompts: list[Prompt], s: Sampling) -> int:
@@ -382,6 +469,7 @@ class FastEngine:
             v[slot, :, :length] = values[0]
         hidden = out.last_hidden_state[0, -1]
         logits = self.talker.codec_head(hidden).float()[None]
+        st.logits[slot] = logits[0]
         seen = torch.zeros(1, self.vocab, dtype=torch.bool, device=self.device)
         tok = self._pick_first(logits, seen, torch.zeros(1, dtype=torch.long, device=self.device), st.suppress, s)
         st.tok[slot] = tok[0]
@@ -427,19 +515,27 @@ class FastEngine:
         st.restore(saved)
         return graph
 
-    def _step_eager(self, st: _State, kv_len: int, s: Sampling) -> None:
-        """Code predictor for the last first-codebook token, then one talker step, then sampling."""
+    def _step_eager(self, st: _State, kv_len: int, s: Sampling, force: "_Forced | None" = None) -> None:
+        """Code predictor for the last first-codebook token, then one talker step, then sampling.
+
+        ``force`` (teacher forcing, never in a captured graph) feeds given codes instead of
+        the picks and records what the engine would have picked.
+        """
         embed = self.talker.model.codec_embedding
         cp_embed = self.cp.model.codec_embedding
         last = embed(st.tok)  # [S, D]
-        codes = self._predict_codes(st, last, s)
+        codes = self._predict_codes(st, last, s, force)
         # Sum as qwen_tts does: stack the 16 code embeddings and reduce once.
         x = torch.stack([last] + [cp_embed[g](codes[:, g]) for g in range(CODE_GROUPS - 1)], 1).sum(1)
         text = st.trail[st.rows, torch.minimum(st.step, st.trail_len)]
         x = (x + text)[:, None]
         hidden = self._talker_step(st, x, kv_len)
         logits = self.talker.codec_head(hidden).float()
+        st.logits.copy_(logits)
         tok = self._pick_first(logits, st.seen, st.step + 1, st.suppress, s)
+        if force is not None:
+            force.first_picks = tok
+            tok = force.next_tok
         st.frame[:, 0] = st.tok
         st.frame[:, 1:] = codes
         st.seen[st.rows, tok] = True
@@ -460,18 +556,24 @@ class FastEngine:
             logits = logits.masked_fill(suppress, float("-inf"))
         return _choose(logits, s.do_sample, s.temperature, s.top_k, s.top_p)
 
-    def _predict_codes(self, st: _State, last: torch.Tensor, s: Sampling):
+    def _predict_codes(self, st: _State, last: torch.Tensor, s: Sampling, force: "_Forced | None" = None):
         """The code predictor's 15 steps for every slot, with a 16-position scratch cache."""
         cp = self.cp
         x = torch.stack([st.hidden, last], 1)  # [S, 2, D]: qwen_tts's prefill of two positions
-        codes = []
+        codes, picks = [], []
         for g in range(CODE_GROUPS - 1):
             if g > 0:
                 x = cp.model.codec_embedding[g - 1](codes[-1])[:, None]
             start = 0 if g == 0 else g + 1
             h = self._cp_layers(st, cp.small_to_mtp_projection(x), start)
             logits = cp.lm_head[g](h[:, -1]).float()
-            codes.append(_choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p))
+            pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p)
+            if force is not None:
+                picks.append(pick)
+                pick = force.codes[:, g]
+            codes.append(pick)
+        if force is not None:
+            force.group_picks = torch.stack(picks, 1)
         return torch.stack(codes, 1)
 
     def _cp_layers(self, st: _State, x: torch.Tensor, start: int) -> torch.Tensor:
@@ -544,3 +646,76 @@ def _layer_kv(cache, layer: int):
     if hasattr(cache, "layers"):
         return cache.layers[layer].keys, cache.layers[layer].values
     return cache.key_cache[layer], cache.value_cache[layer]  # pragma: no cover - older transformers
+
+
+def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = None) -> Agreement:
+    """Run one greedy qwen_tts wrapper call through qwen_tts's own ``generate`` and judge the engine by it.
+
+    ``qmodel`` is the loaded ``Qwen3TTSForConditionalGeneration`` (``Qwen3TTSModel.model``);
+    ``call`` runs one ``generate_voice_design/clone/custom_voice`` call on its wrapper with
+    ``do_sample=False`` and ``subtalker_dosample=False`` (as ``FastEngine.generate_wavs``
+    takes it; no audio is decoded). ``slots`` is the engine's slot count for the free-running
+    part (default: one per text). qwen_tts generates first (its codes and raw logits are
+    kept); then its codes are fed through the engine (teacher-forced, eager) and the engine
+    also generates on its own (with CUDA graphs where they are on). Returns an ``Agreement``;
+    in float32 expect ``top1_agreement == 1.0`` and ``codes_equal``, in bf16 expect
+    ``top1_agreement`` of 0.99 or more and a ``max_logit_diff`` of the order of the logits' bf16 step.
+    Raises ``ValueError`` when the call samples or never reaches ``generate``.
+    """
+    box: dict[str, Any] = {}
+    talker_generate = qmodel.talker.generate
+
+    def reference_talker_generate(**kw):
+        out = talker_generate(**kw, output_logits=True)
+        box["logits"] = out.logits
+        return out
+
+    def generate(**inputs):
+        with _override(qmodel.talker, "generate", reference_talker_generate):
+            codes, _ = type(qmodel).generate(qmodel, **inputs)
+        box.update(codes=codes, inputs=inputs)
+        raise _Captured  # no audio decoding: the codes are all that is judged
+
+    with _override(qmodel, "generate", generate):
+        try:
+            call()
+        except _Captured:
+            pass
+    if "codes" not in box:
+        raise ValueError("The call never reached qwen_tts's generate.")
+    prompts, s = capture_prompts(qmodel, box["inputs"])
+    if s.do_sample or s.sub_do_sample:
+        raise ValueError("Comparing with qwen_tts needs greedy decoding (do_sample=False, subtalker_dosample=False).")
+    engine_device = qmodel.talker.codec_head.weight.device
+    refs = [c.to(engine_device) for c in box["codes"]]
+    ref_logits = torch.stack([step.float() for step in box["logits"]]).to(engine_device)  # [steps, items, V]
+    forced = FastEngine(qmodel, slots=len(prompts), cuda_graphs=False)._teacher_forced(prompts, s, refs)
+    max_frames = s.max_new_tokens - 1
+    agree_first = agree_groups = frames = groups = 0
+    max_diff = 0.0
+    for i, (ref, (logits, firsts, group_picks)) in enumerate(zip(refs, forced)):
+        n = ref.shape[0]
+        judged = n + 1 if n < max_frames else n  # the stop decision too, where qwen_tts stopped on its own
+        want = torch.cat([ref[:, 0].cpu(), torch.tensor([s.eos_id])])[:judged]
+        agree_first += int((firsts[:judged] == want).sum())
+        frames += judged
+        if judged:
+            max_diff = max(max_diff, float((logits[:judged] - ref_logits[:judged, i]).abs().max()))
+        agree_groups += int((group_picks == ref[:, 1:]).sum())
+        groups += group_picks.numel()
+    free = FastEngine(qmodel, slots=slots or len(prompts)).generate_codes(prompts, s)
+    equal_frames = []
+    for ref, got in zip(refs, free):
+        n = min(ref.shape[0], got.shape[0])
+        differs = (ref[:n] != got[:n]).any(1).nonzero()
+        equal_frames.append(int(differs[0]) if differs.numel() else n)
+    return Agreement(
+        items=len(refs),
+        frames=frames,
+        top1_agreement=(agree_first + agree_groups) / max(1, frames + groups),
+        first_code_agreement=agree_first / max(1, frames),
+        max_logit_diff=max_diff,
+        reference_frames=tuple(r.shape[0] for r in refs),
+        equal_frames=tuple(equal_frames),
+        codes_equal=all(r.shape == g.shape and torch.equal(r, g) for r, g in zip(refs, free)),
+    )

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiobook.engine import FastEngine, Sampling, _choose, capture_prompts
+from audiobook.engine import FastEngine, Sampling, _choose, capture_prompts, compare_with_qwen_tts
 from audiobook.settings import Settings
 from audiobook.tts import TTS, GenerationOptions
 
@@ -226,3 +226,39 @@ def test_fast_wavs_come_back_in_input_order(tts, ref_wav, varied_eos):
         wavs = speak(TEXTS)
     assert [len(w) // 1920 for w in wavs] == [c.shape[0] for c in seen]
     assert len({len(w) for w in wavs}) > 2
+
+
+def _greedy_preset_call(model, texts, max_new=MAX_NEW):
+    return lambda: model.generate_custom_voice(  # noqa: E731
+        text=texts, speaker="ryan", language=["english"] * len(texts), do_sample=False, subtalker_dosample=False,
+        max_new_tokens=max_new, repetition_penalty=1.5)
+
+
+def test_teacher_forced_comparison_agrees_in_float32(tts, varied_eos):
+    """Fed qwen_tts's own codes, the engine picks the same code at every frame and group, with its logits."""
+    model = tts.model("preset")
+    varied_eos("preset")
+    result = compare_with_qwen_tts(model.model, _greedy_preset_call(model, TEXTS[:3]))
+    assert result.items == 3 and result.frames >= sum(result.reference_frames) > 3
+    assert result.top1_agreement == 1.0 and result.first_code_agreement == 1.0
+    assert result.max_logit_diff < 1e-3
+    assert result.codes_equal and result.equal_frames == result.reference_frames
+
+
+def test_teacher_forced_comparison_sees_a_wrong_engine(tts, varied_eos, monkeypatch):
+    """An engine whose talker step is off shows it: large logit differences, picks that disagree."""
+    model = tts.model("preset")
+    varied_eos("preset")
+    step = FastEngine._talker_step
+    monkeypatch.setattr(FastEngine, "_talker_step", lambda self, st, x, kv_len: -step(self, st, x, kv_len))
+    result = compare_with_qwen_tts(model.model, _greedy_preset_call(model, TEXTS[:2]))
+    assert result.max_logit_diff > 0.1
+    assert result.first_code_agreement < 0.5 and not result.codes_equal
+
+
+def test_teacher_forced_comparison_needs_greedy(tts):
+    model = tts.model("preset")
+    call = lambda: model.generate_custom_voice(  # noqa: E731
+        text=TEXTS[:1], speaker="ryan", language=["english"], do_sample=True, max_new_tokens=8)
+    with pytest.raises(ValueError, match="greedy"):
+        compare_with_qwen_tts(model.model, call)
