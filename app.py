@@ -21,8 +21,8 @@ from typing import Any, Callable
 import gradio as gr
 
 from audiobook import books
-from audiobook.audio import safe_filename
-from audiobook.books import Book
+from audiobook.files import safe_filename
+from audiobook.books import BOOK_EXTENSIONS, Book
 from audiobook.errors import AudiobookError
 from audiobook.render import RenderState
 from audiobook.settings import Settings
@@ -34,7 +34,6 @@ log = logging.getLogger("app")
 
 POLL_S = 1.0  # how often the page asks the backend for the render state
 LOG_LINES = 200  # the live log shows the newest lines only
-BOOK_TYPES = [".txt", ".md", ".epub", ".pdf", ".json"]
 SPEAKER_PREFIX, VOICE_PREFIX = "speaker:", "voice:"
 WORDS_PER_MINUTE = 150  # a calm narration pace, for the estimates in the chapter table
 MODE_DESIGN, MODE_CLONE, MODE_PRESET = "Design from a description", "Clone a clip", "Built-in speaker"
@@ -469,7 +468,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         with gr.Tab("Render", id="render"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    render_file = gr.File(label="1. Book file (.txt .md .epub .pdf .json)", file_types=BOOK_TYPES,
+                    render_file = gr.File(label="1. Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
                                           type="filepath", height=110, elem_id="render-book-file")
                     render_book_info = gr.Markdown("No book loaded yet.", elem_id="render-book-info")
                 with gr.Column(scale=1):
@@ -501,7 +500,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         with gr.Tab("Book", id="book"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    book_file = gr.File(label="Book file (.txt .md .epub .pdf .json)", file_types=BOOK_TYPES,
+                    book_file = gr.File(label="Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
                                         type="filepath", height=110, elem_id="book-file")
                     book_info = gr.Markdown("No book loaded yet.", elem_id="book-info")
                 cover = gr.Image(label="Cover", interactive=False, height=180, scale=1, elem_id="book-cover")

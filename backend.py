@@ -96,7 +96,7 @@ class Backend:
         return self.resolve(self.settings.output_dir)
 
     def book_dir(self, book: Book) -> Path:
-        from audiobook.audio import safe_filename
+        from audiobook.files import safe_filename
 
         return self.output_root / safe_filename(book.title or "book")
 

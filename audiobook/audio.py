@@ -8,14 +8,11 @@ Memory therefore stays flat however long the book is.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
-import signal
 import subprocess
 import tempfile
 import textwrap
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -25,8 +22,8 @@ import soundfile as sf
 from scipy.signal import lfilter, resample_poly
 
 from .errors import AudiobookError
+from .files import SAMPLE_RATE, atomic_output, atomic_outputs, disk_error, ffmpeg_command, ffmpeg_failure, ffmpeg_write, safe_filename
 
-SAMPLE_RATE = 24000  # Qwen3-TTS 12 Hz tokenizer output rate
 
 TRIM_MARGIN_MS = 40  # silence kept before and after the speech of each chunk
 TRIM_FLOOR_DB = -60.0  # below this a 10 ms frame is always silence
@@ -42,7 +39,6 @@ CHAPTER_FORMATS = {  # format -> (file extension, ffmpeg codec arguments, ffmpeg
     "mp3": ("mp3", ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE], "mp3"),
 }
 _RAW_INPUT = ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1"]  # how our temporary audio is stored
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
 # ---- pauses and in-memory joining ----------------------------------------------------
@@ -80,7 +76,7 @@ def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _atomic_output(path) as tmp:
+        with atomic_output(path) as tmp:
             sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
     except (RuntimeError, sf.LibsndfileError) as e:
         raise AudiobookError(f"Could not write {path.name}: {e}.") from None
@@ -95,20 +91,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return wav, sr
 
 
-def safe_filename(name: str, max_bytes: int = 150) -> str:
-    """A file name that every OS accepts, keeping letters (and emoji) of any script readable.
 
-    Path separators, ``:`` and other reserved characters become ``_``; the name is cut to
-    ``max_bytes`` of UTF-8 (file systems count bytes, and an emoji is four of them).
-    """
-    bad = '<>:"/\\|?*\0'
-    cleaned = "".join("_" if (c in bad or ord(c) < 32) else c for c in str(name))
-    cleaned = " ".join(cleaned.split()).strip(" .")
-    encoded = cleaned.encode("utf-8")[:max_bytes]
-    cleaned = encoded.decode("utf-8", errors="ignore").rstrip(" .")
-    if cleaned.split(".")[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
-        cleaned = f"_{cleaned}"
-    return cleaned or "untitled"
 
 
 # ---- results ------------------------------------------------------------------------------
@@ -253,13 +236,13 @@ def assemble_chapter(
         tags = {"title": title, "track": f"{number}/{total}" if total else str(number)}
         if book is not None:
             tags.update(album=book.title, artist=book.author)
-        with _atomic_output(path) as tmp:
-            _run_ffmpeg(
+        with atomic_output(path) as tmp:
+            ffmpeg_write(
                 [*_RAW_INPUT, "-i", str(source), "-af", ",".join(filters), *codec, *_metadata_args(tags), "-f", muxer, str(tmp)],
                 path.name,
             )
     except OSError as e:
-        raise _disk_error(path, e) from None
+        raise disk_error(path, e) from None
     finally:
         raw.unlink(missing_ok=True)
         limited_raw.unlink(missing_ok=True)
@@ -282,7 +265,7 @@ def _limit_to_raw(raw: Path, out: Path, gain: float, settings, name: str, tries:
     for _ in range(tries):
         # latency=1 keeps the output sample-aligned with the input, so cues stay true
         limiter = f"volume={gain:.4f}dB,alimiter=limit={limit:.6f}:attack=5:release=50:level=0:latency=1"
-        _run_ffmpeg([*_RAW_INPUT, "-i", str(raw), "-af", limiter, "-f", "f32le", str(out)], name)
+        ffmpeg_write([*_RAW_INPUT, "-i", str(raw), "-af", limiter, "-f", "f32le", str(out)], name)
         meter = LoudnessMeter(SAMPLE_RATE)
         with open(out, "rb") as fh:
             while data := fh.read(4 * BLOCK_SAMPLES):
@@ -492,10 +475,10 @@ def write_srt(path: str | os.PathLike, cues: Sequence[Cue]) -> Path:
         text = "\n".join(textwrap.wrap(" ".join(cue.text.split()), 70)) or "…"
         lines += [str(i), f"{srt_time(cue.start)} --> {srt_time(cue.end)}", text, ""]
     try:
-        with _atomic_output(path) as tmp:
+        with atomic_output(path) as tmp:
             tmp.write_text("\n".join(lines), encoding="utf-8")
     except OSError as e:
-        raise _disk_error(path, e) from None
+        raise disk_error(path, e) from None
     return path
 
 
@@ -594,7 +577,7 @@ def _encode_book(book, used, gaps, marks, total, outputs, cover, cover_ext, out_
             cover_path = work / f"cover.{cover_ext}"
             cover_path.write_bytes(cover)
             inputs += ["-i", str(cover_path)]
-        with _atomic_outputs([p for p, _ in outputs]) as tmps:
+        with atomic_outputs([p for p, _ in outputs]) as tmps:
             args = list(inputs)
             for tmp, (_, codec) in zip(tmps, outputs):
                 args += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
@@ -606,7 +589,7 @@ def _encode_book(book, used, gaps, marks, total, outputs, cover, cover_ext, out_
 
 def _pipe_chapters(args: list[str], used, gaps, total: int, name: str, progress) -> None:
     with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty ffmpeg never blocks
-        enc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args],
+        enc = subprocess.Popen(ffmpeg_command(args, reads_stdin=True),
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
         done = 0
         try:
@@ -629,7 +612,7 @@ def _pipe_chapters(args: list[str], used, gaps, total: int, name: str, progress)
         errors.seek(0)
         message = errors.read().decode("utf-8", "replace")
     if rc != 0:
-        raise _ffmpeg_failure(name, message, rc)
+        raise ffmpeg_failure(name, message, rc)
 
 
 def _decode(ca: ChapterAudio) -> Iterator[bytes]:
@@ -637,8 +620,7 @@ def _decode(ca: ChapterAudio) -> Iterator[bytes]:
     if not ca.path.is_file():
         raise AudiobookError(f"The file of chapter {ca.number} is gone ({ca.path.name}); assemble the chapter again.")
     dec = subprocess.Popen(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(ca.path),
-         "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"],
+        ffmpeg_command(["-i", str(ca.path), "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
     left = 4 * ca.samples
@@ -691,24 +673,7 @@ def _usable_cover(data: bytes | None) -> tuple[bytes | None, str, str | None]:
         return None, "", "The book's cover is not an image that can be read, so the audiobook has no cover."
 
 
-# ---- ffmpeg and files ----------------------------------------------------------------------
-
-
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary shipped with imageio-ffmpeg (no system ffmpeg is needed)."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as e:  # pragma: no cover - a broken install
-        raise AudiobookError(f"The ffmpeg program that reads and writes audio is missing ({e}); reinstall imageio-ffmpeg.") from None
-
-
-def _run_ffmpeg(args: list[str], name: str) -> None:
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        raise _ffmpeg_failure(name, proc.stderr.decode("utf-8", "replace"), proc.returncode)
+# ---- ffmpeg arguments ----------------------------------------------------------------------
 
 
 def _metadata_args(tags: Mapping[str, str]) -> list[str]:
@@ -717,53 +682,6 @@ def _metadata_args(tags: Mapping[str, str]) -> list[str]:
         if v:
             args += ["-metadata", f"{k}={v}"]
     return args
-
-
-def _is_disk_full(message: str) -> bool:
-    return any(s in message for s in ("No space left", "File too large", "Disk quota"))
-
-
-def _disk_full_sentence(name: str) -> str:
-    return f"The disk filled up while writing {name}; the partial file was removed, so free some space and try again."
-
-
-def _ffmpeg_failure(name: str, message: str, rc: int = 1) -> AudiobookError:
-    # a file-size limit kills ffmpeg with SIGXFSZ instead of failing the write
-    if _is_disk_full(message) or rc == -getattr(signal, "SIGXFSZ", -1):
-        return AudiobookError(_disk_full_sentence(name))
-    last = message.strip().splitlines()[-1] if message.strip() else "no message"
-    return AudiobookError(f"ffmpeg could not write {name} ({last}).")
-
-
-def _disk_error(path: Path, e: OSError) -> AudiobookError:
-    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return AudiobookError(_disk_full_sentence(path.name))
-    return AudiobookError(f"Could not write {path.name}: {e.strerror or e}.")
-
-
-@contextmanager
-def _atomic_output(path: Path) -> Iterator[Path]:
-    """A hidden temporary path beside ``path`` that becomes ``path`` only if the block succeeds."""
-    with _atomic_outputs([path]) as tmps:
-        yield tmps[0]
-
-
-@contextmanager
-def _atomic_outputs(paths: Sequence[Path]) -> Iterator[list[Path]]:
-    tmps = []
-    try:
-        for p in paths:
-            fd, name = tempfile.mkstemp(prefix=".", suffix=".partial", dir=p.parent)
-            os.close(fd)
-            tmps.append(Path(name))
-        yield tmps
-        for tmp, p in zip(tmps, paths):
-            os.replace(tmp, p)
-    except OSError as e:
-        raise _disk_error(paths[0], e) from None
-    finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)  # only our own temporary files
 
 
 def _samples(ms: float, sr: int = SAMPLE_RATE) -> int:

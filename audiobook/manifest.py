@@ -21,13 +21,12 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AudiobookError
-from .settings import atomic_write_bytes, atomic_write_text
+from .files import SAMPLE_RATE, atomic_write_bytes, atomic_write_text
 
 MANIFEST_FILE = "manifest.json"
 CHUNKS_DIR = "chunks"
 MANIFEST_FORMAT = "audiobook-manifest"
 MANIFEST_VERSION = 1
-SAMPLE_RATE = 24000
 ID_LENGTH = 20  # hex digits of sha256: 80 bits, no collisions in any library of books
 
 PENDING, DONE, FAILED, SUSPECT = "pending", "done", "failed", "suspect"
@@ -142,8 +141,13 @@ class Manifest:
     def chapter_has_failed(self, chapter: int) -> bool:
         return any(self.chunks[i].status == FAILED for i in self.chapter_ids(chapter))
 
-    def chapters_of(self, chunk: str) -> list[int]:
-        return [ci for ci, ch in enumerate(self.chapters) if any(r.id == chunk for r in ch.chunks)]
+    def chapter_missing(self, chapter: int) -> list[int] | None:
+        """Is the chapter ready to assemble? None while any of its chunks is pending, else the
+        indexes of its chunks that have no kept take (an empty list: every chunk is kept)."""
+        refs = self.chapters[chapter].chunks
+        if any(self.chunks[r.id].status == PENDING for r in refs):
+            return None
+        return [r.index for r in refs if not self.chunks[r.id].kept]
 
     # ---- conversion ---------------------------------------------------------------
 

@@ -25,7 +25,8 @@ from . import manifest as mf
 from .books import Book
 from .errors import AudiobookError
 from .text import Chunk, load_pronunciations, plan_chunks
-from .tts import FRAME_RATE, SAMPLE_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
+from .files import SAMPLE_RATE
+from .tts import FRAME_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,6 @@ class Progress:
     batch_size: int = 0
     failed: int = 0
     suspect: int = 0
-
-    @property
-    def fraction(self) -> float:
-        return self.chunks_done / self.chunks_total if self.chunks_total else 1.0
 
     @property
     def x_real_time(self) -> float:
@@ -154,10 +151,6 @@ class RenderState:
     stopped: bool = False
     finished: bool = False  # ended without an error (complete, stopped, or with failed chunks)
     error: str = ""
-
-    @property
-    def fraction(self) -> float:
-        return self.chunks_done / self.chunks_total if self.chunks_total else 0.0
 
 
 def batch_log_line(n: int, seconds: float) -> str:
@@ -522,13 +515,10 @@ class _Render:
                             s.loudness_lufs, s.true_peak_db], self.m.book], sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
-    def _up_to_date(self, ci: int) -> bool:
-        """True when the chapter's file holds exactly its current kept chunks."""
-        ch, states = self.m.chapters[ci], self.m.chunks
-        if any(states[r.id].status == mf.PENDING for r in ch.chunks):
-            return False
-        missing = [r.index for r in ch.chunks if not states[r.id].kept]
-        return (bool(ch.file) and ch.assembled == self._assembly_key(ci, missing)
+    def _up_to_date(self, ci: int, missing: list[int] | None) -> bool:
+        """True when the chapter's file holds exactly its current kept chunks (``missing`` left out)."""
+        ch = self.m.chapters[ci]
+        return (missing is not None and bool(ch.file) and ch.assembled == self._assembly_key(ci, missing)
                 and (self.out_dir / ch.file).is_file())
 
     def _assemble(self, chapters, final: bool) -> None:
@@ -540,15 +530,12 @@ class _Render:
         states = self.m.chunks
         for ci in chapters:
             ch = self.m.chapters[ci]
-            ids = self.m.chapter_ids(ci)
-            if any(states[i].status == mf.PENDING for i in ids):
+            missing = self.m.chapter_missing(ci)
+            if missing is None or (missing and not (final and self.options.allow_incomplete)):
                 continue
-            missing = [r.index for r in ch.chunks if not states[r.id].kept]
-            if missing and not (final and self.options.allow_incomplete):
+            if self._up_to_date(ci, missing):
                 continue
             key = self._assembly_key(ci, missing)
-            if ch.assembled == key and ch.file and (self.out_dir / ch.file).is_file():
-                continue
             chunks = [Chunk(ci, r.index, states[r.id].text, r.is_title, r.paragraph_end, r.chapter_end) for r in ch.chunks]
             paths = [str(self.out_dir / states[r.id].file) if states[r.id].kept else None for r in ch.chunks]
             made = audio.assemble_chapter(ci + 1, ch.title, chunks, paths, self.out_dir, self.settings,
@@ -567,7 +554,7 @@ class _Render:
                     listed.add(ref.id)
                     report = ChunkReport(ref.id, ci + 1, ch.title, ref.index + 1, st.text, st.status, st.error)
                     (r.failed if st.status == mf.FAILED else r.suspect).append(report)
-            if self._up_to_date(ci):
+            if self._up_to_date(ci, self.m.chapter_missing(ci)):
                 r.chapter_files.append(self.out_dir / ch.file)
             elif self.m.chapter_has_failed(ci) and not self.options.allow_incomplete:
                 n = sum(1 for x in ch.chunks if states[x.id].status == mf.FAILED)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import AudiobookError
+from .files import atomic_write_text
 
 SETTINGS_FILE = "user_settings.json"
 
@@ -129,27 +129,12 @@ class Settings:
         return Settings.from_dict({**self.to_dict(), **changes})
 
     @staticmethod
-    def help(name: str) -> str:
-        for f in fields(Settings):
-            if f.name == name:
-                return f.metadata.get("help", "")
-        raise KeyError(name)
-
-    @staticmethod
     def kind(name: str) -> type:
         """The Python type of a setting's value: int, float, bool or str."""
         for f in fields(Settings):
             if f.name == name:
                 return _kind(f)
         raise KeyError(name)
-
-    @staticmethod
-    def limits(name: str) -> tuple | None:
-        for f in fields(Settings):
-            if f.name == name:
-                return f.metadata.get("range") or f.metadata.get("choices")
-        raise KeyError(name)
-
 
 def _kind(f: dataclasses.Field) -> type:
     return {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type), type(f.default))
@@ -184,26 +169,3 @@ def save_settings(settings: Settings, path: str | os.PathLike = SETTINGS_FILE) -
     p = Path(path)
     atomic_write_text(p, json.dumps(settings.to_dict(), indent=2) + "\n")
     return p
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text so that a crash leaves either the old file or the new one, never half of one."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

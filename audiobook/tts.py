@@ -17,7 +17,6 @@ from .errors import AudiobookError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
 FRAME_RATE = 12.5  # codec frames per second of the 12 Hz tokenizer
 
 # Jobs, in the user's words: which model does what (see DESIGN.md).
@@ -299,9 +298,6 @@ class TTS:
         listed = speakers_in_config(config) if config else []
         # Not downloaded yet: the released checkpoints' speakers, so the page never starts a 4 GB download.
         return listed or list(RELEASED_SPEAKERS)
-
-    def languages(self, job: str = PRESET) -> list[str]:
-        return list(self.model(job).get_supported_languages() or [])
 
     def supports_instruct(self) -> bool:
         """Built-in speakers take a style instruction only on the 1.7B CustomVoice model."""

@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import unicodedata
 import uuid
@@ -29,12 +28,11 @@ import numpy as np
 
 from . import audio
 from .errors import AudiobookError
-from .settings import atomic_write_bytes, atomic_write_text
+from .files import SAMPLE_RATE, atomic_write_bytes, atomic_write_text, run_ffmpeg, safe_filename
 from .tts import CLONE, DESIGN, PRESET, TTS, GenerationOptions, Narrator, checkpoint_name, file_sha1, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
 VOICE_FILE = "voice.json"
 REFERENCE_FILE = "reference.wav"
 PREVIEW_FILE = "preview.wav"
@@ -180,7 +178,7 @@ def voice_slug(name: str) -> str:
     (no hidden folders, no ``..``); reserved device names such as ``CON`` get a leading ``_``.
     """
     text = clean_name(name)
-    slug = audio.safe_filename(text, max_bytes=120)
+    slug = safe_filename(text, max_bytes=120)
     if not any(c.isalnum() for c in slug):
         raise AudiobookError(f"The voice name '{text}' needs at least one letter or digit.")
     return slug
@@ -231,9 +229,8 @@ def load_clip(path: str | os.PathLike) -> np.ndarray:
         raise AudiobookError(f"The clip {name} could not be read ({e.strerror or e}).") from None
     if not head:
         raise AudiobookError(f"The clip {name} is empty; it is not an audio file.")
-    cmd = [audio.ffmpeg_exe(), "-nostdin", "-v", "error", "-t", str(MAX_DECODE_S), "-i", str(p),
-           "-vn", "-map", "0:a:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
-    proc = subprocess.run(cmd, capture_output=True)
+    proc = run_ffmpeg(["-t", str(MAX_DECODE_S), "-i", str(p), "-vn", "-map", "0:a:0",
+                       "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"])
     if proc.returncode != 0 or not proc.stdout:
         err = proc.stderr.decode("utf-8", "replace")
         if "matches no streams" in err:
@@ -378,10 +375,6 @@ class VoicePreview:
     reference: np.ndarray | None = None
     wav_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def sample_rate(self) -> int:
-        return SAMPLE_RATE
 
     @property
     def duration_s(self) -> float:
@@ -742,7 +735,7 @@ def save_clone_prompt(path: Path, key: dict[str, Any], prompt) -> None:
     torch.save(data, buf)
     try:
         atomic_write_bytes(path, buf.getvalue())
-    except OSError as e:
+    except (OSError, AudiobookError) as e:
         log.warning("Could not cache the clone prompt at %s: %s", path, e)
 
 

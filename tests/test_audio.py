@@ -20,15 +20,14 @@ from audiobook.audio import (
     TRIM_MARGIN_MS,
     LoudnessMeter,
     Pauses,
-    ffmpeg_exe,
     assemble_book,
     assemble_chapter,
     chapter_filename,
-    safe_filename,
     trim_silence,
     write_wav,
 )
 from audiobook.books import Book, Chapter
+from audiobook.files import ffmpeg_exe, safe_filename
 from audiobook.errors import AudiobookError
 from audiobook.settings import Settings
 from audiobook.text import Chunk

@@ -30,7 +30,8 @@ from audiobook.render import (
     take_badness,
 )
 from audiobook.settings import Settings
-from audiobook.tts import SAMPLE_RATE, Narrator
+from audiobook.files import SAMPLE_RATE
+from audiobook.tts import Narrator
 
 ROOT = Path(__file__).resolve().parent.parent
 RYAN = Narrator(kind="preset", speaker="ryan")

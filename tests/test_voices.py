@@ -12,11 +12,12 @@ import pytest
 import soundfile as sf
 
 import backend as backend_module
-from audiobook import audio, voices
+from audiobook import files, voices
 from audiobook.errors import AudiobookError
 from audiobook.settings import SETTINGS_FILE
 from audiobook.tts import CLONE, DESIGN, PRESET, GenerationOptions
-from audiobook.voices import SAMPLE_RATE, Voice, VoiceLibrary
+from audiobook.files import SAMPLE_RATE
+from audiobook.voices import Voice, VoiceLibrary
 
 BOOK = "Chapter 1: Dawn\n\nThe sun rose over the hills. A bird sang.\n\nChapter 2: Dusk\n\nThe sun set. All was quiet.\n"
 
@@ -49,7 +50,7 @@ def write(path: Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run([audio.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args], check=True)
+    subprocess.run([files.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,328 @@
+"""EPUB 2 and 3 books: spine order, chapters from the nav document or NCX."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from ..errors import AudiobookError
+from .common import TocNode, chapter_entries, words_of
+from .model import FRONT_MATTER_TITLE, Book, Chapter
+
+_XHTML_BLOCKS = {
+    "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "section", "article",
+    "header", "footer", "figure", "figcaption", "table", "tr", "td", "th", "dt", "dd", "ul", "ol", "dl",
+    "body", "hr", "address", "center", "main", "aside", "caption", "hgroup", "details", "summary",
+}
+_XHTML_SKIP = {"script", "style", "head", "nav", "svg", "math", "rt", "rp", "template", "noscript",
+               "object", "iframe", "audio", "video", "button", "input", "select", "textarea", "img"}
+# epub:type / role values of things a listener should not hear in the flow of the text.
+_SKIP_TYPES = {"pagebreak", "noteref", "toc", "landmarks", "page-list", "loi", "lot", "lof", "index",
+               "doc-pagebreak", "doc-noteref", "doc-toc", "doc-pagelist", "doc-index", "doc-backlink", "backlink"}
+_NOTE_TYPES = {"footnote", "endnote", "note", "rearnote", "doc-footnote", "doc-endnote"}
+_SKIP_CLASSES = {"lnum", "linenum", "linenumber", "line-number", "pagenum", "page-number", "pagenumber", "pageno"}
+# A spine document whose type, class or file name says it is one of these is not read.
+_NON_BODY = {"cover", "toc", "contents", "loft", "lof", "lot", "loi", "copyright", "copyright-page",
+             "colophon", "nav", "landmarks", "page-list", "index"}
+_LINE_GROUP_CLASSES = {"linegroup", "stanza", "poem", "verse", "lg", "line-group"}
+_NOTE_MARK = re.compile(r"^\W{0,2}(?:\d{1,3}|[*\u2020\u2021\u00a7\u00b6#]{1,3}|[a-z]|[ivx]{1,4})\W{0,2}$", re.IGNORECASE)
+_FONT_OBFUSCATION = {"http://www.idpf.org/2008/embedding", "http://ns.adobe.com/pdf/enc#RC"}
+_LINE_BREAK = "\ue000"  # stands for <br> while whitespace is collapsed (not itself whitespace)
+
+
+@dataclass
+class _Block:
+    text: str
+    heading: bool = False
+
+
+@dataclass
+class _Split:
+    entry: int  # index of the table-of-contents entry that starts here
+
+
+def _local(tag) -> str:
+    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+
+
+def _tokens(el, *names: str) -> set[str]:
+    out: set[str] = set()
+    for key, value in el.attrib.items():
+        if _local(key) in names or key in names:
+            out.update(value.lower().split())
+    return out
+
+
+class _XhtmlText:
+    """Walks one XHTML document and emits paragraph blocks and chapter split marks."""
+
+    def __init__(self, targets: dict[str, int]):
+        self.targets = targets
+        self.out: list[_Block | _Split] = []
+        self.notes: list[_Block] = []
+        self.buf: list[str] = []
+
+    def flush(self, heading: bool = False) -> None:
+        text = re.sub(r"\s+", " ", "".join(self.buf))
+        text = re.sub(rf" ?{_LINE_BREAK} ?", "\n", text).strip()
+        self.buf = []
+        if text:
+            self.out.append(_Block(text, heading))
+
+    def walk(self, el, inline: bool = False) -> None:
+        tag = _local(el.tag)
+        if el.get("id") in self.targets:
+            self.flush()
+            self.out.append(_Split(self.targets[el.get("id")]))
+        types = _tokens(el, "type", "role")
+        if not tag or tag in _XHTML_SKIP or types & _SKIP_TYPES or _tokens(el, "class") & _SKIP_CLASSES or self._is_note_mark(el, tag, types):
+            pass  # not read; its tail still is
+        elif tag == "aside" and types & _NOTE_TYPES:
+            inner = _XhtmlText({})
+            inner.walk_children(el)
+            inner.flush()
+            self.notes += [b for b in inner.out if isinstance(b, _Block)]  # read after the chapter's text
+        elif tag == "br":
+            self.buf.append(_LINE_BREAK)
+        elif tag in _XHTML_BLOCKS and not inline:
+            self.flush()
+            if self._is_line_group(el):
+                self.buf.append(el.text or "")
+                for child in el:
+                    self.walk(child, inline=True)
+                    self.buf.append(_LINE_BREAK)
+            else:
+                self.walk_children(el)
+            self.flush(heading=tag in ("h1", "h2", "h3", "h4", "h5", "h6"))
+        else:
+            self.walk_children(el, inline)
+        if el.tail:
+            self.buf.append(el.tail)
+
+    def walk_children(self, el, inline: bool = False) -> None:
+        if el.text:
+            self.buf.append(el.text)
+        for child in el:
+            self.walk(child, inline)
+
+    @staticmethod
+    def _is_note_mark(el, tag: str, types: set[str]) -> bool:
+        """A footnote reference such as <a href="#n1"><sup>1</sup></a>: a marker, not words."""
+        if tag not in ("a", "sup") or "#" not in (el.get("href") or "#" if tag == "sup" else el.get("href") or ""):
+            return False
+        text = "".join(el.itertext()).strip()
+        if not _NOTE_MARK.match(text):
+            return False
+        parent = el.getparent()
+        classes = " ".join(_tokens(el, "class"))
+        links = tag == "a" or el.find(".//{*}a") is not None or el.find(".//a") is not None
+        return links and ("note" in classes or "fn" in classes or tag == "sup"
+                          or (parent is not None and _local(parent.tag) == "sup") or el.find(".//{*}sup") is not None
+                          or el.find(".//sup") is not None or text.startswith(("[", "(")) or not text.isalnum())
+
+    @staticmethod
+    def _is_line_group(el) -> bool:
+        """A poem's stanza: a block whose children are all one-line blocks."""
+        children = [c for c in el if isinstance(c.tag, str)]
+        if len(children) < 2 or (el.text or "").strip():
+            return False
+        marked = bool(_tokens(el, "class") & _LINE_GROUP_CLASSES)
+        for child in children:
+            if _local(child.tag) not in ("div", "p", "span") or (_local(child.tag) == "p" and not marked):
+                return False
+            if any(_local(d.tag) in _XHTML_BLOCKS for d in child.iterdescendants() if isinstance(d.tag, str)):
+                return False
+            if not marked and len("".join(child.itertext())) > 120:
+                return False
+        return marked or all(_local(c.tag) == "div" for c in children)
+
+
+def _parse_xhtml(content: bytes):
+    from lxml import etree, html
+
+    try:
+        root = etree.fromstring(content, etree.XMLParser(recover=True, resolve_entities=False, huge_tree=True, no_network=True))
+    except etree.XMLSyntaxError:
+        root = None
+    if root is None:
+        root = html.document_fromstring(content)
+    return root
+
+
+def _check_epub_container(path: Path) -> None:
+    """Refuse non-zip, damaged and DRM-protected EPUBs with a sentence."""
+    from lxml import etree
+
+    if not zipfile.is_zipfile(path):
+        raise AudiobookError(f"{path.name} is not a valid EPUB: it is not a zip archive (the file may be truncated or renamed).")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "META-INF/rights.xml" in names or "META-INF/sinf.xml" in names:
+                raise AudiobookError(f"{path.name} is protected by DRM; only DRM-free books can be narrated.")
+            if "META-INF/encryption.xml" in names:
+                root = etree.fromstring(zf.read("META-INF/encryption.xml"))
+                algorithms = {m.get("Algorithm") for m in root.iter("{*}EncryptionMethod")}
+                if algorithms - _FONT_OBFUSCATION:  # font obfuscation is allowed; anything else is DRM
+                    raise AudiobookError(f"{path.name} is protected by DRM (its text is encrypted); only DRM-free books can be narrated.")
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, etree.XMLSyntaxError, ValueError):
+        raise AudiobookError(f"{path.name} is damaged or incomplete and cannot be opened as an EPUB.") from None
+    except Exception as e:  # zlib and friends report damage in their own ways
+        if isinstance(e, AudiobookError):
+            raise
+        raise AudiobookError(f"{path.name} is damaged or incomplete and cannot be opened as an EPUB.") from None
+    if bad is not None:
+        raise AudiobookError(f"{path.name} is damaged or incomplete: its part {bad} cannot be read.")
+
+
+def _toc_nodes(toc) -> list[TocNode]:
+    from ebooklib import epub
+
+    nodes = []
+    for entry in toc:
+        if isinstance(entry, tuple):
+            head, children = entry[0], entry[1]
+            nodes.append(TocNode(" ".join((head.title or "").split()), getattr(head, "href", "") or "", _toc_nodes(children)))
+        elif isinstance(entry, (epub.Link, epub.Section)):
+            nodes.append(TocNode(" ".join((entry.title or "").split()), getattr(entry, "href", "") or "", []))
+    return nodes
+
+
+def _drop_title_headings(blocks: list[_Block], title: str) -> list[_Block]:
+    """Leading headings that only repeat the chapter title are removed (the title is spoken)."""
+    title_words = set(words_of(title))
+    # Numbers are ignored: a heading "1 Arrival" repeats a contents entry "Arrival".
+    while blocks and blocks[0].heading and {w for w in words_of(blocks[0].text) if not w.isdigit()} <= title_words:
+        blocks = blocks[1:]
+    return blocks
+
+
+def _is_copyright_page(blocks: list[_Block]) -> bool:
+    text = " ".join(b.text for b in blocks)
+    hits = re.findall(r"©|\ball rights reserved\b|\bisbn\b|\bcopyright\b|\bpublished by\b|\bprinted in\b", text, re.IGNORECASE)
+    return len(text.split()) < 300 and len(set(h.lower() for h in hits)) >= 2
+
+
+def read_epub(path: Path) -> Book:
+    """An EPUB 2 or 3 book: spine order, chapters from the nav document or NCX.
+
+    Cover pages, navigation, contents lists and copyright pages are not read;
+    footnote markers are removed and inline footnotes are read after their chapter's
+    text; page numbers and line numbers are not read.
+    """
+    import ebooklib
+    from ebooklib import epub
+
+    _check_epub_container(path)
+    try:
+        book = epub.read_epub(str(path), options={"ignore_ncx": False})
+    except Exception as e:  # ebooklib raises many kinds of errors on malformed books
+        raise AudiobookError(f"{path.name} could not be read as an EPUB ({type(e).__name__}: {str(e)[:120]}).") from e
+
+    entries = [n for n in chapter_entries(_toc_nodes(book.toc))]
+    targets: dict[str, dict[str, int]] = {}  # file -> {fragment or "": entry index}
+    for i, node in enumerate(entries):
+        file, _, frag = unquote(node.href).partition("#")
+        targets.setdefault(posixpath.normpath(file), {}).setdefault(frag, i)
+
+    stream: list[_Block | _Split] = []
+    doc_titles: list[tuple[int, str]] = []  # (stream position, <title>) for books without a contents list
+    for idref, linear in book.spine:
+        item = book.get_item_with_id(idref)
+        if item is None or item.get_type() not in (ebooklib.ITEM_DOCUMENT, ebooklib.ITEM_NAVIGATION) or linear == "no":
+            continue
+        if isinstance(item, epub.EpubNav) or "nav" in (getattr(item, "properties", None) or []):
+            continue
+        root = _parse_xhtml(item.get_content())
+        body = next((e for e in root.iter() if _local(e.tag) == "body"), root)
+        stem_tokens = set(re.split(r"[-_. ]+", Path(item.file_name).stem.lower())) - {"index"}
+        if (_tokens(body, "type", "role", "class") | _tokens(root, "type", "role") | stem_tokens) & _NON_BODY:
+            continue
+        doc_targets = targets.get(posixpath.normpath(unquote(item.file_name)), {})
+        walker = _XhtmlText({k: v for k, v in doc_targets.items() if k})
+        if "" in doc_targets:
+            walker.out.append(_Split(doc_targets[""]))
+        walker.walk(body)
+        walker.flush()
+        doc = walker.out + walker.notes
+        blocks = [b for b in doc if isinstance(b, _Block)]
+        if not blocks and not any(isinstance(b, _Split) for b in doc):
+            continue
+        if blocks and not any(isinstance(b, _Split) for b in doc) and _is_copyright_page(blocks):
+            continue
+        title_el = next((e for e in root.iter() if _local(e.tag) == "title"), None)
+        doc_titles.append((len(stream), " ".join("".join(title_el.itertext()).split()) if title_el is not None else ""))
+        stream += doc
+
+    chapters = _epub_chapters(stream, entries, doc_titles)
+    if not chapters:
+        raise AudiobookError(f"{path.name} has no readable text (only images, or an empty book).")
+    title = _first_meta(book, "title") or path.stem
+    creators = [c for c, _ in book.get_metadata("DC", "creator") if c and c.strip()]
+    author = " and ".join(creators) if len(creators) <= 2 else ", ".join(creators)
+    from ..text import base_language
+
+    language = _first_meta(book, "language")
+    cover, mime = _epub_cover(book)
+    year = re.search(r"\b(1[5-9]\d\d|2[01]\d\d)\b", _first_meta(book, "date"))
+    return Book(title=" ".join(title.split()), chapters=chapters, author=" ".join(author.split()),
+                language=base_language(language) if language else "", cover=cover, cover_mime=mime,
+                year=year.group(1) if year else "", genre=" ".join(_first_meta(book, "subject").split()))
+
+
+def _epub_chapters(stream: list, entries: list[TocNode], doc_titles: list[tuple[int, str]]) -> list[Chapter]:
+    found = [s.entry for s in stream if isinstance(s, _Split)]
+    if not found:
+        # No usable contents list: one chapter per spine document.
+        bounds = [pos for pos, _ in doc_titles] + [len(stream)]
+        groups = [(doc_titles[i][1], stream[bounds[i]:bounds[i + 1]]) for i in range(len(doc_titles))]
+    else:
+        groups, current = [], (None, [])
+        for piece in stream:
+            if isinstance(piece, _Split):
+                if piece.entry in [g[0] for g in groups] + [current[0]]:
+                    continue  # two entries at one place: the first wins
+                groups.append(current)
+                current = (piece.entry, [])
+            else:
+                current[1].append(piece)
+        groups.append(current)
+        groups = [(entries[e].title if e is not None else None, blocks) for e, blocks in groups]
+    chapters = []
+    for n, (title, blocks) in enumerate(groups):
+        blocks = [b for b in blocks if isinstance(b, _Block)]
+        if not title:
+            if not blocks:
+                continue
+            first = next((b for b in blocks if b.heading and len(b.text) <= 150), None)
+            title = first.text.replace("\n", " ") if first else (FRONT_MATTER_TITLE if n == 0 else f"Chapter {len(chapters) + 1}")
+        blocks = _drop_title_headings(blocks, title)
+        text = "\n\n".join(b.text for b in blocks)
+        chapters.append(Chapter(title, text or title))  # a part title alone is its own short chapter
+    return chapters
+
+
+def _first_meta(book, name: str) -> str:
+    values = [v for v, _ in book.get_metadata("DC", name) if v and v.strip()]
+    return values[0].strip() if values else ""
+
+
+def _epub_cover(book) -> tuple[bytes | None, str]:
+    import ebooklib
+
+    for item in book.get_items_of_type(ebooklib.ITEM_COVER):
+        if item.get_content():
+            return item.get_content(), item.media_type or ""
+    for _, attrs in book.get_metadata("OPF", "cover"):
+        item = book.get_item_with_id(attrs.get("content", "")) if attrs else None
+        if item is not None and (item.media_type or "").startswith("image/"):
+            return item.get_content(), item.media_type
+    for item in book.get_items_of_type(ebooklib.ITEM_IMAGE):
+        if "cover" in item.file_name.lower():
+            return item.get_content(), item.media_type or ""
+    return None, ""
