@@ -27,7 +27,7 @@ from audiobook.errors import AudiobookError
 from audiobook.render import RenderState
 from audiobook.settings import Settings
 from audiobook.tts import LANGUAGES, PRESET, Narrator
-from audiobook.voices import DEFAULT_REFERENCE_TEXT, VoicePreview
+from audiobook.previews import DEFAULT_REFERENCE_TEXT, VoicePreview
 from backend import ROOT, Backend
 
 log = logging.getLogger("app")

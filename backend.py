@@ -22,7 +22,8 @@ from audiobook.manifest import Manifest
 from audiobook.render import Progress, RenderOptions, RenderResult, RenderState, plan_book, render_events
 from audiobook.settings import SETTINGS_FILE, Settings, load_settings, save_settings
 from audiobook.tts import PRESET, TTS, Narrator
-from audiobook.voices import Voice, VoiceLibrary, VoicePreview
+from audiobook.previews import VoicePreview
+from audiobook.voices import Voice, VoiceLibrary
 
 ROOT = Path(__file__).resolve().parent
 
@@ -127,23 +128,23 @@ class Backend:
 
         Call again (``seed`` None) to regenerate; ``save_voice`` keeps the one the user liked.
         """
-        from audiobook import voices
+        from audiobook import previews
 
-        return self._keep_preview(voices.preview_design(self.tts, description, language, text, seed))
+        return self._keep_preview(previews.preview_design(self.tts, description, language, text, seed))
 
     def preview_clone(self, audio_path: str | Path, transcript: str = "", language: str = "auto",
                       test_line: str | None = None) -> VoicePreview:
         """Check and prepare a clip, then speak a test line in its voice (x-vector only without transcript)."""
-        from audiobook import voices
+        from audiobook import previews
 
-        return self._keep_preview(voices.preview_clone(self.tts, audio_path, transcript, language, test_line))
+        return self._keep_preview(previews.preview_clone(self.tts, audio_path, transcript, language, test_line))
 
     def preview_preset(self, speaker: str, instruct: str = "", language: str = "auto",
                        test_line: str | None = None) -> VoicePreview:
         """A built-in speaker speaks a test line; an instruction on a model that cannot follow one is an error."""
-        from audiobook import voices
+        from audiobook import previews
 
-        return self._keep_preview(voices.preview_preset(self.tts, speaker, instruct, language, test_line))
+        return self._keep_preview(previews.preview_preset(self.tts, speaker, instruct, language, test_line))
 
     def _keep_preview(self, preview: VoicePreview) -> VoicePreview:
         """Write the preview audio where the page can play it; old previews are pruned."""
@@ -186,14 +187,16 @@ class Backend:
         voice = voice if isinstance(voice, Voice) else self.get_voice(voice)
         narrator = voices.narrator_for(voice)
         if narrator.kind == PRESET:
-            voices.check_instruct(self.tts, narrator.instruct)
+            self.tts.check_instruct(narrator.instruct)
         return narrator
 
     def clone_prompt_for(self, narrator: Narrator):
         """The clone prompt for a render: loaded from the voice's cache when fresh, else computed and cached."""
         from audiobook import voices
 
-        return voices.clone_prompt_for(self.tts, narrator)
+        if narrator.kind == PRESET:
+            return None
+        return self.tts.cached_clone_prompt(narrator, voices.prompt_cache_path(narrator, self.tts.settings.model_size))
 
     # ---- books and render ----------------------------------------------------------------
 

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .clips import load_clip
 from .errors import AudiobookError
+from .files import SAMPLE_RATE, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +377,25 @@ class TTS:
         items = model.create_voice_clone_prompt(ref_audio=ref_audio, ref_text=ref_text or None, x_vector_only_mode=x_vector_only)
         return items[0]
 
+    def cached_clone_prompt(self, narrator: Narrator, cache: Path | None):
+        """The clone prompt for ``narrator``: read from ``cache`` when it was made from the same clip,
+        text and checkpoint, else computed (and written to ``cache`` when one is given)."""
+        if not Path(narrator.ref_audio).is_file():
+            raise AudiobookError(f"The reference clip {narrator.ref_audio} of voice '{narrator.name or '?'}' is missing.")
+        key = None
+        if cache is not None:
+            source = resolve_checkpoint(CLONE, self.settings.model_size, self.settings.models_dir)
+            key = clone_prompt_key(narrator, source)
+            prompt = load_clone_prompt(cache, key)
+            if prompt is not None:
+                log.info("Using the cached clone prompt %s", cache)
+                return prompt
+        wav = load_clip(narrator.ref_audio)  # decoded here: no first-call librosa delay, any format
+        prompt = self.clone_prompt((wav, SAMPLE_RATE), narrator.ref_text, narrator.x_vector_only)
+        if cache is not None:
+            save_clone_prompt(cache, key, prompt)
+        return prompt
+
     def clone(self, texts: list[str], prompt, language: str | None, opts: GenerationOptions,
               slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused."""
@@ -410,6 +431,69 @@ class TTS:
         if prompt is None:
             prompt = self.clone_prompt(narrator.ref_audio, narrator.ref_text, narrator.x_vector_only)
         return self.clone(texts, prompt, language, opts, slots)
+
+
+# ---- the clone-prompt cache ---------------------------------------------------------------
+# A voice's clone prompt (reference codes and speaker embedding) takes a model call to make;
+# it is kept beside the clip, keyed by what it was made from.
+
+PROMPT_FORMAT = 1
+
+
+def clone_prompt_key(narrator: Narrator, source: str) -> dict[str, Any]:
+    """What a cached clone prompt depends on: the clip's bytes, its text, the mode and the checkpoint."""
+    import hashlib
+
+    return {
+        "format": PROMPT_FORMAT,
+        "reference_sha1": file_sha1(narrator.ref_audio),
+        "text_sha1": hashlib.sha1(narrator.ref_text.encode("utf-8")).hexdigest(),
+        "x_vector_only": bool(narrator.x_vector_only),
+        "checkpoint": source,
+    }
+
+
+def load_clone_prompt(path: Path, key: dict[str, Any]):
+    """The cached prompt at ``path`` when it was made from the same clip, text and checkpoint, else None."""
+    import torch
+    from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
+
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    except Exception as e:
+        log.warning("Ignoring unreadable clone prompt cache %s: %s", path, e)
+        return None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    return VoiceClonePromptItem(
+        ref_code=data["ref_code"], ref_spk_embedding=data["ref_spk_embedding"],
+        x_vector_only_mode=bool(data["x_vector_only_mode"]), icl_mode=bool(data["icl_mode"]),
+        ref_text=data["ref_text"],
+    )
+
+
+def save_clone_prompt(path: Path, key: dict[str, Any], prompt) -> None:
+    """Store a prompt's tensors (on the CPU) with the key that makes it valid; written atomically."""
+    import io
+
+    import torch
+
+    data = {
+        "key": key,
+        "ref_code": None if prompt.ref_code is None else prompt.ref_code.detach().cpu(),
+        "ref_spk_embedding": prompt.ref_spk_embedding.detach().cpu(),
+        "x_vector_only_mode": bool(prompt.x_vector_only_mode),
+        "icl_mode": bool(prompt.icl_mode),
+        "ref_text": prompt.ref_text,
+    }
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except (OSError, AudiobookError) as e:
+        log.warning("Could not cache the clone prompt at %s: %s", path, e)
 
 
 def release_accelerator_memory() -> None:

@@ -18,7 +18,6 @@ from mutagen.mp4 import MP4
 from audiobook.audio import (
     SAMPLE_RATE,
     TRIM_MARGIN_MS,
-    LoudnessMeter,
     Pauses,
     assemble_book,
     assemble_chapter,
@@ -28,6 +27,7 @@ from audiobook.audio import (
 )
 from audiobook.books import Book, Chapter
 from audiobook.files import ffmpeg_exe, safe_filename
+from audiobook.loudness import LoudnessMeter
 from audiobook.errors import AudiobookError
 from audiobook.settings import Settings
 from audiobook.text import Chunk

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 import backend as backend_module
-from audiobook import files, voices
+from audiobook import clips, files, previews, voices
 from audiobook.errors import AudiobookError
 from audiobook.settings import SETTINGS_FILE
 from audiobook.tts import CLONE, DESIGN, PRESET, GenerationOptions
@@ -205,7 +205,7 @@ def test_every_bad_clip_gets_a_clear_sentence(tmp_path, spoken_clip):
     }
     for name, words in cases.items():
         with pytest.raises(AudiobookError, match=words) as err:
-            voices.prepare_clip(tmp_path / name, has_transcript=True)
+            clips.prepare_clip(tmp_path / name, has_transcript=True)
         assert str(err.value).endswith(".") and "\n" not in str(err.value), name
 
 
@@ -214,18 +214,18 @@ def test_every_format_decodes_to_mono_24k(tmp_path, spoken_clip, ext):
     ref, sr = sf.read(str(spoken_clip))
     stereo = tmp_path / f"clip{ext}"
     ffmpeg("-i", str(spoken_clip), "-ac", "2", "-ar", "44100", str(stereo))
-    wav = voices.load_clip(stereo)
+    wav = clips.load_clip(stereo)
     assert wav.dtype == np.float32 and wav.ndim == 1
     assert abs(len(wav) / SAMPLE_RATE - len(ref) / sr) < 0.1  # codec padding only
-    clip = voices.prepare_clip(stereo, has_transcript=True)
-    assert voices.MIN_CLIP_S <= clip.duration_s <= len(ref) / sr + 0.1
-    assert abs(np.abs(clip.wav).max() - voices.TARGET_PEAK) < 0.01
+    clip = clips.prepare_clip(stereo, has_transcript=True)
+    assert clips.MIN_CLIP_S <= clip.duration_s <= len(ref) / sr + 0.1
+    assert abs(np.abs(clip.wav).max() - clips.TARGET_PEAK) < 0.01
 
 
 def test_silence_is_trimmed_and_quiet_clips_raised(tmp_path):
     body = speech_like(4, level=0.005)  # 96000 samples: 6 s when read at 16 kHz
     write(tmp_path / "padded.wav", np.concatenate([np.zeros(2 * 16000), body, np.zeros(16000)]), sr=16000)
-    clip = voices.prepare_clip(tmp_path / "padded.wav", has_transcript=True)
+    clip = clips.prepare_clip(tmp_path / "padded.wav", has_transcript=True)
     assert 1.8 <= clip.start_s <= 2.0
     assert 5.7 <= clip.duration_s <= 6.3
     assert any("very quiet" in w for w in clip.warnings)
@@ -236,14 +236,14 @@ def test_long_clip_without_transcript_uses_the_best_window(tmp_path):
     hum = 0.002 * np.sin(2 * np.pi * 50 * np.arange(10 * SAMPLE_RATE) / SAMPLE_RATE)
     wav = np.concatenate([speech_like(2, seed=1), hum, speech_like(20, seed=2)]).astype(np.float32)
     write(tmp_path / "long.wav", wav)
-    clip = voices.prepare_clip(tmp_path / "long.wav", has_transcript=False)
-    assert voices.BEST_MIN_S <= clip.duration_s <= voices.BEST_MAX_S + 0.01
+    clip = clips.prepare_clip(tmp_path / "long.wav", has_transcript=False)
+    assert clips.BEST_MIN_S <= clip.duration_s <= clips.BEST_MAX_S + 0.01
     assert clip.start_s >= 12.0
     assert any("is used" in w for w in clip.warnings)
     with pytest.raises(AudiobookError, match="too long to match its transcript"):
-        voices.prepare_clip(tmp_path / "long.wav", has_transcript=True)
+        clips.prepare_clip(tmp_path / "long.wav", has_transcript=True)
     write(tmp_path / "bit_long.wav", speech_like(17))
-    clip = voices.prepare_clip(tmp_path / "bit_long.wav", has_transcript=True)
+    clip = clips.prepare_clip(tmp_path / "bit_long.wav", has_transcript=True)
     assert clip.duration_s > 16 and any("clones best" in w for w in clip.warnings)
 
 
@@ -255,7 +255,7 @@ def test_design_save_then_render_clones_the_saved_clip_with_the_base_model(bk, b
     first = bk.preview_design("a warm, elderly storyteller", "en", seed=7)
     assert bk.spy.jobs() == [DESIGN]
     assert bk.spy.loads[0][1].endswith("Qwen3-TTS-12Hz-1.7B-VoiceDesign")
-    assert first.voice.seed == 7 and first.voice.reference_text == voices.DEFAULT_REFERENCE_TEXT
+    assert first.voice.seed == 7 and first.voice.reference_text == previews.DEFAULT_REFERENCE_TEXT
     assert first.wav_path.is_file() and sf.info(str(first.wav_path)).samplerate == SAMPLE_RATE
     again = bk.preview_design("a warm, elderly storyteller", "en")
     assert again.voice.seed != 7
@@ -274,7 +274,7 @@ def test_design_save_then_render_clones_the_saved_clip_with_the_base_model(bk, b
     assert bk.spy.loads[0][1].endswith("Qwen3-TTS-12Hz-1.7B-Base")
     assert len(bk.spy.prompts) == 1  # once per render, not per batch
     ref_audio, ref_text, x_vector_only = bk.spy.prompts[0]
-    assert ref_text == voices.DEFAULT_REFERENCE_TEXT and not x_vector_only
+    assert ref_text == previews.DEFAULT_REFERENCE_TEXT and not x_vector_only
     wav, sr = ref_audio
     assert sr == SAMPLE_RATE and np.allclose(wav, saved, atol=1e-4)
 
@@ -429,6 +429,6 @@ def test_cli_creates_lists_and_renders_with_voices(bk, book, tmp_path, spoken_cl
     bk.spy.loads.clear()
     assert backend_module.main(["render", str(book), "--voice", "Teller", "--output", str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out").glob("0* - *.wav"))) == 2
-    assert bk.spy.jobs() == [CLONE] and bk.spy.prompts[-1][1] == voices.DEFAULT_REFERENCE_TEXT
+    assert bk.spy.jobs() == [CLONE] and bk.spy.prompts[-1][1] == previews.DEFAULT_REFERENCE_TEXT
     assert backend_module.main(["voice", "clone", "Bad", "--audio", str(tmp_path / "nope.wav")]) == 2
     assert "could not be found" in capsys.readouterr().err
