@@ -46,8 +46,8 @@ class Backend:
     ``models_dir`` overrides the setting for this process without saving it.
     """
 
-    def __init__(self, root: str | Path = ROOT, settings_path: str | Path | None = None, models_dir: str | None = None):
-        self.root = Path(root)
+    def __init__(self, root: str | Path | None = None, settings_path: str | Path | None = None, models_dir: str | None = None):
+        self.root = Path(root) if root else ROOT
         self.settings_path = Path(settings_path) if settings_path else self.root / SETTINGS_FILE
         self._models_dir_override = str(models_dir) if models_dir else None
         self.settings = self._with_overrides(load_settings(self.settings_path))
@@ -197,6 +197,39 @@ class Backend:
         if narrator.kind == PRESET:
             return None
         return self.tts.cached_clone_prompt(narrator, voices.prompt_cache_path(narrator, self.tts.settings.model_size))
+
+    # ---- checkpoints ------------------------------------------------------------------------
+
+    def checkpoints(self):
+        """Every checkpoint the app can use, with whether it is on disk, where, and its size."""
+        from audiobook import models
+
+        return models.list_checkpoints(self.settings.models_dir or None)
+
+    def download_model(self, name: str, on_progress=None):
+        """Download one checkpoint (into the models folder when set, else the Hugging Face cache), resuming
+        a broken earlier download; ``on_progress`` gets ``models.DownloadProgress``. Returns the checkpoint."""
+        from audiobook import models
+
+        return models.download(name, self.settings.models_dir or None, on_progress)
+
+    def doctor(self, live: bool = True, on_step=None):
+        """Check this computer (device, checkpoints, the fast engine against qwen_tts, speed, memory).
+
+        Returns ``doctor.DoctorReport``. When the engine disagrees with qwen_tts, the ``engine``
+        setting is saved as ``qwen_tts`` (the report says so). Refused while a render runs.
+        """
+        from audiobook import doctor
+
+        if not self._render_lock.acquire(blocking=False):
+            raise AudiobookError("A render is running; check this computer when it has finished or been stopped.")
+        try:
+            report = doctor.run_doctor(self.tts, [c.to_dict() for c in self.checkpoints()], live, on_step)
+        finally:
+            self._render_lock.release()
+        if report.engine_switched:
+            self.save_settings(engine="qwen_tts")
+        return report
 
     # ---- books and render ----------------------------------------------------------------
 
@@ -523,6 +556,46 @@ def cmd_selftest(args) -> int:
         return 0 if ok else 1
 
 
+def cmd_doctor(args) -> int:
+    """doctor [--json FILE]: check the device, checkpoints, engine, speed and memory; exit 1 if the engine disagrees."""
+    import json
+
+    backend = Backend(models_dir=args.models_dir)
+    report = backend.doctor(live=not args.no_live, on_step=lambda line: print(f"{line}...", file=sys.stderr))
+    print(report.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        print(f"Saved the report to {args.json}; attach it to a bug report.")
+    return 0 if report.ok else 1
+
+
+def cmd_models(args) -> int:
+    """models [--download NAME]: every checkpoint with its status; download one with a progress bar."""
+    from tqdm import tqdm
+
+    backend = Backend(models_dir=args.models_dir)
+    if args.download:
+        bars = []  # made at the first report, once the hub has answered
+
+        def report(p) -> None:
+            if not bars:
+                bars.append(tqdm(total=p.total_bytes, initial=p.done_bytes, unit="B", unit_scale=True,
+                                 unit_divisor=1000, desc=p.name, file=sys.stderr))
+            bars[0].n = p.done_bytes
+            bars[0].refresh()
+
+        try:
+            got = backend.download_model(args.download, report)
+        finally:
+            for bar in bars:
+                bar.close()
+        print(f"Downloaded {got.name} to {got.path} ({got.status}).")
+        return 0
+    for c in backend.checkpoints():
+        print(f"{c.name}\t{c.status}\t{c.path}\t{c.purpose}")
+    return 0
+
+
 def cmd_book(args) -> int:
     """book BOOK [--json OUT] [--chunks]: show what the reader found, optionally save the JSON book."""
     from audiobook.books import describe_book, save_book_json
@@ -608,6 +681,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", action="store_true", help="print every chunk too")
     p.add_argument("--chunk-chars", type=int, help="longest chunk in characters (default: the saved setting)")
     p.set_defaults(func=cmd_book)
+
+    p = sub.add_parser("doctor", help="check this computer: device, checkpoints, engine against qwen_tts, speed, batch size")
+    p.add_argument("--models-dir", help="folder holding the checkpoints")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON (attach it to a bug report)")
+    p.add_argument("--no-live", action="store_true", help="skip the live check (no model is loaded)")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("models", help="list the checkpoints and whether each is on disk; download one")
+    p.add_argument("--models-dir", help="folder holding the checkpoints (default: the setting, else the Hugging Face cache)")
+    p.add_argument("--download", metavar="NAME", help="download this checkpoint, e.g. Qwen3-TTS-12Hz-1.7B-Base "
+                   "(a broken download resumes)")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("tiny-models", help="write tiny random-weight checkpoints (for trying the app without downloads)")
     p.add_argument("dir")

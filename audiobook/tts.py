@@ -235,10 +235,19 @@ class TTS:
             raise AudiobookError("Attention 'flash_attention_2' needs the flash-attn package, which is not installed; use 'sdpa'.")
         return mode
 
+    def exclusive(self) -> threading.RLock:
+        """The model lock: hold it (``with tts.exclusive():``) to use the model with no other caller in between."""
+        return self._lock
+
     def model(self, job: str):
         """The qwen_tts model for ``job``, loading it (and unloading any other) when needed."""
         with self._lock:
             source = resolve_checkpoint(job, self.settings.model_size, self.settings.models_dir)
+            if not Path(source).is_dir():
+                # Never a silent multi-gigabyte download: the cached snapshot, or a sentence naming the download.
+                from .models import require
+
+                source = require(checkpoint_name(job, self.settings.model_size), self.settings.models_dir or None).path
             if self.loaded and self.loaded.job == job and self.loaded.source == source:
                 return self.loaded.model
             self.unload()

@@ -52,7 +52,7 @@ def test_missing_weights_give_one_sentence(tmp_path, monkeypatch):
     with pytest.raises(AudiobookError) as err:
         tts.model(PRESET)
     msg = str(err.value)
-    assert "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice" in msg and "huggingface-cli download" in msg
+    assert "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice" in msg and "models --download Qwen3-TTS-12Hz-1.7B-CustomVoice" in msg
     assert "Traceback" not in msg and msg.count("\n") == 0
 
 

@@ -1,0 +1,126 @@
+"""Checkpoint status and the real download path: huggingface_hub over HTTP against a local hub."""
+
+import json
+import time
+
+import pytest
+
+from audiobook import models
+from audiobook.errors import AudiobookError
+from tests.hub_server import LocalHub
+
+NAME = "Qwen3-TTS-12Hz-0.6B-CustomVoice"
+REPO = f"Qwen/{NAME}"
+WEIGHTS = "model.safetensors"
+
+
+@pytest.fixture()
+def hub(tiny_models_dir, monkeypatch):
+    """A local hub serving the tiny 0.6B CustomVoice checkpoint; HF_ENDPOINT points at it."""
+    from huggingface_hub import constants
+
+    # Real weights are gigabytes, written in 10 MB pieces; these are a few MB, so write smaller pieces.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    server = LocalHub()
+    server.add_folder(REPO, tiny_models_dir / NAME)
+    server.start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    yield server
+    server.stop()
+
+
+def _size(models_dir):
+    return (models_dir / NAME / WEIGHTS).stat().st_size
+
+
+def _cdn(models_dir):
+    import hashlib
+
+    return "/cdn/" + hashlib.sha256((models_dir / NAME / WEIGHTS).read_bytes()).hexdigest()
+
+
+def _offset(range_header):
+    assert range_header.startswith("bytes=") and range_header.endswith("-"), range_header
+    return int(range_header[6:-1])
+
+
+def _same_files(a, b):
+    files = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_status_of_a_models_folder(tiny_models_dir, tmp_path):
+    listed = {c.name: c for c in models.list_checkpoints(tiny_models_dir)}
+    assert set(listed) == set(models.known_names())
+    assert all(c.present and c.bytes > 100_000 for c in listed.values())
+    assert listed[NAME].path == str(tiny_models_dir / NAME)
+    empty = models.checkpoint(NAME, tmp_path)
+    assert not empty.present and not empty.partial and empty.bytes == 0
+    with pytest.raises(models.MissingCheckpoint, match=f"models --download {NAME}"):
+        models.require(NAME, tmp_path)
+    with pytest.raises(AudiobookError, match="no checkpoint called"):
+        models.checkpoint("Qwen3-TTS-12Hz-9B-Base", tmp_path)
+
+
+def test_download_resumes_a_broken_connection_and_reaches_100_percent(hub, tiny_models_dir, tmp_path):
+    hub.break_file(REPO, WEIGHTS, times=1, at=0.4)
+    seen = []
+    got = models.download(NAME, tmp_path / "models", on_progress=seen.append)
+    assert got.present and got.path == str(tmp_path / "models" / NAME)
+    _same_files(tiny_models_dir / NAME, tmp_path / "models" / NAME)
+    # The first request for the weights broke after 40 %; the next asked for the rest only.
+    ranges = hub.ranges(_cdn(tiny_models_dir))
+    assert len(ranges) == 2 and ranges[0] == "", ranges
+    assert 0 < _offset(ranges[1]) <= int(_size(tiny_models_dir) * 0.4)
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions), "progress went backwards"
+    assert any(0 < f < 1 for f in fractions)
+    assert seen[-1].finished and seen[-1].fraction == 1.0 and seen[-1].done_bytes == seen[-1].total_bytes
+    assert seen[-1].total_bytes == sum(p.stat().st_size for p in (tiny_models_dir / NAME).rglob("*") if p.is_file())
+    assert "100 %" in seen[-1].describe()
+
+
+def test_a_failed_download_resumes_at_the_next_attempt(hub, tiny_models_dir, tmp_path):
+    hub.break_file(REPO, WEIGHTS, times=models.FILE_ATTEMPTS, at=0.3)
+    with pytest.raises(AudiobookError, match="download it again to resume"):
+        models.download(NAME, tmp_path)
+    partial = models.checkpoint(NAME, tmp_path)
+    assert not partial.present and partial.partial and partial.bytes > 0
+    before = len(hub.ranges(_cdn(tiny_models_dir)))
+    models.download(NAME, tmp_path)  # the server is healthy again
+    again = hub.ranges(_cdn(tiny_models_dir))[before:]
+    assert len(again) == 1 and 0 < _offset(again[0]) <= int(_size(tiny_models_dir) * 0.3), again
+    assert models.checkpoint(NAME, tmp_path).present
+    _same_files(tiny_models_dir / NAME, tmp_path / NAME)
+
+
+def test_download_into_the_hugging_face_cache(hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert not models.checkpoint(NAME).present
+    got = models.download(NAME)
+    assert got.present and str(tmp_path / "hf") in got.path
+    assert models.checkpoint(NAME).present
+
+
+def test_offline_is_one_sentence_within_seconds(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    with pytest.raises(AudiobookError, match="Could not reach the model hub"):
+        models.download(NAME, tmp_path)
+    assert time.monotonic() - t0 < 5
+    assert not (tmp_path / NAME).exists() or not models.checkpoint(NAME, tmp_path).present
+
+
+def test_unknown_repository(hub, tmp_path):
+    hub.repos.pop(REPO)
+    with pytest.raises(AudiobookError, match="no checkpoint Qwen/"):
+        models.download(NAME, tmp_path)
