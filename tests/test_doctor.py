@@ -43,7 +43,7 @@ def test_doctor_end_to_end_on_the_tiny_models(runaway_models_dir, root, tmp_path
     assert len(names) == 5 and all(c["present"] and c["bytes"] > 0 and c["path"] for c in names.values())
     assert report["live_check_checkpoint"] == str(tiny_models_dir / "Qwen3-TTS-12Hz-1.7B-CustomVoice")
     # float32: every frame of both texts equal, each run to the comparison's full length.
-    assert report["engine_matches_reference"] is True
+    assert report["engine_matches_reference"] is True and report["comparison"] == "codes"
     assert report["frames_compared"] == [doctor.COMPARE_FRAMES["cpu"]] * 2  # qwen_tts never feeds back the last
     assert report["frames_equal"] == report["frames_compared"]
     assert set(report["x_real_time"]) == {"batch_1", "batch_3"} and all(v > 0 for v in report["x_real_time"].values())
@@ -91,3 +91,14 @@ def test_the_batch_size_suggestion_follows_the_measured_cost():
     assert doctor.suggest_batch_size(100 * 2**30, 2**30) == 20
     assert doctor.suggest_batch_size(2**29, 2**30) == 1
     assert doctor.suggest_batch_size(2**30, None) is None
+
+
+def test_half_precision_is_judged_teacher_forced(runaway_models_dir, tmp_path):
+    """In bf16 the engine is judged on qwen_tts's codes fed through it (the GPU's path, run here on the CPU)."""
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"device": "cpu", "dtype": "bfloat16", "batch_size": 2}))
+    report = backend.Backend(root=tmp_path, models_dir=str(runaway_models_dir)).doctor()
+    assert report.dtype == "bfloat16" and report.comparison == "teacher-forced"
+    assert report.top1_agreement >= doctor.TOP1_NEEDED and report.max_logit_diff is not None
+    assert report.engine_matches_reference is True and not report.engine_switched
+    assert len(report.frames_equal) == 2 and all(0 <= e <= c for e, c in zip(report.frames_equal, report.frames_compared))
+    assert "of its picks agree" in report.summary()
