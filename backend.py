@@ -24,6 +24,7 @@ from audiobook.settings import SETTINGS_FILE, Settings, load_settings, save_sett
 from audiobook.tts import PRESET, TTS, Narrator
 from audiobook.previews import VoicePreview
 from audiobook.voices import Voice, VoiceLibrary
+from audiobook.workers import WorkerInfo, WorkerPool, executor_for
 
 ROOT = Path(__file__).resolve().parent
 
@@ -54,6 +55,7 @@ class Backend:
         self.tts = TTS(self.settings)
         self._render_lock = threading.Lock()  # one render at a time: there is one model
         self._job: _RenderJob | None = None
+        self._executor = None  # where the current (or last) render's batches run: workers.InProcess or WorkerPool
 
     # ---- settings -----------------------------------------------------------------------
 
@@ -190,13 +192,19 @@ class Backend:
             self.tts.check_instruct(narrator.instruct)
         return narrator
 
-    def clone_prompt_for(self, narrator: Narrator):
-        """The clone prompt for a render: loaded from the voice's cache when fresh, else computed and cached."""
+    def clone_prompt_for(self, narrator: Narrator, maker=None):
+        """The clone prompt for a render: loaded from the voice's cache when fresh, else computed and cached.
+
+        ``maker`` computes it (a ``WorkerPool``, so that this process loads no model); default: our model.
+        """
         from audiobook import voices
 
         if narrator.kind == PRESET:
             return None
-        return self.tts.cached_clone_prompt(narrator, voices.prompt_cache_path(narrator, self.tts.settings.model_size))
+        cache = voices.prompt_cache_path(narrator, self.tts.settings.model_size)
+        if maker is not None:  # a pool has the settings and the clone_prompt that a TTS uses here
+            return TTS.cached_clone_prompt(maker, narrator, cache)
+        return self.tts.cached_clone_prompt(narrator, cache)
 
     # ---- checkpoints ------------------------------------------------------------------------
 
@@ -275,12 +283,19 @@ class Backend:
 
     def _render(self, book, narrator, target, options, on_progress, should_stop) -> RenderResult:
         result = RenderResult(out_dir=target)
-        prompt = (lambda: self.clone_prompt_for(narrator)) if narrator.kind != PRESET else None
-        for progress in render_events(book, narrator, self.settings, target, self.tts, result, should_stop,
-                                      options, clone_prompt=prompt):
-            if on_progress:
-                on_progress(progress)
+        with executor_for(self.settings, self.tts) as executor:  # workers > 0: Ray workers render the batches
+            self._executor = executor
+            maker = executor if isinstance(executor, WorkerPool) else None
+            prompt = (lambda: self.clone_prompt_for(narrator, maker)) if narrator.kind != PRESET else None
+            for progress in render_events(book, narrator, self.settings, target, self.tts, result, should_stop,
+                                          options, clone_prompt=prompt, executor=executor):
+                if on_progress:
+                    on_progress(progress)
         return result
+
+    def worker_infos(self) -> list[WorkerInfo]:
+        """The Ray workers of the current (or last) render and what each is doing; empty without workers."""
+        return self._executor.infos() if self._executor is not None else []
 
     def render_plan(self, book: Book | str | Path, narrator: Narrator | str, out_dir: str | Path | None = None) -> Manifest:
         """What a render would start from: every chapter's chunks (ids, text, status), without a model."""
@@ -333,8 +348,10 @@ class Backend:
         return self._job.snapshot()
 
     def render_state(self) -> RenderState:
-        """A snapshot of the background render (the last one, when none runs)."""
-        return self._job.snapshot() if self._job else RenderState()
+        """A snapshot of the background render (the last one, when none runs), with its workers."""
+        state = self._job.snapshot() if self._job else RenderState()
+        state.workers = [w.row() for w in self.worker_infos()]
+        return state
 
     def wait_render(self, timeout: float | None = None) -> RenderState:
         """Block until the background render ends (or ``timeout`` seconds pass); return its state."""
@@ -439,6 +456,10 @@ def cmd_render(args) -> int:
     backend = Backend(models_dir=args.models_dir)
     if args.batch_size:
         backend.apply_settings(backend.settings.updated(batch_size=args.batch_size))
+    if args.workers is not None or args.ray_address is not None:
+        workers = backend.settings.workers if args.workers is None else args.workers
+        address = backend.settings.ray_address if args.ray_address is None else args.ray_address
+        backend.apply_settings(backend.settings.updated(workers=workers, ray_address=address))
     book = backend.load_book(args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
     bar, report = _tqdm_progress()
@@ -626,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruct", default="", help="a style instruction for a built-in speaker (1.7B only)")
     p.add_argument("--output", help="output folder (default: output/<book title>)")
     p.add_argument("--batch-size", type=int, help="chunks per model call (1-20)")
+    p.add_argument("--workers", type=int, help="Ray workers, one model each on a GPU (or a CPU); 0 renders in this process")
+    p.add_argument("--ray-address", help="join this running Ray cluster (default: a local Ray for the render)")
     p.add_argument("--models-dir", help="folder holding the checkpoints")
     p.add_argument("--redo-chapter", type=int, action="append", metavar="N", help="render chapter N again (repeatable)")
     p.add_argument("--redo-chunk", action="append", metavar="ID", help="render the chunk with this id again (repeatable)")

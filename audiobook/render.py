@@ -27,6 +27,7 @@ from .errors import AudiobookError
 from .text import Chunk, load_pronunciations, plan_chunks
 from .files import SAMPLE_RATE
 from .tts import FRAME_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
+from .workers import InProcess
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class RenderState:
     stopped: bool = False
     finished: bool = False  # ended without an error (complete, stopped, or with failed chunks)
     error: str = ""
+    workers: list[list] = field(default_factory=list)  # rows of workers.WORKER_COLUMNS (Ray workers only)
 
 
 def batch_log_line(n: int, seconds: float) -> str:
@@ -287,17 +289,20 @@ def render_events(
     should_stop: Callable[[], bool] = lambda: False,
     options: RenderOptions = RenderOptions(),
     clone_prompt: Callable[[], object] | None = None,
+    executor=None,
 ) -> Iterator[Progress]:
     """Render ``book`` into ``out_dir``, continuing from its manifest; yield Progress after every batch.
 
     Fills ``result`` as it goes (the caller keeps a reference). Chapters are assembled as
     soon as all their chunks are kept; the book files at the end of a complete render.
     ``clone_prompt`` returns the (cached) clone prompt of a cloned narrator; it is called
-    only when there is something to generate. Raises AudiobookError for problems the user
-    can fix (a damaged manifest, no text).
+    only when there is something to generate. ``executor`` runs the batches (``workers.py``:
+    Ray workers); by default they run here on ``tts``. Raises AudiobookError for problems the
+    user can fix (a damaged manifest, no text).
     """
     r = _Render(book, narrator, settings, Path(out_dir), tts, result, should_stop, options)
     r.prompt_source = clone_prompt
+    r.executor = executor or InProcess(tts)
     yield from r.run()
 
 
@@ -379,24 +384,30 @@ class _Render:
         if queue and self.narrator.kind != "preset":
             self.prompt = (self.prompt_source() if self.prompt_source else
                            self.tts.clone_prompt(self.narrator.ref_audio, self.narrator.ref_text, self.narrator.x_vector_only))
-        while queue:
-            if self.should_stop():
-                self.result.stopped = True
-                self._log(f"Stopped after the batch in flight; {len(queue)} chunks left. Render again to continue.")
-                break
+
+        def next_batch() -> list[str] | None:
+            nonlocal queue
+            if not queue or self.should_stop():
+                return None
             take = self.sizer.current * (FAST_WINDOW_BATCHES if self.fast else 1)
+            if self.executor.parallel > 1:  # leave some for the other workers
+                take = min(take, max(self.sizer.current, -(-len(queue) // self.executor.parallel)))
             batch, queue = queue[:take], queue[take:]
-            t0 = time.perf_counter()
-            self._render_batch(batch)
+            return batch
+
+        for batch, seconds in self.executor.run(next_batch, self._render_batch, self._log):
             mf.save_manifest(self.m, self.out_dir)
             self.result.batches += 1
-            self._log(batch_log_line(len(batch), time.perf_counter() - t0))
+            self._log(batch_log_line(len(batch), seconds))
             grown = self.sizer.batch_done()
             if grown:
                 self._log(grown)
             touched = sorted({ci for i in batch for ci in self.chapters_of[i]})
             self._assemble(touched, final=False)
             yield self._progress()
+        if queue:
+            self.result.stopped = True
+            self._log(f"Stopped after the batch in flight; {len(queue)} chunks left. Render again to continue.")
 
         self._assemble(range(len(self.m.chapters)), final=True)
         self._report()
@@ -430,14 +441,17 @@ class _Render:
 
     # ---- one batch: takes, checks, retries ------------------------------------------
 
-    def _render_batch(self, ids: list[str]) -> None:
-        """Generate, check and keep every chunk of a batch (or mark it failed or suspect)."""
+    def _render_batch(self, ids: list[str], tts=None) -> None:
+        """Generate, check and keep every chunk of a batch (or mark it failed or suspect).
+
+        ``tts`` is where the model calls go (the executor's worker); this process's model by default.
+        """
         states = self.m.chunks
         takes: dict[str, list[_Take]] = {i: [] for i in ids}
         todo, retry_round = list(ids), 0
         while todo:
             seed = self.opts.seed + SEED_STEP * max(states[i].attempts for i in todo)
-            outcome = self._generate(todo, seed)
+            outcome = self._generate(todo, seed, tts)
             retry: list[str] = []
             for i in todo:
                 st, out = states[i], outcome[i]
@@ -466,13 +480,14 @@ class _Render:
                           f"taking {'them' if len(retry) != 1 else 'it'} again with another seed.")
             todo, retry_round = retry, retry_round + 1
 
-    def _generate(self, ids: list[str], seed: int) -> dict[str, np.ndarray | BaseException]:
+    def _generate(self, ids: list[str], seed: int, tts=None) -> dict[str, np.ndarray | BaseException]:
         """One model call for ``ids``; out of memory, split in half down to single chunks."""
+        tts = tts or self.tts
         texts = [self.m.chunks[i].text for i in ids]
         oom: BaseException | None = None
         try:
             extra = {"slots": self.sizer.current} if self.fast else {}
-            wavs = self.tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt, **extra)
+            wavs = tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt, **extra)
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
@@ -486,13 +501,13 @@ class _Render:
         if self.fast and self.sizer.current > 1:
             # The engine's memory grows with its slots, not with the texts it is given: fewer slots.
             self._log(self.sizer.shrink(self.sizer.current))
-            return self._generate(ids, seed)
+            return self._generate(ids, seed, tts)
         if len(ids) == 1:
             self._log(f"Out of GPU memory on a single chunk ({len(texts[0])} characters); it is marked failed.")
             return {ids[0]: MemoryError("out of GPU memory even on its own")}
         self._log(self.sizer.shrink(len(ids)))
         half = (len(ids) + 1) // 2
-        return {**self._generate(ids[:half], seed), **self._generate(ids[half:], seed)}
+        return {**self._generate(ids[:half], seed, tts), **self._generate(ids[half:], seed, tts)}
 
     def _keep(self, chunk: str, take: _Take, status: str) -> None:
         st = self.m.chunks[chunk]

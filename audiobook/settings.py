@@ -46,6 +46,8 @@ class Settings:
     engine: str = field(default="auto", metadata=_choice(ENGINES, "auto: our continuous-batching engine, falling back to qwen_tts's own generate if it fails; fast: the engine only; qwen_tts: the library's own generate."))
     batch_order: str = field(default="length", metadata=_choice(BATCH_ORDERS, "length: batch chunks of similar length together; book: in reading order."))
     language: str = field(default="auto", metadata={"help": "Language of the narration (auto: from the book)."})
+    workers: int = field(default=0, metadata=_num(0, 64, "0: render in this process. N: N Ray workers, each with its own model, on one GPU each (or the CPU without GPUs)."))
+    ray_address: str = field(default="", metadata={"help": "A running Ray cluster to join with workers, e.g. 10.0.0.5:6379 (empty: start a local Ray for each render)."})
     # Text
     chunk_chars: int = field(default=500, metadata=_num(50, 2000, "Longest chunk of text sent to the model, in characters."))
     pronunciations_file: str = field(default="", metadata={"help": "A JSON file of whole-word replacements, e.g. {\"Hermione\": \"Her-my-oh-nee\"} (empty: none)."})

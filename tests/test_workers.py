@@ -1,0 +1,181 @@
+"""Ray workers render batches for the render loop: on a real local Ray cluster with two CPU actors.
+
+One Ray cluster serves the whole module (2 CPUs, so 2 actors); each render places its actors
+and removes them when it ends.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from audiobook import manifest as mf
+from audiobook.books import Book, Chapter
+from audiobook.errors import AudiobookError
+from audiobook.settings import Settings
+from audiobook.tts import Narrator
+from audiobook.workers import RAY_DEFAULT_ENV, WorkerPool
+
+ROOT = Path(__file__).resolve().parent.parent
+RYAN = Narrator(kind="preset", speaker="ryan")
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+pytestmark = pytest.mark.slow
+
+
+def book(n_chapters=3, sentences=4, title="Workers Book"):
+    chapters = [Chapter(f"Part {c + 1}", " ".join(f"The {WORDS[c]} chapter has its {WORDS[i]} line of narration."
+                                                   for i in range(sentences)))
+                for c in range(n_chapters)]
+    return Book(title, chapters, language="en")
+
+
+def backend_for(root, models_dir, **kw):
+    from backend import Backend
+
+    b = Backend(root=root, settings_path=root / "user_settings.json", models_dir=str(models_dir))
+    b.apply_settings(b.settings.updated(**{**dict(device="cpu", max_new_tokens=64, batch_size=2, chunk_chars=60,
+                                                   make_m4b=False, duration_outlier_factor=20.0, runaway_margin_s=0.0,
+                                                   do_sample=False, max_retries=0), **kw}))
+    return b
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray with 2 CPUs for this module; yields its address (for a second driver to join)."""
+    for k, v in RAY_DEFAULT_ENV.items():
+        os.environ.setdefault(k, v)
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"py_modules": [str(ROOT / "audiobook")]})
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def kept_files(out: Path) -> dict[str, tuple[int, int]]:
+    """Every chunk file on disk: name -> (inode, mtime); an atomic rewrite changes both."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "chunks").glob("*.wav")}
+
+
+def test_two_workers_render_what_one_process_renders(tmp_path, tiny_models_dir, ray_cluster):
+    b = book()
+    here = backend_for(tmp_path, tiny_models_dir, workers=0).render(b, RYAN, out_dir=tmp_path / "here")
+    be = backend_for(tmp_path, tiny_models_dir, workers=2)
+    lines = []
+    spread = be.render(b, RYAN, out_dir=tmp_path / "workers", on_progress=lambda p: lines.append(p.message))
+    assert here.complete and spread.complete
+    one, two = mf.load_manifest(tmp_path / "here"), mf.load_manifest(tmp_path / "workers")
+    assert [[r.id for r in ch.chunks] for ch in two.chapters] == [[r.id for r in ch.chunks] for ch in one.chapters]
+    assert {i: s.status for i, s in two.chunks.items()} == {i: s.status for i, s in one.chunks.items()}
+    # Greedy decoding in float32: the workers made the very same takes.
+    assert {i: s.duration_s for i, s in two.chunks.items()} == {i: s.duration_s for i, s in one.chunks.items()}
+    assert [f.name for f in spread.chapter_files] == [f.name for f in here.chapter_files]
+    workers = be.worker_infos()
+    assert len(workers) == 2 and all(w.batches > 0 for w in workers), workers  # both took batches
+    assert sum(w.chunks for w in workers) == len(two.chunks)
+    assert len({w.pid for w in workers}) == 2 and os.getpid() not in {w.pid for w in workers}
+    assert any("2 workers ready on Ray (cpu)" in m for m in lines)
+
+
+def test_a_killed_worker_loses_nothing_and_redoes_nothing(tmp_path, tiny_models_dir, ray_cluster):
+    b = book(n_chapters=3, sentences=5)
+    out = tmp_path / "out"
+    be = backend_for(tmp_path, tiny_models_dir, workers=2, batch_size=2, max_new_tokens=96)
+    seen: dict[str, tuple[int, int]] = {}
+    killed: list[int] = []
+
+    def record(progress):
+        for name, stamp in kept_files(out).items() if (out / "chunks").is_dir() else ():
+            seen.setdefault(name, stamp)
+
+    def killer():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            done = len(list((out / "chunks").glob("*.wav"))) if (out / "chunks").is_dir() else 0
+            busy = [w for w in be.worker_infos() if w.state.startswith("rendering") and w.pid]
+            if done >= 2 and busy:
+                os.kill(busy[0].pid, signal.SIGKILL)  # the actor's process, as Ray reports it
+                killed.append(busy[0].pid)
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    lines = []
+    result = be.render(b, RYAN, out_dir=out, on_progress=lambda p: (record(p), lines.append(p.message)))
+    thread.join(5)
+    assert killed, "no worker was seen rendering"
+    log = "\n".join(lines)
+    assert "died" in log and "its batch went to worker" in log, log
+    assert sum(w.restarts for w in be.worker_infos()) == 1
+    final = mf.load_manifest(out)
+    assert result.complete and final.count(mf.DONE, mf.SUSPECT) == len(final.chunks)
+    assert result.generated == len(final.chunks)  # every chunk kept exactly once
+    now = kept_files(out)
+    assert len(now) == len(final.chunks)
+    for name, stamp in seen.items():  # no finished chunk file was written again
+        assert now[name] == stamp, name
+
+
+def test_stop_during_a_worker_render_then_resume(tmp_path, tiny_models_dir, ray_cluster):
+    b = book(n_chapters=3, sentences=5)
+    out = tmp_path / "out"
+    be = backend_for(tmp_path, tiny_models_dir, workers=2, batch_size=1)
+    be.start_render(b, RYAN, out_dir=out)
+    deadline = time.time() + 300
+    while time.time() < deadline and be.render_state().chunks_done < 2:
+        time.sleep(0.05)
+    during = be.render_state()
+    be.stop_render()
+    state = be.wait_render(300)
+    assert len(during.workers) == 2 and all(row[0].startswith("worker ") for row in during.workers)
+    assert state.stopped and state.finished and not state.error, state.error
+    stopped = mf.load_manifest(out)
+    done = {i for i, s in stopped.chunks.items() if s.kept}
+    assert 2 <= len(done) < len(stopped.chunks)
+    before = kept_files(out)
+    assert set(before) == {Path(stopped.chunks[i].file).name for i in done}  # the manifest knows every file
+
+    result = be.render(b, RYAN, out_dir=out)
+    assert result.complete and result.reused == len(done)
+    assert result.generated == len(stopped.chunks) - len(done)
+    after = kept_files(out)
+    assert all(after[name] == stamp for name, stamp in before.items())
+    assert mf.load_manifest(out).count(mf.DONE, mf.SUSPECT) == len(stopped.chunks)
+
+
+def test_more_workers_than_the_cluster_holds_is_one_sentence(ray_cluster):
+    with pytest.raises(AudiobookError, match=r"Asked for 3 workers, but the Ray cluster has 2 CPUs; set workers to 2"):
+        WorkerPool(Settings(device="cpu"), workers=3).start()
+
+
+def test_render_command_joins_a_running_cluster(tmp_path, tiny_models_dir, ray_cluster):
+    b = book(n_chapters=2, sentences=3, title="Joined")
+    path = tmp_path / "joined.json"
+    path.write_text(json.dumps(b.to_dict()))
+    root = tmp_path / "root"  # a project folder of its own: the command reads its user_settings.json
+    root.mkdir()
+    (root / "backend.py").write_text((ROOT / "backend.py").read_text())
+    settings = dict(device="cpu", max_new_tokens=64, batch_size=2, chunk_chars=60, make_m4b=False,
+                    duration_outlier_factor=20.0, runaway_margin_s=0.0)
+    (root / "user_settings.json").write_text(json.dumps(settings))
+    done = subprocess.run([sys.executable, str(root / "backend.py"), "render", str(path), "--speaker", "ryan",
+                           "--workers", "2", "--ray-address", ray_cluster, "--models-dir", str(tiny_models_dir),
+                           "--output", str(tmp_path / "out")],
+                          cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    said = done.stdout + done.stderr
+    assert done.returncode in (0, 1), said[-3000:]  # 1: some takes suspect, still rendered
+    assert "2 workers ready on Ray (cpu)" in said, said[-3000:]
+    final = mf.load_manifest(tmp_path / "out")
+    assert final.count(mf.DONE, mf.SUSPECT) == len(final.chunks)
+    assert sorted(p.name for p in (tmp_path / "out").glob("0*.wav")) == ["01 - Part 1.wav", "02 - Part 2.wav"]
