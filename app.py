@@ -13,6 +13,7 @@ import html
 import importlib.util
 import logging
 import os
+import secrets
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -25,7 +26,8 @@ from audiobook.files import safe_filename
 from audiobook.books import BOOK_EXTENSIONS, Book
 from audiobook.errors import AudiobookError
 from audiobook.render import RenderState
-from audiobook.settings import Settings
+from audiobook.serving import ServedFiles, blocked_paths, serving_for
+from audiobook.settings import FOLDER_SETTINGS, Settings
 from audiobook.tts import LANGUAGES, PRESET, Narrator
 from audiobook.previews import DEFAULT_REFERENCE_TEXT, VoicePreview
 from backend import ROOT, Backend
@@ -428,11 +430,14 @@ def _page_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _setting_control(name: str, value: Any) -> gr.components.Component:
-    """The right control for one setting, from its metadata."""
+def _setting_control(name: str, value: Any, locked: bool = False) -> gr.components.Component:
+    """The right control for one setting, from its metadata (read-only when ``locked``)."""
     f = next(f for f in fields(Settings) if f.name == name)
     help_text = f.metadata.get("help") or None
     label, elem_id = label_for(name), f"setting-{name}"
+    if locked:
+        note = "Set on the computer running the app: a page served to the network cannot change folders."
+        return gr.Textbox(value=value, label=label, info=note, interactive=False, elem_id=elem_id)
     if name == "batch_size":
         lo, hi = f.metadata["range"]
         return gr.Slider(lo, hi, value=value, step=1, label=label, elem_id=elem_id,
@@ -455,6 +460,7 @@ def _setting_control(name: str, value: Any) -> gr.components.Component:
 def build_app(backend: Backend) -> gr.Blocks:
     """The whole page, wired to ``backend``."""
     B = backend
+    serve = served_files()  # finished files reach the browser only as copies in a folder of their own
     names = setting_names()
     model_work = dict(concurrency_id="model", concurrency_limit=1)  # one model call at a time
 
@@ -580,7 +586,8 @@ def build_app(backend: Backend) -> gr.Blocks:
                     with gr.Row(equal_height=False):
                         for name in group:
                             with gr.Column(min_width=220, scale=2 if name == "batch_size" else 1):
-                                controls[name] = _setting_control(name, getattr(B.settings, name))
+                                controls[name] = _setting_control(name, getattr(B.settings, name),
+                                                                  B.lock_folders and name in FOLDER_SETTINGS)
                                 errors[name] = gr.Markdown("", elem_classes=["field-error"], container=False,
                                                            elem_id=f"error-{name}")
             with gr.Row():
@@ -612,7 +619,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         for btn, action in ((merge_btn, "merge"), (drop_btn, "drop"), (reorder_btn, "reorder")):
             btn.click(_page_errors(functools.partial(lambda a, b, v: show_book(edit_book(b, a, None, v)), action)),
                       [book_state, numbers], book_outputs)
-        save_book_btn.click(_page_errors(lambda b: str(save_book(B, b))), book_state, saved_book)
+        save_book_btn.click(_page_errors(lambda b: serve(save_book(B, b))), book_state, saved_book)
 
         # ---- events: Voice Lab ----
         def on_mode(m):
@@ -623,7 +630,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         def on_preview(m, desc, lang, text, sd, clip_path, trans, xv, spk, instr):
             p = preview_voice(B, m, description=desc, language=lang, text=text, seed=sd, clip=clip_path,
                               transcript=trans, x_vector_only=xv, speaker=spk, instruct=instr)
-            return p, str(p.wav_path), preview_notes(p)
+            return p, serve(p.wav_path), preview_notes(p)
 
         preview_btn.click(_page_errors(on_preview),
                           [mode, description, language, ref_text, seed, clip, transcript, x_vector, speaker, instruct],
@@ -640,7 +647,7 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         save_voice_btn.click(_page_errors(on_save_voice), [preview_state, voice_name],
                              [save_voice_msg, library, lib_pick, narrator])
-        play_btn.click(_page_errors(functools.partial(voice_audio, B)), lib_pick, lib_audio)
+        play_btn.click(_page_errors(lambda name: serve(voice_audio(B, name))), lib_pick, lib_audio)
 
         def on_delete(name):
             if not name:
@@ -661,7 +668,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         def on_export(name):
             if not name:
                 raise AudiobookError("Pick a voice in the library first.")
-            return str(B.export_voice(name))
+            return serve(B.export_voice(name))
 
         export_btn.click(_page_errors(on_export), lib_pick, exported)
 
@@ -693,15 +700,15 @@ def build_app(backend: Backend) -> gr.Blocks:
                    gr.update(visible=bool(files["chapters"] or files["m4b"]))]
             if key == last_key:  # resending the players would restart what the user is listening to
                 return out + [gr.skip()] * 4 + [last_key]
-            choices = [(Path(p).stem, p) for p in files["chapters"]]
-            return out + [gr.update(choices=choices, value=choices[0][1] if choices else None),
-                          files["chapters"][0] if files["chapters"] else None, files["m4b"], files["srt"], key]
+            choices = [(Path(p).stem, serve(p)) for p in files["chapters"]]
+            first = choices[0][1] if choices else None
+            return out + [gr.update(choices=choices, value=first), first, serve(files["m4b"]), serve(files["srt"]), key]
 
         timer = gr.Timer(POLL_S)
         timer.tick(_page_errors(on_tick), results_key,
                    [status, progress, log_box, problems, results_box, chapter_pick, chapter_player, m4b_file, srt_file, results_key],
                    show_progress="hidden", concurrency_id="poll", concurrency_limit=4, trigger_mode="always_last")
-        chapter_pick.change(lambda p: p, chapter_pick, chapter_player, show_progress="hidden")
+        chapter_pick.change(serve.owned, chapter_pick, chapter_player, show_progress="hidden")
 
         # ---- events: settings ----
         setting_inputs = [controls[n] for n in names]
@@ -749,16 +756,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="app.py", description="The audiobook page (Gradio).")
     p.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     p.add_argument("--listen", action="store_true", help="listen on all network interfaces, not only this computer")
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument("--share", action="store_true", help="make a public gradio.live link (the page itself stays on 127.0.0.1)")
+    p.add_argument("--auth", metavar="USER:PASSWORD",
+                   help="ask for this login (with --listen or --share and no --auth, a password is made up and printed)")
     p.add_argument("--models-dir", help="folder holding the checkpoints (overrides the setting, not saved)")
     p.add_argument("--root", default=os.environ.get("AUDIOBOOK_ROOT", str(ROOT)),
                    help="project folder holding user_settings.json, output/ and voices/ (default: this folder)")
     return p
 
 
-def served_folders(backend: Backend) -> list[str]:
-    """The only folders the page may serve files from (besides Gradio's own upload cache)."""
-    return [str(backend.output_root), str(backend.resolve(backend.settings.voices_dir))]
+def served_files() -> ServedFiles:
+    """A new folder for the page's copies of finished files, inside Gradio's upload folder (which it serves)."""
+    from gradio.utils import get_upload_folder
+
+    return ServedFiles(Path(get_upload_folder()) / f"audiobook-{secrets.token_hex(8)}")
+
+
+def project_places(backend: Backend) -> list[Path]:
+    """Everything of the project the server must refuse to hand out by path."""
+    s = backend.settings
+    places = [backend.root, backend.output_root, backend.resolve(s.voices_dir), backend.settings_path]
+    places += [backend.resolve(getattr(s, k)) for k in ("models_dir", "pronunciations_file") if getattr(s, k)]
+    return places
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -766,19 +785,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        backend = Backend(root=args.root, models_dir=args.models_dir)
+        serving = serving_for(args.listen, args.share, args.auth)
+        backend = Backend(root=args.root, models_dir=args.models_dir, lock_folders=serving.network)
     except AudiobookError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
-    for folder in served_folders(backend):
-        Path(folder).mkdir(parents=True, exist_ok=True)
+    from gradio.utils import get_upload_folder
+
     demo = build_app(backend)
     demo.queue(default_concurrency_limit=1)  # each event one at a time; previews also share one 'model' slot
+    if serving.login_line():
+        print(serving.login_line(), flush=True)
     demo.launch(
-        server_name="0.0.0.0" if (args.listen or args.share) else "127.0.0.1",
+        server_name=serving.host,
         server_port=args.port,
-        share=args.share,
-        allowed_paths=served_folders(backend),
+        share=serving.share,
+        auth=serving.auth,
+        allowed_paths=[],
+        blocked_paths=blocked_paths(project_places(backend), keep_open=[get_upload_folder()]),
         css=CSS,
         footer_links=[],
         show_error=True,

@@ -20,7 +20,7 @@ from audiobook.books import Book, load_book
 from audiobook.errors import AudiobookError
 from audiobook.manifest import Manifest
 from audiobook.render import Progress, RenderOptions, RenderResult, RenderState, plan_book, render_events
-from audiobook.settings import SETTINGS_FILE, Settings, load_settings, save_settings
+from audiobook.settings import FOLDER_SETTINGS, SETTINGS_FILE, Settings, load_settings, save_settings
 from audiobook.tts import PRESET, TTS, Narrator
 from audiobook.previews import VoicePreview
 from audiobook.voices import Voice, VoiceLibrary
@@ -44,11 +44,14 @@ class Backend:
     """State shared by the page and the command line: settings, the resident model, renders.
 
     ``root`` is the project folder (``user_settings.json``, ``output/``, ``voices/`` live there);
-    ``models_dir`` overrides the setting for this process without saving it.
+    ``models_dir`` overrides the setting for this process without saving it. With
+    ``lock_folders`` (a page served to the network) the folder settings cannot be changed.
     """
 
-    def __init__(self, root: str | Path | None = None, settings_path: str | Path | None = None, models_dir: str | None = None):
+    def __init__(self, root: str | Path | None = None, settings_path: str | Path | None = None, models_dir: str | None = None,
+                 lock_folders: bool = False):
         self.root = Path(root) if root else ROOT
+        self.lock_folders = lock_folders
         self.settings_path = Path(settings_path) if settings_path else self.root / SETTINGS_FILE
         self._models_dir_override = str(models_dir) if models_dir else None
         self.settings = self._with_overrides(load_settings(self.settings_path))
@@ -64,6 +67,7 @@ class Backend:
 
     def save_settings(self, **changes) -> Settings:
         """Validate, save to ``user_settings.json`` and apply; raise AudiobookError naming a bad key."""
+        self._refuse_folder_changes(changes)
         on_disk = load_settings(self.settings_path) if self.settings_path.exists() else Settings()
         new = on_disk.updated(**changes)
         save_settings(new, self.settings_path)
@@ -71,9 +75,24 @@ class Backend:
         return new
 
     def reset_settings(self) -> Settings:
-        save_settings(Settings(), self.settings_path)
-        self.apply_settings(self._with_overrides(Settings()))
+        """Restore the defaults (and save them); folder settings stay as they are while they are locked."""
+        new = Settings()
+        if self.lock_folders:
+            on_disk = load_settings(self.settings_path) if self.settings_path.exists() else Settings()
+            new = new.updated(**{k: getattr(on_disk, k) for k in FOLDER_SETTINGS})
+        save_settings(new, self.settings_path)
+        self.apply_settings(self._with_overrides(new))
         return self.settings
+
+    def _refuse_folder_changes(self, changes: dict) -> None:
+        if not self.lock_folders:
+            return
+        changed = [k for k in FOLDER_SETTINGS if k in changes and changes[k] != getattr(self.settings, k)]
+        if changed:
+            raise AudiobookError(
+                f"The folder setting{'s' if len(changed) > 1 else ''} {', '.join(repr(k) for k in changed)} cannot be "
+                "changed from a page served to the network; change it on this computer in user_settings.json, "
+                "or in a page started without --listen or --share.")
 
     @property
     def models_dir_override(self) -> str | None:

@@ -40,7 +40,7 @@ class Settings:
     attention_mode: str = field(default="sdpa", metadata=_choice(ATTENTION_MODES, "Attention kernel used by the model."))
     max_new_tokens: int = field(default=4096, metadata=_num(64, 8192, "Longest a chunk may run, in 12.5 Hz frames (4096 is about 5.5 minutes)."))
     model_size: str = field(default="1.7B", metadata=_choice(MODEL_SIZES, "1.7B sounds best; 0.6B is faster and smaller."))
-    models_dir: str = field(default="", metadata={"help": "Folder holding downloaded checkpoints (empty: use the Hugging Face cache)."})
+    models_dir: str = field(default="", metadata={"folder": True, "help": "Folder holding downloaded checkpoints (empty: use the Hugging Face cache)."})
     device: str = field(default="auto", metadata=_choice(DEVICES, "auto picks CUDA when present."))
     dtype: str = field(default="auto", metadata=_choice(DTYPES, "auto: bfloat16 on recent GPUs, float16 on older ones, float32 on CPU."))
     engine: str = field(default="auto", metadata=_choice(ENGINES, "auto: our continuous-batching engine, falling back to qwen_tts's own generate if it fails; fast: the engine only; qwen_tts: the library's own generate."))
@@ -50,7 +50,7 @@ class Settings:
     ray_address: str = field(default="", metadata={"help": "A running Ray cluster to join with workers, e.g. 10.0.0.5:6379 (empty: start a local Ray for each render)."})
     # Text
     chunk_chars: int = field(default=500, metadata=_num(50, 2000, "Longest chunk of text sent to the model, in characters."))
-    pronunciations_file: str = field(default="", metadata={"help": "A JSON file of whole-word replacements, e.g. {\"Hermione\": \"Her-my-oh-nee\"} (empty: none)."})
+    pronunciations_file: str = field(default="", metadata={"folder": True, "help": "A JSON file of whole-word replacements, e.g. {\"Hermione\": \"Her-my-oh-nee\"} (empty: none)."})
     # Sampling
     do_sample: bool = field(default=True, metadata={"help": "Sample (natural) or greedy (repeatable)."})
     temperature: float = field(default=0.9, metadata=_num(0.05, 2.0))
@@ -73,8 +73,8 @@ class Settings:
     chapter_format: str = field(default="wav", metadata=_choice(OUTPUT_FORMATS))
     make_m4b: bool = field(default=True)
     make_book_mp3: bool = field(default=False)
-    output_dir: str = field(default="output")
-    voices_dir: str = field(default="voices")
+    output_dir: str = field(default="output", metadata={"folder": True})
+    voices_dir: str = field(default="voices", metadata={"folder": True})
 
     # ---- validation -------------------------------------------------------------
 
@@ -137,6 +137,11 @@ class Settings:
             if f.name == name:
                 return _kind(f)
         raise KeyError(name)
+
+
+# Settings that name a place on this computer: a page served to the network cannot change them.
+FOLDER_SETTINGS = tuple(f.name for f in fields(Settings) if f.metadata.get("folder"))
+
 
 def _kind(f: dataclasses.Field) -> type:
     return {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type), type(f.default))

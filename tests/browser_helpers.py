@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ class AppServer:
     models_dir: Path
     port: int = 0
     proc: subprocess.Popen | None = None
+    args: list[str] = field(default_factory=list)  # more command-line arguments, e.g. ["--listen"]
 
     @property
     def url(self) -> str:
@@ -61,10 +63,12 @@ class AppServer:
     def start(self, timeout: float = 90.0) -> "AppServer":
         self.port = free_port()
         log = open(self.root / f"app-{self.port}.log", "wb")
-        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+        # One torch thread, as in the test process: on a shared CPU extra threads spin-wait and a
+        # tiny preview takes minutes instead of seconds.
+        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--root", str(self.root), "--models-dir", str(self.models_dir),
-             "--port", str(self.port)],
+             "--port", str(self.port), *self.args],
             cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -75,6 +79,10 @@ class AppServer:
                 with urllib.request.urlopen(self.url + "config", timeout=2) as r:
                     if r.status == 200:
                         return self
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # up, and asking for a login
+                    return self
+                time.sleep(0.3)
             except OSError:
                 time.sleep(0.3)
         raise RuntimeError(f"the app did not start in {timeout}s:\n{self.log_text()}")

@@ -212,11 +212,27 @@ def test_fmt_duration():
 # ---- command line ----
 
 
-def test_listens_on_localhost_unless_asked(monkeypatch, tmp_path):
+def test_listens_on_localhost_unless_asked(monkeypatch, tmp_path, capsys):
     seen = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
     assert app.main(["--root", str(tmp_path), "--port", "7999"]) == 0
     assert seen["server_name"] == "127.0.0.1" and seen["server_port"] == 7999 and not seen["share"]
-    assert sorted(seen["allowed_paths"]) == sorted([str(tmp_path / "output"), str(tmp_path / "voices")])
-    app.main(["--root", str(tmp_path), "--listen"])
+    assert seen["auth"] is None and seen["allowed_paths"] == []  # nothing of the project is served by its path
+    assert {str(tmp_path / "output"), str(tmp_path / "voices"), str(tmp_path / "user_settings.json")} <= set(seen["blocked_paths"])
+    assert "Log in" not in capsys.readouterr().out
+
+    # On the network: a login, made up and printed when none is given.
+    assert app.main(["--root", str(tmp_path), "--listen"]) == 0
     assert seen["server_name"] == "0.0.0.0"
+    [(user, password)] = seen["auth"]
+    assert user == "audiobook" and len(password) >= 12
+    assert f"Log in as 'audiobook' with the password {password}" in capsys.readouterr().out
+
+    # A share link tunnels to 127.0.0.1: the page is not opened to the local network as well.
+    assert app.main(["--root", str(tmp_path), "--share", "--auth", "reader:open sesame"]) == 0
+    assert seen["server_name"] == "127.0.0.1" and seen["share"] and seen["auth"] == [("reader", "open sesame")]
+
+
+def test_a_bad_login_is_one_sentence(tmp_path, capsys):
+    assert app.main(["--root", str(tmp_path), "--listen", "--auth", "reader"]) == 2
+    assert capsys.readouterr().err.strip() == "Error: --auth takes USER:PASSWORD, for example --auth reader:a-long-passphrase."

@@ -196,3 +196,80 @@ def test_book_tab_shows_chapters_and_edits_them(browser, server, tmp_path):
     assert saved.index("The Market") < saved.index("The Harbour")
     screenshot(page, "tab-book")
     page.close()
+
+
+def test_a_page_on_the_network_asks_for_a_login_and_hands_out_only_finished_files(browser, tmp_path, models_dir):
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import numpy as np
+
+    from audiobook.voices import Voice, VoiceLibrary
+
+    root = new_project_root(tmp_path / "project", {"max_new_tokens": 64, "max_retries": 0})
+    rng = np.random.default_rng(0)
+    VoiceLibrary(root / "voices").save(Voice(name="Keeper", kind="cloned", reference_text="A short line."),
+                                       reference=(0.1 * rng.standard_normal(24000 * 4)).astype(np.float32))
+    outside = tmp_path / "private.wav"
+    outside.write_bytes((root / "voices" / "Keeper" / "reference.wav").read_bytes())
+    app = AppServer(root, models_dir, args=["--listen", "--auth", "reader:open sesame"]).start()
+
+    def status_of(url: str, headers: dict | None = None) -> int:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        assert status_of(app.url + "config") == 401  # nothing without a login
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        wrong = page.request.post(app.url + "login", form={"username": "reader", "password": "guess"})
+        assert wrong.status >= 400
+        assert page.request.post(app.url + "login", form={"username": "reader", "password": "open sesame"}).ok
+        page.goto(app.url)
+        page.wait_for_selector("#status-line")
+
+        # A render on the page: its m4b downloads from the link the page shows.
+        book = tmp_path / "harbour.txt"
+        book.write_text(BOOK, encoding="utf-8")
+        page.set_input_files("#render-book-file input[type=file]", str(book))
+        wait_for_text(page.locator("#render-book-info"), "2 chapters")
+        page.wait_for_function("document.querySelector('#render-narrator input').value.includes('Keeper')")
+        page.locator("#render-start").click()
+        wait_for_text(page.locator("#render-progress"), r"Done .*100%", timeout=180)
+        link = page.locator("#render-m4b a").first
+        link.wait_for()
+        with page.expect_download() as d:
+            link.click()
+        saved = tmp_path / "book.m4b"
+        d.value.save_as(saved)
+        assert saved.read_bytes()[4:8] == b"ftyp"
+        href = urllib.parse.urljoin(app.url, link.get_attribute("href"))
+        assert page.request.get(href).ok
+        assert status_of(href) == 401  # the same link without the login
+
+        # Nothing of the project is served by its path, even to someone logged in.
+        out = next((root / "output").glob("*/manifest.json")).parent
+        manifest = json.loads((out / "manifest.json").read_text())
+        chunk = out / next(iter(manifest["chunks"].values()))["file"]
+        m4b = next(out.glob("*.m4b"))
+        forbidden = [out / "manifest.json", chunk, root / "voices" / "Keeper" / "reference.wav", m4b,
+                     root / "user_settings.json", outside, Path("/etc/passwd")]
+        for path in forbidden:
+            assert path.is_file(), path
+            for route in ("gradio_api/file=", "file="):
+                got = page.request.get(app.url + route + str(path))
+                assert got.status in (403, 404), (route, path, got.status)
+
+        # The folders cannot be changed from here; the other settings can.
+        open_tab(page, "Advanced Settings")
+        page.get_by_text("Output", exact=True).click()
+        assert page.locator("#setting-output_dir textarea, #setting-output_dir input").first.is_disabled()
+        screenshot(page, "settings-on-the-network")
+        page.close()
+    finally:
+        app.stop()
