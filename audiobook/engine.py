@@ -504,16 +504,24 @@ class FastEngine:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(2):  # warm up kernels and allocator outside the capture
-                self._step_eager(st, st.capacity, s)
+            self._warm_up(st, s)
         torch.cuda.current_stream().wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            self._step_eager(st, st.capacity, s)
+            self._graph_step(st, s)
         st.restore(saved)
         return graph
+
+    def _warm_up(self, st: _State, s: Sampling) -> None:
+        """Run the captured step eagerly before a capture: kernels load and the allocator settles."""
+        for _ in range(2):
+            self._graph_step(st, s)
+
+    def _graph_step(self, st: _State, s: Sampling) -> None:
+        """The work a CUDA graph records: one decode step at full KV capacity."""
+        self._step_eager(st, st.capacity, s)
 
     def _step_eager(self, st: _State, kv_len: int, s: Sampling, force: "_Forced | None" = None) -> None:
         """Code predictor for the last first-codebook token, then one talker step, then sampling.
