@@ -143,7 +143,7 @@ def _choose(logits: torch.Tensor, sample: bool, temperature: float, top_k: int, 
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=False)
         drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
-        drop[:, -1:] = False
+        drop[:, -1:].fill_(False)  # keep the most likely code (fill_: no host tensor in the step)
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     probs = logits.softmax(-1)
     # argmax(p / E) with E ~ Exp(1) draws index i with probability p_i, like multinomial.
@@ -206,6 +206,7 @@ class _State:
         self.step = torch.zeros(slots, dtype=torch.long, device=dev)  # frames done for the item
         self.active = torch.zeros(slots, dtype=torch.long, device=dev)
         self.seen = torch.zeros(slots, e.vocab, dtype=torch.bool, device=dev)  # for repetition penalty
+        self.marks = torch.ones(slots, 1, dtype=torch.bool, device=dev)  # what a step writes into ``seen``
         self.trail = torch.zeros(slots, trail_cap, e.hidden, device=dev, dtype=dt)
         self.trail_len = torch.zeros(slots, dtype=torch.long, device=dev)
         self.frame = torch.zeros(slots, CODE_GROUPS, dtype=torch.long, device=dev)  # output of a step
@@ -493,7 +494,11 @@ class FastEngine:
             return
         graph = st.graphs.get(st.capacity)
         if graph is None:
-            graph = st.graphs[st.capacity] = self._capture(st, s)
+            try:
+                graph = st.graphs[st.capacity] = self._capture(st, s)
+            except Exception as e:
+                self._state = None  # its graphs and caches are not to be trusted again
+                raise GraphCaptureError(f"Capturing the decode step as a CUDA graph failed ({e}).") from e
         graph.replay()
 
     def _capture(self, st: _State, s: Sampling):
@@ -508,9 +513,7 @@ class FastEngine:
         torch.cuda.current_stream().wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            self._graph_step(st, s)
+        graph = _record_graph(lambda: self._graph_step(st, s), self.device, self._pool)
         st.restore(saved)
         return graph
 
@@ -546,7 +549,8 @@ class FastEngine:
             tok = force.next_tok
         st.frame[:, 0] = st.tok
         st.frame[:, 1:] = codes
-        st.seen[st.rows, tok] = True
+        # A tensor value: a Python True would be copied from the host, which a capture forbids.
+        st.seen.scatter_(1, tok[:, None], st.marks)
         st.tok.copy_(tok)
         st.hidden.copy_(hidden)
         st.pos.add_(st.active)
@@ -622,6 +626,44 @@ class FastEngine:
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.talker.model.norm(x)[:, 0]
+
+
+class GraphCaptureError(RuntimeError):
+    """A decode step could not be captured as a CUDA graph; the engine's state is dropped."""
+
+
+def _record_graph(body: Callable[[], None], device: torch.device, pool):
+    """Capture ``body`` on the current stream as a CUDA graph, and on failure leave CUDA as it was.
+
+    ``torch.cuda.graph`` ends a capture in its ``__exit__`` before it leaves the capture
+    stream, so when ending the capture raises (as it does after an operation the capture
+    rejected), the stream stays current and the allocator keeps routing into the graph's
+    pool. Here the capture always ends, the allocator and the random generator are put
+    back, and the first error is raised.
+    """
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    generator = torch.cuda.default_generators[index]
+    before = generator.clone_state()
+    graph = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize(device)
+    graph.capture_begin(pool)
+    failure: BaseException | None = None
+    try:
+        body()
+    except BaseException as e:  # noqa: BLE001 - the capture must end whatever happened
+        failure = e
+    try:
+        graph.capture_end()
+    except Exception as e:
+        # cudaStreamEndCapture failed: torch skipped the allocator's and the generator's epilogue.
+        with contextlib.suppress(Exception):
+            torch._C._cuda_endAllocateToPool(index, pool)
+        with contextlib.suppress(Exception):
+            generator.graphsafe_set_state(before)
+        failure = failure or e
+    if failure is not None:
+        raise failure
+    return graph
 
 
 def _qkv(attn, h: torch.Tensor):

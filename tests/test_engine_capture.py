@@ -1,0 +1,176 @@
+"""The engine's CUDA-graph path, proven on the CPU: what a captured step may do, and what it leaves behind.
+
+No GPU runs these tests. What CUDA graph capture forbids is checked on the operators a
+decode step dispatches; the warm-up, KV bounds and random-number rules are checked on
+the same code that runs around a capture; ``bench/gpu_check.py`` runs the real thing.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import audiobook.engine as engine_mod
+from audiobook.engine import FastEngine, capture_prompts
+from audiobook.settings import Settings
+from audiobook.tts import TTS
+
+aten = torch.ops.aten
+TEXTS = [
+    "Hi.",
+    "The lighthouse stood at the edge of the world.",
+    "Every night its keeper climbed the stairs, one hundred and twelve of them, and rested at the top.",
+    "Then he lit the lamp.",
+    "The storm came in from the west.",
+]
+
+
+@pytest.fixture(scope="module")
+def tts(tiny_models_dir):
+    return TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", max_new_tokens=64, do_sample=False))
+
+
+@pytest.fixture(scope="module")
+def ref_wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "ref.wav"
+    sf.write(path, np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 24000)
+    return str(path)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _prompts(model, call):
+    """qwen_tts's prompts and sampling rules for one wrapper call on ``model``, nothing decoded."""
+    box = {}
+
+    def generate(**inputs):
+        box.update(inputs)
+        raise _Stop
+
+    model.model.generate = generate
+    try:
+        call()
+    except _Stop:
+        pass
+    finally:
+        del model.model.generate
+    return capture_prompts(model.model, box)
+
+
+def _job(tts, ref_wav, job, texts=TEXTS[:3]):
+    """(loaded qwen_tts model, prompts, sampling) for one prompt kind."""
+    kw = dict(max_new_tokens=32, do_sample=False, subtalker_dosample=False, repetition_penalty=1.5)
+    lang = ["english"] * len(texts)
+    if job == "design":
+        model = tts.model("design")
+        call = lambda: model.generate_voice_design(text=texts, instruct=["A calm voice."] * len(texts), language=lang, **kw)  # noqa: E731
+    elif job == "clone":
+        prompt = tts.clone_prompt(ref_wav, "A short reference line.")
+        model = tts.model("clone")
+        call = lambda: model.generate_voice_clone(text=texts, language=lang, voice_clone_prompt=[prompt] * len(texts), **kw)  # noqa: E731
+    else:
+        model = tts.model("preset")
+        call = lambda: model.generate_custom_voice(text=texts, speaker="ryan", language=lang, **kw)  # noqa: E731
+    prompts, sampling = _prompts(model, call)
+    return model, prompts, sampling
+
+
+def _sampled(s):
+    """Every sampling rule on, so that every branch of the step is recorded."""
+    return replace(s, do_sample=True, top_k=40, top_p=0.9, temperature=0.8,
+                   sub_do_sample=True, sub_top_k=20, sub_top_p=0.85, sub_temperature=0.9)
+
+
+def _mid_decoding(model, prompts, s, slots):
+    """An engine and its state with the first ``slots - 1`` prompts admitted and one slot idle."""
+    engine = FastEngine(model.model, slots=slots, cuda_graphs=False)
+    st = engine._prepare(prompts[:slots], s)
+    for slot in range(slots - 1):
+        engine._prefill(st, slot, prompts[slot], s)
+    return engine, st
+
+
+# ---- what a captured step may dispatch ------------------------------------------------------
+
+
+def _capture_problem(func, args, kwargs) -> str | None:
+    """Why ``func`` cannot be recorded in a CUDA graph (or is unsafe there), or None."""
+    name = func.name()
+    packet = func.overloadpacket
+    if packet in (aten.multinomial,):
+        return f"{name}: multinomial checks its input on the host"
+    if packet in (aten.lift_fresh, aten.lift_fresh_copy):
+        return f"{name}: a tensor built from host data (a host-to-device copy on CUDA)"
+    if packet in (aten.index_put_, aten.index_put, aten._index_put_impl_):
+        indices, value = args[1], args[2]
+        if value.dim() == 0:
+            return f"{name} with a 0-dim value: on CUDA a Python scalar becomes a host tensor copied to the device"
+        if any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in indices):
+            return f"{name} with a boolean mask: the indices are found on the host"
+        return None
+    if packet is aten.index:
+        if any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in args[1]):
+            return f"{name} with a boolean mask: data-dependent output shape"
+        return None  # integer indices: the output shape is the indices' shape
+    if torch.Tag.data_dependent_output in func.tags:
+        return f"{name}: reads a device value back to the host"
+    if torch.Tag.dynamic_output_shape in func.tags:
+        return f"{name}: data-dependent output shape"
+    return None
+
+
+class CaptureAudit(TorchDispatchMode):
+    """Records every operator dispatched inside the block and what capture would make of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+        self.problems: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.ops.append(func.name())
+        problem = _capture_problem(func, args, kwargs)
+        if problem and problem not in self.problems:
+            self.problems.append(problem)
+        return func(*args, **kwargs)
+
+
+def test_the_audit_catches_what_capture_forbids():
+    """The audit is not blind: each forbidden pattern of the issue is reported."""
+    x = torch.zeros(4, 6)
+    rows, cols = torch.arange(4), torch.tensor([1, 2, 3, 4])
+    cases = {
+        "0-dim value": lambda: x.__setitem__((rows, cols), True),
+        "reads a device value": lambda: float(x.sum()),
+        "boolean mask": lambda: x[x > 0],
+        "nonzero": lambda: x.nonzero(),
+        "multinomial": lambda: torch.multinomial(torch.ones(2, 3), 1),
+    }
+    for expected, case in cases.items():
+        with CaptureAudit() as audit:
+            case()
+        assert any(expected in p for p in audit.problems), (expected, audit.problems)
+    with CaptureAudit() as audit:  # the engine's way: tensor values, scatter, integer gathers
+        x.scatter_(1, cols[:, None] % 6, torch.ones(4, 1))
+        x[rows, cols % 6] = torch.ones(4)
+        x.exponential_().argmax(-1)
+    assert audit.problems == [] and len(audit.ops) >= 4
+
+
+@pytest.mark.parametrize("job", ["design", "clone", "preset"])
+@pytest.mark.parametrize("mode", ["greedy", "sampled"])
+def test_the_captured_step_is_capture_safe(tts, ref_wav, job, mode):
+    model, prompts, s = _job(tts, ref_wav, job)
+    s = _sampled(s) if mode == "sampled" else s
+    assert s.suppress and s.min_new_tokens > 0 and s.repetition_penalty != 1.0  # every rule is in the step
+    engine, st = _mid_decoding(model, prompts, s, slots=3)
+    with torch.inference_mode(), CaptureAudit() as audit:
+        engine._graph_step(st, s)
+    assert len(audit.ops) > 100, "the audit saw the step"
+    assert audit.problems == [], f"{job}/{mode}: {audit.problems}"
