@@ -213,7 +213,9 @@ class _State:
         self.logits = torch.zeros(slots, e.vocab, device=dev)  # the talker's raw first-codebook logits of a step
         self.suppress = torch.zeros(e.vocab, dtype=torch.bool, device=dev)  # codec ids never sampled
         self.sampling: Sampling | None = None
-        self.graphs: dict[int, Any] = {}
+        # The captured step at this capacity and these sampling rules. Only one graph is alive
+        # at a time, each with its own memory pool, so dropping it returns all of its memory.
+        self.graph: Any = None
 
     def grow(self, capacity: int) -> None:
         """Enlarge every KV cache to ``capacity`` positions, keeping what is written."""
@@ -226,7 +228,7 @@ class _State:
             new.append((k2, v2))
         self.kv = new
         self.capacity = capacity
-        self.graphs.clear()  # graphs point at the old tensors
+        self.graph = None  # it points at the old tensors
 
     def keep(self, engine: "FastEngine", rows: list[int]) -> "_State":
         """A smaller state holding only ``rows``, in that order (KV caches included)."""
@@ -253,7 +255,7 @@ class FastEngine:
     """Continuous-batching generation over one loaded ``Qwen3TTSForConditionalGeneration``.
 
     ``slots`` items decode at once. ``cuda_graphs`` (default: on when the model is on
-    CUDA) captures one decode step as a graph per KV capacity.
+    CUDA) captures one decode step as a CUDA graph, one at a time (per KV capacity and sampling rules).
     """
 
     def __init__(self, qmodel, slots: int = 8, cuda_graphs: bool | None = None):
@@ -277,7 +279,6 @@ class FastEngine:
             cuda_graphs = self.device.type == "cuda"
         self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
         self._state: _State | None = None
-        self._pool = None
         # Rotary tables of the code predictor: its positions are 0..15 at every frame.
         cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
         probe = torch.zeros(1, device=self.device, dtype=self.dtype)
@@ -440,12 +441,13 @@ class FastEngine:
         first = min(self._capacity_for(prompts, s), -(-(longest + 2 * _KV_ROUND) // _KV_ROUND) * _KV_ROUND)
         st = self._state
         if st is None or st.slots != slots or st.trail_cap < trail or st.capacity < first:
+            self._state = st = None  # the old caches and graph go before the new ones are made
             st = self._state = _State(self, slots, trail, first)
         st.active.zero_()
         st.pos.zero_()
         st.step.zero_()
         if st.sampling != s:
-            st.graphs.clear()  # sampling rules are baked into the graphs
+            st.graph = None  # sampling rules are baked into the graph
             st.sampling = s
             st.suppress.zero_()
             if s.suppress:
@@ -492,29 +494,29 @@ class FastEngine:
         if not self.cuda_graphs:
             self._step_eager(st, need, s)
             return
-        graph = st.graphs.get(st.capacity)
-        if graph is None:
+        if st.graph is None:
             try:
-                graph = st.graphs[st.capacity] = self._capture(st, s)
+                st.graph = self._capture(st, s)
             except Exception as e:
-                self._state = None  # its graphs and caches are not to be trusted again
+                self._state = None  # its caches are not to be trusted again
                 raise GraphCaptureError(f"Capturing the decode step as a CUDA graph failed ({e}).") from e
-        graph.replay()
+        st.graph.replay()
 
     def _capture(self, st: _State, s: Sampling):
         """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
         self.stats["graph_captures"] += 1
         log.debug("Capturing a CUDA graph: %d slots, KV capacity %d", st.slots, st.capacity)
         saved = st.snapshot()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        # Warm-up and capture share one stream for the whole process: the cuBLAS workspace that
+        # a stream's first matrix product allocates then comes from the warm-up, outside any
+        # graph's pool, instead of staying behind in the pool of the first graph.
+        stream = _capture_stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
             self._warm_up(st, s)
-        torch.cuda.current_stream().wait_stream(side)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        graph = _record_graph(lambda: self._graph_step(st, s), self.device, self._pool)
-        st.restore(saved)
+            graph = _record_graph(lambda: self._graph_step(st, s), self.device)
+            st.restore(saved)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
         return graph
 
     def _warm_up(self, st: _State, s: Sampling) -> None:
@@ -632,20 +634,35 @@ class GraphCaptureError(RuntimeError):
     """A decode step could not be captured as a CUDA graph; the engine's state is dropped."""
 
 
-def _record_graph(body: Callable[[], None], device: torch.device, pool):
+_capture_streams: dict[int, Any] = {}
+
+
+def _capture_stream(device: torch.device):
+    """The one side stream on which every warm-up and capture on ``device`` runs."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _capture_streams:
+        _capture_streams[index] = torch.cuda.Stream(index)
+    return _capture_streams[index]
+
+
+def _record_graph(body: Callable[[], None], device: torch.device):
     """Capture ``body`` on the current stream as a CUDA graph, and on failure leave CUDA as it was.
 
     ``torch.cuda.graph`` ends a capture in its ``__exit__`` before it leaves the capture
     stream, so when ending the capture raises (as it does after an operation the capture
     rejected), the stream stays current and the allocator keeps routing into the graph's
     pool. Here the capture always ends, the allocator and the random generator are put
-    back, and the first error is raised.
+    back, and the first error is raised. Each graph gets a pool of its own (never shared:
+    a pool whose graphs are all gone cannot take another capture), and cached memory,
+    including the pools of graphs already dropped, goes back to the driver first.
     """
     index = device.index if device.index is not None else torch.cuda.current_device()
     generator = torch.cuda.default_generators[index]
     before = generator.clone_state()
+    pool = torch.cuda.graph_pool_handle()
     graph = torch.cuda.CUDAGraph()
     torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
     graph.capture_begin(pool)
     failure: BaseException | None = None
     try:
@@ -658,6 +675,8 @@ def _record_graph(body: Callable[[], None], device: torch.device, pool):
         # cudaStreamEndCapture failed: torch skipped the allocator's and the generator's epilogue.
         with contextlib.suppress(Exception):
             torch._C._cuda_endAllocateToPool(index, pool)
+        with contextlib.suppress(Exception):
+            torch._C._cuda_releasePool(index, pool)
         with contextlib.suppress(Exception):
             generator.graphsafe_set_state(before)
         failure = failure or e
