@@ -243,12 +243,26 @@ class _State:
         new.sampling = self.sampling
         return new
 
-    def snapshot(self) -> list[torch.Tensor]:
-        return [t.clone() for t in (self.tok, self.hidden, self.pos, self.step, self.seen)]
+    def _changed_by_a_step(self) -> tuple[torch.Tensor, ...]:
+        return self.tok, self.hidden, self.pos, self.step, self.seen, self.frame, self.logits
 
-    def restore(self, saved: list[torch.Tensor]) -> None:
-        for t, s in zip((self.tok, self.hidden, self.pos, self.step, self.seen), saved):
+    def write_index(self) -> torch.Tensor:
+        """Where a step writes each slot's KV: its position, kept inside the cache whatever happens."""
+        return self.pos.clamp_max(self.capacity - 1)
+
+    def snapshot(self):
+        """What one step changes: counters, tokens, outputs, and the KV entries it is about to write."""
+        at = self.write_index()
+        kv = [(k[self.rows, :, at].clone(), v[self.rows, :, at].clone()) for k, v in self.kv]
+        return [t.clone() for t in self._changed_by_a_step()], at, kv
+
+    def restore(self, saved) -> None:
+        tensors, at, kv = saved
+        for t, s in zip(self._changed_by_a_step(), tensors):
             t.copy_(s)
+        for (k, v), (ks, vs) in zip(self.kv, kv):
+            k[self.rows, :, at] = ks
+            v[self.rows, :, at] = vs
 
 
 class FastEngine:
@@ -348,6 +362,7 @@ class FastEngine:
                 return
             owner[slot] = None
             state.active[slot] = 0
+            state.pos[slot] = 0  # an idle slot still runs each step: park it where it writes in bounds
 
         for slot in range(state.slots):
             admit(slot)
@@ -506,7 +521,6 @@ class FastEngine:
         """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
         self.stats["graph_captures"] += 1
         log.debug("Capturing a CUDA graph: %d slots, KV capacity %d", st.slots, st.capacity)
-        saved = st.snapshot()
         # Warm-up and capture share one stream for the whole process: the cuBLAS workspace that
         # a stream's first matrix product allocates then comes from the warm-up, outside any
         # graph's pool, instead of staying behind in the pool of the first graph.
@@ -514,15 +528,20 @@ class FastEngine:
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             self._warm_up(st, s)
-            graph = _record_graph(lambda: self._graph_step(st, s), self.device)
-            st.restore(saved)
+            graph = _record_graph(lambda: self._graph_step(st, s), self.device)  # records, runs nothing
         torch.cuda.current_stream(self.device).wait_stream(stream)
         return graph
 
     def _warm_up(self, st: _State, s: Sampling) -> None:
-        """Run the captured step eagerly before a capture: kernels load and the allocator settles."""
+        """Run the captured step eagerly before a capture: kernels load and the allocator settles.
+
+        The state is put back after each step, so the steps write where the real one will
+        (never a position further) and the decoding resumes exactly where it was.
+        """
+        saved = st.snapshot()
         for _ in range(2):
             self._graph_step(st, s)
+            st.restore(saved)
 
     def _graph_step(self, st: _State, s: Sampling) -> None:
         """The work a CUDA graph records: one decode step at full KV capacity."""
@@ -617,13 +636,14 @@ class FastEngine:
         position_ids = st.pos.view(1, slots, 1).expand(3, slots, 1)
         cos, sin = self.talker.model.rotary_emb(x, position_ids)
         mask = (torch.arange(kv_len, device=x.device)[None] <= st.pos[:, None])[:, None, None]  # [S,1,1,K]
+        at = st.write_index()
         for layer, (kc, vc) in zip(self.talker.model.layers, st.kv):
             a = layer.self_attn
             h = layer.input_layernorm(x)
             q, k, v = _qkv(a, h)
             q, k = apply_multimodal_rotary_pos_emb(q, k, cos, sin, self.mrope_section, self.mrope_interleaved)
-            kc[st.rows, :, st.pos] = k[:, :, 0]
-            vc[st.rows, :, st.pos] = v[:, :, 0]
+            kc[st.rows, :, at] = k[:, :, 0]
+            vc[st.rows, :, at] = v[:, :, 0]
             o = _gqa_attention(q, kc[:, :, :kv_len], vc[:, :, :kv_len], mask, a.scaling, False)
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))

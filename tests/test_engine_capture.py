@@ -174,3 +174,52 @@ def test_the_captured_step_is_capture_safe(tts, ref_wav, job, mode):
         engine._graph_step(st, s)
     assert len(audit.ops) > 100, "the audit saw the step"
     assert audit.problems == [], f"{job}/{mode}: {audit.problems}"
+
+
+# ---- KV bounds --------------------------------------------------------------------------------
+
+
+def _state_tensors(st):
+    """Everything a decode step reads or keeps (outputs of the last step and scratch space excluded)."""
+    named = {name: getattr(st, name).clone() for name in ("tok", "hidden", "pos", "step", "active", "seen", "trail", "trail_len")}
+    for layer, (k, v) in enumerate(st.kv):
+        named[f"k{layer}"], named[f"v{layer}"] = k.clone(), v.clone()
+    return named
+
+
+def _assert_same_state(before, after):
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after[name]), f"{name} changed"
+
+
+def test_an_item_ending_at_the_last_kv_position_keeps_its_slot_in_bounds(tts, ref_wav, monkeypatch):
+    """An item whose last frame is written at KV position capacity-1 leaves its slot idle; the
+    steps that follow (other slots still speaking) must not write that slot past the cache."""
+    model, prompts, s = _job(tts, ref_wav, "preset", TEXTS)
+    by_length = sorted(prompts, key=lambda p: p.embeds.shape[0])
+    prompts = [by_length[0], by_length[1], by_length[4], by_length[2], by_length[3]]  # slot 2 gets the longest
+    longest = by_length[4].embeds.shape[0]
+    assert by_length[3].embeds.shape[0] < longest
+    monkeypatch.setattr(engine_mod, "_KV_ROUND", 8)
+    capacity = -(-(longest + 16) // 8) * 8  # the engine's first capacity for this call
+    # EOS never picked: every item runs to max_new_tokens - 1 frames, and slot 2's last write is at capacity-1.
+    s = replace(s, suppress=s.suppress + (s.eos_id,), max_new_tokens=capacity - longest + 1)
+    with torch.inference_mode():
+        codes = FastEngine(model.model, slots=3, cuda_graphs=False).generate_codes(prompts, s)
+        monkeypatch.setattr(engine_mod, "_KV_ROUND", 256)
+        alone = FastEngine(model.model, slots=5, cuda_graphs=False).generate_codes(prompts, s)
+    assert [c.shape[0] for c in codes] == [s.max_new_tokens - 1] * 5
+    assert all(torch.equal(a, b) for a, b in zip(codes, alone)), "an idle slot disturbed the others"
+
+
+def test_warm_up_at_the_last_kv_position_stays_in_bounds_and_leaves_the_state(tts, ref_wav, monkeypatch):
+    """A capture's warm-up steps, with the longest active item at position capacity-1, write nothing
+    past the cache and leave every state tensor (KV caches included) as they found it."""
+    monkeypatch.setattr(engine_mod, "_KV_ROUND", 8)
+    model, prompts, s = _job(tts, ref_wav, "preset")
+    engine, st = _mid_decoding(model, prompts, s, slots=3)
+    st.pos[0] = st.capacity - 1
+    before = _state_tensors(st)
+    with torch.inference_mode():
+        engine._warm_up(st, s)
+    _assert_same_state(before, _state_tensors(st))
