@@ -521,16 +521,13 @@ class FastEngine:
         """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
         self.stats["graph_captures"] += 1
         log.debug("Capturing a CUDA graph: %d slots, KV capacity %d", st.slots, st.capacity)
-        # Warm-up and capture share one stream for the whole process: the cuBLAS workspace that
-        # a stream's first matrix product allocates then comes from the warm-up, outside any
-        # graph's pool, instead of staying behind in the pool of the first graph.
-        stream = _capture_stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
+        with _capture_stream(self.device):
             self._warm_up(st, s)
-            graph = _record_graph(lambda: self._graph_step(st, s), self.device)  # records, runs nothing
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        return graph
+            return self._record(st, s)
+
+    def _record(self, st: _State, s: Sampling):
+        """The captured step as a graph to replay (recording runs nothing)."""
+        return _record_graph(lambda: self._graph_step(st, s), self.device)
 
     def _warm_up(self, st: _State, s: Sampling) -> None:
         """Run the captured step eagerly before a capture: kernels load and the allocator settles.
@@ -657,12 +654,27 @@ class GraphCaptureError(RuntimeError):
 _capture_streams: dict[int, Any] = {}
 
 
+@contextlib.contextmanager
 def _capture_stream(device: torch.device):
-    """The one side stream on which every warm-up and capture on ``device`` runs."""
+    """Run the block on the one side stream on which every warm-up and capture on ``device`` runs.
+
+    Warm-up and capture share one stream for the whole process: the cuBLAS workspace that a
+    stream's first matrix product allocates then comes from the warm-up, outside any graph's
+    pool, instead of staying behind in the pool of the first graph. (Off CUDA: no stream.)
+    """
+    if device.type != "cuda":
+        yield
+        return
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _capture_streams:
         _capture_streams[index] = torch.cuda.Stream(index)
-    return _capture_streams[index]
+    stream, current = _capture_streams[index], torch.cuda.current_stream(index)
+    stream.wait_stream(current)
+    try:
+        with torch.cuda.stream(stream):
+            yield
+    finally:
+        current.wait_stream(stream)
 
 
 def _record_graph(body: Callable[[], None], device: torch.device):
