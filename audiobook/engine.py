@@ -455,7 +455,10 @@ class FastEngine:
         longest = max(p.embeds.shape[0] for p in prompts)
         first = min(self._capacity_for(prompts, s), -(-(longest + 2 * _KV_ROUND) // _KV_ROUND) * _KV_ROUND)
         st = self._state
-        if st is None or st.slots != slots or st.trail_cap < trail or st.capacity < first:
+        # A call starts at the capacity a fresh engine would give it (a grown cache is not kept):
+        # the graph attends over the whole capacity, so the same call computes the same numbers
+        # whatever ran before, and one long item does not hold the larger cache for good.
+        if st is None or st.slots != slots or st.trail_cap < trail or st.capacity != first:
             self._state = st = None  # the old caches and graph go before the new ones are made
             st = self._state = _State(self, slots, trail, first)
         st.active.zero_()
@@ -533,12 +536,25 @@ class FastEngine:
         """Run the captured step eagerly before a capture: kernels load and the allocator settles.
 
         The state is put back after each step, so the steps write where the real one will
-        (never a position further) and the decoding resumes exactly where it was.
+        (never a position further) and the decoding resumes exactly where it was; so is the
+        random generator, so the warm-up draws nothing that the decoding would have drawn.
         """
-        saved = st.snapshot()
+        saved, rng = st.snapshot(), self._rng_state()
         for _ in range(2):
             self._graph_step(st, s)
             st.restore(saved)
+        self._set_rng_state(rng)  # a call that captures draws what a call that replays draws
+
+    def _rng_state(self) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return torch.cuda.get_rng_state(self.device)
+        return torch.get_rng_state()
+
+    def _set_rng_state(self, state: torch.Tensor) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+        else:
+            torch.set_rng_state(state)
 
     def _graph_step(self, st: _State, s: Sampling) -> None:
         """The work a CUDA graph records: one decode step at full KV capacity."""

@@ -223,3 +223,73 @@ def test_warm_up_at_the_last_kv_position_stays_in_bounds_and_leaves_the_state(tt
     with torch.inference_mode():
         engine._warm_up(st, s)
     _assert_same_state(before, _state_tensors(st))
+
+
+# ---- random numbers ---------------------------------------------------------------------------
+
+
+class EagerGraph:
+    """A CPU stand-in for a captured CUDA graph: replaying runs the recorded step eagerly."""
+
+    def __init__(self, body):
+        self.body = body
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        self.body()
+
+
+def graphs_on_cpu(engine, monkeypatch, recorded=None):
+    """Drive ``engine`` through its CUDA-graph path (warm-up, record, replay) with eager stand-ins."""
+    def record(self, st, s):
+        graph = EagerGraph(lambda: self._graph_step(st, s))
+        if recorded is not None:
+            recorded.append(graph)
+        return graph
+
+    monkeypatch.setattr(FastEngine, "_record", record)
+    engine.cuda_graphs = True
+    return engine
+
+
+def test_warm_up_draws_no_random_numbers(tts, ref_wav):
+    model, prompts, s = _job(tts, ref_wav, "preset")
+    s = _sampled(s)
+    engine, st = _mid_decoding(model, prompts, s, slots=3)
+    torch.manual_seed(1)
+    before, rng = _state_tensors(st), torch.get_rng_state()
+    with torch.inference_mode():
+        engine._warm_up(st, s)
+    assert torch.equal(torch.get_rng_state(), rng), "the warm-up moved the random generator"
+    _assert_same_state(before, _state_tensors(st))
+
+
+def test_a_seeded_call_reproduces_itself_across_state_changes(tts, ref_wav, monkeypatch):
+    """Same seed, same codes: whether the call captures its graph or replays a cached one, and
+    after calls that change the state (another item count, KV growth)."""
+    model, prompts, s = _job(tts, ref_wav, "preset", TEXTS)
+    s = _sampled(s)
+    recorded = []
+    engine = graphs_on_cpu(FastEngine(model.model, slots=3, cuda_graphs=False), monkeypatch, recorded)
+
+    def run(seed, items, rules=s):
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            return engine.generate_codes(items, rules)
+
+    first = run(11, prompts[:3])
+    assert len(recorded) == 1 and recorded[0].replays > 0
+    again = run(11, prompts[:3])  # the same state: the cached graph replays, nothing is captured
+    assert len(recorded) == 1
+    run(3, prompts[:2])  # another item count: a new state
+    fresh = run(11, prompts[:3])
+    monkeypatch.setattr(engine_mod, "_KV_ROUND", 8)
+    grown_call = replace(s, suppress=s.suppress + (s.eos_id,), max_new_tokens=60)
+    run(4, prompts[:3], grown_call)  # runs past the first capacity: the KV caches grow
+    assert engine._state.capacity > max(p.embeds.shape[0] for p in prompts[:3]) + 16 + 8
+    monkeypatch.setattr(engine_mod, "_KV_ROUND", 256)
+    after_growth = run(11, prompts[:3])
+    for name, codes in (("replayed", again), ("new state", fresh), ("after growth", after_growth)):
+        assert len(codes) == 3
+        assert all(torch.equal(a, b) for a, b in zip(first, codes)), f"{name}: a seeded call changed its codes"
