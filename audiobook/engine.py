@@ -711,7 +711,9 @@ def _record_graph(body: Callable[[], None], device: torch.device):
     graph = torch.cuda.CUDAGraph()
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
-    graph.capture_begin(pool)
+    # Another thread may touch CUDA meanwhile (the page's status line asks for free memory, a
+    # clone prompt's speaker encoder runs outside the engine): only this thread's calls count.
+    graph.capture_begin(pool, capture_error_mode="thread_local")
     failure: BaseException | None = None
     try:
         body()
