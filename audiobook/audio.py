@@ -53,10 +53,11 @@ class Pauses:
     paragraph_ms: int = 600
     title_ms: int = 1000
     chapter_ms: int = 2000
+    speaker_ms: int = 400  # where another speaker of a cast takes over
 
     @classmethod
     def from_settings(cls, s) -> "Pauses":
-        return cls(s.pause_chunk_ms, s.pause_paragraph_ms, s.pause_title_ms, s.pause_chapter_ms)
+        return cls(s.pause_chunk_ms, s.pause_paragraph_ms, s.pause_title_ms, s.pause_chapter_ms, s.pause_speaker_ms)
 
     def after(self, chunk) -> int:
         """Pause after ``chunk`` inside its chapter (the chapter gap is added between files)."""
@@ -64,9 +65,8 @@ class Pauses:
             return 0
         if chunk.is_title:
             return self.title_ms
-        if chunk.paragraph_end:
-            return self.paragraph_ms
-        return self.chunk_ms
+        pause = self.paragraph_ms if chunk.paragraph_end else self.chunk_ms
+        return max(pause, self.speaker_ms) if getattr(chunk, "turn_end", False) else pause
 
 
 # ---- small files ------------------------------------------------------------------------

@@ -67,6 +67,11 @@ class Settings:
     pause_paragraph_ms: int = field(default=600, metadata=_num(0, 5000))
     pause_title_ms: int = field(default=1000, metadata=_num(0, 10000))
     pause_chapter_ms: int = field(default=2000, metadata=_num(0, 10000))
+    pause_speaker_ms: int = field(default=400, metadata=_num(0, 5000, "Pause where another speaker of the cast takes over inside a paragraph."))
+    # Cast: an optional language model that labels who speaks (any OpenAI-compatible server)
+    llm_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint that labels speakers, e.g. http://127.0.0.1:11434/v1 (Ollama) or http://127.0.0.1:1234/v1 (LM Studio); empty: none."})
+    llm_model: str = field(default="", metadata={"help": "The model name that endpoint serves, e.g. qwen2.5:7b-instruct."})
+    llm_timeout_s: float = field(default=120.0, metadata=_num(5.0, 1800.0, "Seconds to wait for one answer of the language model."))
     # Output
     loudness_lufs: float = field(default=-18.0, metadata=_num(-40.0, -5.0))
     true_peak_db: float = field(default=-1.5, metadata=_num(-10.0, 0.0))

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .dialogue import NARRATOR
 from .errors import AudiobookError
 
 DEFAULT_CHUNK_CHARS = 500
@@ -33,7 +34,8 @@ class Chunk:
     """A run of whole sentences inside one chapter, at most ``chunk_chars`` long.
 
     ``chapter`` and ``index`` place it in the book; ``is_title`` marks the spoken chapter
-    title; ``paragraph_end``/``chapter_end`` say which pause follows it.
+    title; ``paragraph_end``/``chapter_end`` say which pause follows it. ``speaker`` and
+    ``style`` come from the chapter's spans; ``turn_end`` says another speaker follows.
     """
 
     chapter: int
@@ -42,6 +44,9 @@ class Chunk:
     is_title: bool = False
     paragraph_end: bool = False
     chapter_end: bool = False
+    speaker: str = NARRATOR
+    style: str = ""
+    turn_end: bool = False
 
 
 # ---------------------------------------------------------------- languages
@@ -546,31 +551,67 @@ def chunk_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str 
     return out
 
 
+_ENDS_PARAGRAPH = re.compile(r"\n\s*\n\s*$")
+_STARTS_PARAGRAPH = re.compile(r"^\s*\n\s*\n")
+
+
+def chunk_spans(spans, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
+                pronunciations: Pronunciations | None = None) -> list[tuple[str, bool, str, str, bool]]:
+    """Cut a chapter's spans into ``(text, paragraph_end, speaker, style, turn_end)``, never across a span.
+
+    A span's last chunk ends a paragraph when a paragraph break follows it (in its own
+    text, in white space between spans or at the start of the next span) or the chapter
+    ends; ``turn_end`` marks a chunk after which another speaker talks.
+    """
+    spoken = [(k, s) for k, s in enumerate(spans) if s.text.strip()]
+    out: list[tuple[str, bool, str, str, bool]] = []
+    for n, (k, span) in enumerate(spoken):
+        pieces = chunk_text(span.text, chunk_chars, language, pronunciations)
+        if not pieces:
+            continue
+        nxt = spoken[n + 1] if n + 1 < len(spoken) else None
+        between = span.text + "".join(s.text for s in spans[k + 1:nxt[0]]) if nxt else ""
+        last_para = nxt is None or bool(_ENDS_PARAGRAPH.search(between)) or bool(_STARTS_PARAGRAPH.match(nxt[1].text))
+        turn = nxt is not None and nxt[1].speaker != span.speaker
+        for i, (t, para_end) in enumerate(pieces):
+            last = i == len(pieces) - 1
+            out.append((t, last_para if last else para_end, span.speaker, span.style, turn and last))
+    return out
+
+
 def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
                 speak_titles: bool = True, pronunciations: Pronunciations | None = None,
                 progress: Callable[[int, int], None] | None = None) -> list[Chunk]:
     """Every chunk of the book in reading order.
 
-    ``chapters`` are objects with ``title`` and ``text`` (``books.Chapter``). With
-    ``speak_titles`` each chapter starts with its spoken title (``is_title``), unless
-    the chapter's text is only that title. The last chunk of every chapter has
-    ``chapter_end``. ``progress(done, total)`` is called after each chapter.
+    ``chapters`` are objects with ``title`` and ``text`` (``books.Chapter``), and
+    ``spans`` where the chapter has speakers: then chunks follow the spans and carry
+    their speaker and style. With ``speak_titles`` each chapter starts with its spoken
+    title (``is_title``, read by the narrator), unless the chapter's text is only that
+    title. The last chunk of every chapter has ``chapter_end``. ``progress(done, total)``
+    is called after each chapter.
     """
     chapters = list(chapters)
     chunks: list[Chunk] = []
     for ci, chapter in enumerate(chapters):
-        body = chunk_text(chapter.text, chunk_chars, language, pronunciations)
-        items: list[tuple[str, bool, bool]] = []
+        spans = getattr(chapter, "spans", None)
+        if spans:
+            body = chunk_spans(spans, chunk_chars, language, pronunciations)
+        else:
+            body = [(t, p, NARRATOR, "", False) for t, p in chunk_text(chapter.text, chunk_chars, language, pronunciations)]
+        items: list[tuple] = []
         title = chapter.title.strip()
         body_is_title = title and " ".join(chapter.text.split()) == " ".join(title.split())
         if speak_titles and title and not body_is_title:
             spoken = speakable_title(title, language)
             if pronunciations is not None:
                 spoken = pronunciations.apply(spoken)
-            items += [(t, True, True) for t, _ in chunk_text(spoken, chunk_chars, language)]
-        items += [(t, bool(body_is_title), p) for t, p in body]
-        for i, (t, is_title, para_end) in enumerate(items):
-            chunks.append(Chunk(ci, i, t, is_title=is_title, paragraph_end=para_end, chapter_end=i == len(items) - 1))
+            items += [(t, True, True, NARRATOR, "", False) for t, _ in chunk_text(spoken, chunk_chars, language)]
+        items += [(t, bool(body_is_title), p, who, style, turn) for t, p, who, style, turn in body]
+        for i, (t, is_title, para_end, who, style, turn) in enumerate(items):
+            last = i == len(items) - 1
+            chunks.append(Chunk(ci, i, t, is_title=is_title, paragraph_end=para_end, chapter_end=last,
+                                speaker=who, style=style, turn_end=turn and not last))
         if progress is not None:
             progress(ci + 1, len(chapters))
     return chunks

@@ -1,0 +1,146 @@
+"""The cast: counting lines, voices, cast.json, and labelling through an OpenAI-compatible server."""
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from audiobook.cast import LLM, Cast, CastMember, align_labels, cast_of, load_cast, save_cast
+from audiobook.dialogue import DIALOGUE, NARRATOR, Span, join_spans
+from audiobook.errors import AudiobookError
+
+CHAPTER = ("The storm came in from the west.\n\n"
+           "\u201cHold fast,\u201d the keeper said. \u201cIt will pass.\u201d\n\n"
+           "\u201cWill it?\u201d asked the boy.")
+GOOD = [  # what a model that labels well answers (its quotes straightened, as models often do)
+    {"speaker": "narrator", "text": "The storm came in from the west."},
+    {"speaker": "Keeper", "text": "\"Hold fast,\""},
+    {"speaker": "narrator", "text": "the keeper said."},
+    {"speaker": "Keeper", "text": "\"It will pass.\""},
+    {"speaker": "Boy", "text": "\"Will it?\""},
+    {"speaker": "narrator", "text": "asked the boy."},
+]
+
+
+class ChatServer:
+    """A small OpenAI-compatible chat endpoint: answers with what the test sets, records what it was asked."""
+
+    def __init__(self):
+        self.answer = ""
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, **body})
+                data = json.dumps({"id": "x", "object": "chat.completion", "model": body.get("model"),
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": server.answer}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def chat_server():
+    server = ChatServer()
+    yield server
+    server.close()
+
+
+def test_a_good_answer_is_used(chat_server):
+    chat_server.answer = "```json\n" + json.dumps({"spans": GOOD}) + "\n```"
+    spans, warnings = LLM(chat_server.url, "tiny-labeller").label(CHAPTER, ["Keeper"])
+    assert warnings == []
+    assert join_spans(spans) == CHAPTER  # the chapter's own quotes and spacing are kept
+    assert [(s.text.strip(), s.speaker) for s in spans] == [
+        ("The storm came in from the west.", NARRATOR), ("\u201cHold fast,\u201d", "Keeper"),
+        ("the keeper said.", NARRATOR), ("\u201cIt will pass.\u201d", "Keeper"),
+        ("\u201cWill it?\u201d", "Boy"), ("asked the boy.", NARRATOR)]
+    asked = chat_server.requests[0]
+    assert asked["path"] == "/v1/chat/completions" and asked["model"] == "tiny-labeller"
+    assert CHAPTER in asked["messages"][-1]["content"] and "Keeper" in asked["messages"][-1]["content"]
+
+
+def test_a_rewritten_answer_is_rejected_and_the_quotes_found_stay(chat_server):
+    rewritten = [dict(s) for s in GOOD]
+    rewritten[2]["text"] = "the old keeper said."
+    chat_server.answer = json.dumps({"spans": rewritten})
+    spans, warnings = LLM(chat_server.url, "m").label(CHAPTER, ["Keeper"])
+    assert len(warnings) == 1 and "changed the text" in warnings[0] and "rejected" in warnings[0]
+    assert join_spans(spans) == CHAPTER
+    assert [s.speaker for s in spans if s.text.strip().startswith("\u201c")] == [DIALOGUE] * 3
+
+
+def test_an_answer_that_is_not_json_is_rejected(chat_server):
+    chat_server.answer = "Sure! The keeper speaks first."
+    spans, warnings = LLM(chat_server.url, "m").label(CHAPTER)
+    assert "not the JSON" in warnings[0] and join_spans(spans) == CHAPTER
+
+
+def test_a_dead_server_gives_a_sentence():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    with pytest.raises(AudiobookError, match=r"^Could not reach the language model at http://127\.0\.0\.1:\d+/v1/chat/completions .*\.$"):
+        LLM(f"http://127.0.0.1:{port}", "m", timeout_s=5).label(CHAPTER)
+
+
+def test_align_labels_keeps_the_text_and_refuses_changes():
+    text = 'A  "b,"\n\nsaid C.'
+    spans = align_labels(text, [("narrator", "A"), ("C", '"b,"'), ("narrator", "said C.")])
+    assert spans == [Span("A  "), Span('"b,"\n\n', "C"), Span("said C.")]
+    with pytest.raises(ValueError):
+        align_labels(text, [("narrator", "A"), ("C", '"b,"')])  # a word left out
+
+
+# ---- the cast ---------------------------------------------------------------------------------
+
+
+class Ch:
+    def __init__(self, spans):
+        self.spans = spans
+
+
+def test_cast_counts_lines_keeps_voices_and_round_trips(tmp_path):
+    chapters = [Ch([Span("Narration. "), Span('"Hi there, how are you today?"', "Alice"), Span(" x ", NARRATOR)]),
+                Ch([Span('"Go."', "Alice"), Span('"Who?"', DIALOGUE), Span('"Me."', "Bob")])]
+    previous = Cast([CastMember("Bob", 9, "Ryan voice"), CastMember("Gone", 3, "Old")])
+    cast = cast_of(chapters, previous)
+    assert [(m.name, m.lines, m.voice) for m in cast.members] == [
+        ("Alice", 2, ""), ("Bob", 1, "Ryan voice"), (DIALOGUE, 1, ""), ("Gone", 0, "Old")]
+    assert cast.get("Alice").preview == '"Hi there, how are you today?"'
+    cast = cast.with_voice("Alice", "Storyteller")
+    path = save_cast(cast, tmp_path / "cast.json")
+    assert load_cast(path) == cast
+    assert json.loads(path.read_text())["characters"][0] == {
+        "name": "Alice", "lines": 2, "voice": "Storyteller", "preview": '"Hi there, how are you today?"'}
+
+
+def test_bad_cast_files_give_sentences(tmp_path):
+    bad = tmp_path / "cast.json"
+    bad.write_text("{nope")
+    with pytest.raises(AudiobookError, match="not valid JSON"):
+        load_cast(bad)
+    bad.write_text(json.dumps({"characters": [{"voice": "x"}]}))
+    with pytest.raises(AudiobookError, match='no "name"'):
+        load_cast(bad)
+    with pytest.raises(AudiobookError, match="narrator's voice"):
+        Cast().with_voice("Narrator", "x")
