@@ -79,6 +79,7 @@ class ChunkRef:
     is_title: bool = False
     paragraph_end: bool = False
     chapter_end: bool = False
+    turn_end: bool = False  # another speaker of the cast follows
 
 
 @dataclass
@@ -93,6 +94,9 @@ class ChunkState:
     attempts: int = 0  # takes generated so far, over all renders
     error: str = ""  # why it failed or is suspect
     seed: int | None = None  # the seed of the kept take
+    speaker: str = ""  # who says it: "narrator", a character of the cast, or "dialogue"
+    voice: str = ""  # the voice that reads it (a saved voice's or a built-in speaker's name)
+    style: str = ""  # the style instruction it is read with
 
     @property
     def kept(self) -> bool:
@@ -167,7 +171,8 @@ class Manifest:
                     "assembled": ch.assembled,
                     "audio": ch.audio,
                     "chunks": [
-                        {"id": r.id, "is_title": r.is_title, "paragraph_end": r.paragraph_end, "chapter_end": r.chapter_end}
+                        {"id": r.id, "is_title": r.is_title, "paragraph_end": r.paragraph_end, "chapter_end": r.chapter_end,
+                         "turn_end": r.turn_end}
                         for r in ch.chunks
                     ],
                 }
@@ -186,7 +191,8 @@ class Manifest:
         chunks = {i: ChunkState(id=i, **s) for i, s in data["chunks"].items()}
         chapters = []
         for ci, ch in enumerate(data["chapters"]):
-            refs = [ChunkRef(r["id"], ci, ri, bool(r["is_title"]), bool(r["paragraph_end"]), bool(r["chapter_end"]))
+            refs = [ChunkRef(r["id"], ci, ri, bool(r["is_title"]), bool(r["paragraph_end"]), bool(r["chapter_end"]),
+                             bool(r.get("turn_end", False)))
                     for ri, r in enumerate(ch["chunks"])]
             chapters.append(ChapterPlan(str(ch["title"]), refs, str(ch.get("file", "")), str(ch.get("assembled", "")),
                                         dict(ch.get("audio") or {})))
@@ -279,6 +285,7 @@ def plan_manifest(
     book_dir: str | os.PathLike,
     previous: Manifest | None = None,
     redo: Iterable[str] = (),
+    voice_of=None,
 ) -> Manifest:
     """The manifest for this book, voice and settings, keeping all work already done.
 
@@ -286,7 +293,9 @@ def plan_manifest(
     A chunk keeps its state from ``previous`` when its id is unchanged and its audio file
     is there; a chunk with no state but a file on disk (a crash after the write, or a lost
     manifest) is adopted as done. Ids in ``redo`` become pending whatever they were.
-    Chapter files stay recorded so that assembly can tell what changed.
+    Chapter files stay recorded so that assembly can tell what changed. ``voice_of(chunk)``
+    gives ``(key digest, voice name)`` of a chunk's speaker in a cast render: its id then
+    hashes that voice and the chunk's style.
     """
     book_dir = Path(book_dir)
     digest = key.digest()
@@ -295,12 +304,14 @@ def plan_manifest(
     chapters = [ChapterPlan(t) for t in titles]
     states: dict[str, ChunkState] = {}
     for c in chunks:
-        cid = chunk_id(c.text, digest)
+        chunk_digest, voice = voice_of(c) if voice_of else (digest, "")
+        cid = chunk_id(c.text, chunk_digest)
         chapters[c.chapter].chunks.append(ChunkRef(cid, c.chapter, len(chapters[c.chapter].chunks), c.is_title,
-                                                   c.paragraph_end, c.chapter_end))
+                                                   c.paragraph_end, c.chapter_end, getattr(c, "turn_end", False)))
         if cid in states:
             continue
         states[cid] = _carry_state(cid, c.text, old.get(cid), book_dir, cid in redo)
+        states[cid].speaker, states[cid].voice, states[cid].style = getattr(c, "speaker", ""), voice, getattr(c, "style", "")
     unknown = redo - set(states)
     if unknown:
         raise AudiobookError(f"There is no chunk with id {sorted(unknown)[0]} in this book with this voice and these settings.")

@@ -27,6 +27,7 @@ from .errors import AudiobookError
 from .text import Chunk, load_pronunciations, plan_chunks
 from .files import SAMPLE_RATE
 from .tts import FRAME_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
+from .voicing import Voicing
 from .workers import InProcess
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,7 @@ def render_events(
     options: RenderOptions = RenderOptions(),
     clone_prompt: Callable[[], object] | None = None,
     executor=None,
+    voicing: Voicing | None = None,
 ) -> Iterator[Progress]:
     """Render ``book`` into ``out_dir``, continuing from its manifest; yield Progress after every batch.
 
@@ -297,33 +299,40 @@ def render_events(
     soon as all their chunks are kept; the book files at the end of a complete render.
     ``clone_prompt`` returns the (cached) clone prompt of a cloned narrator; it is called
     only when there is something to generate. ``executor`` runs the batches (``workers.py``:
-    Ray workers); by default they run here on ``tts``. Raises AudiobookError for problems the
-    user can fix (a damaged manifest, no text).
+    Ray workers); by default they run here on ``tts``. ``voicing`` gives the voices of a cast
+    (the speakers of the chapters' spans); without it every chunk is read by ``narrator``.
+    Raises AudiobookError for problems the user can fix (a damaged manifest, no text).
     """
     r = _Render(book, narrator, settings, Path(out_dir), tts, result, should_stop, options)
     r.prompt_source = clone_prompt
     r.executor = executor or InProcess(tts)
+    r.voicing = voicing or Voicing(narrator)
     yield from r.run()
 
 
-def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: RenderOptions = RenderOptions()) -> mf.Manifest:
+def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: RenderOptions = RenderOptions(),
+              voicing: Voicing | None = None) -> mf.Manifest:
     """The manifest a render of ``book`` would start from (no model needed); it is not saved."""
     language = _language(book, settings)
     chunks = plan_chunks(book.chapters, settings.chunk_chars, "en" if language == "auto" else language,
                          pronunciations=pronunciations_from_settings(settings))
     if not chunks:
         raise AudiobookError("This book has no text to narrate.")
-    key = mf.RenderKey.make(narrator, GenerationOptions.from_settings(settings), settings.model_size, language)
+    opts = GenerationOptions.from_settings(settings)
+    key = mf.RenderKey.make(narrator, opts, settings.model_size, language)
     previous = None if options.rebuild else mf.load_manifest(out_dir)
     digest = key.digest()
+    voicing = voicing or Voicing(narrator)
+    voicing.check(chunks, settings.model_size)
+    voice_of = voicing.key_of(lambda v: mf.RenderKey.make(v, opts, settings.model_size, language), digest)
     for n in options.redo_chapters:
         if not 1 <= n <= len(book.chapters):
             raise AudiobookError(f"There is no chapter {n}; this book has chapters 1 to {len(book.chapters)}.")
     redo = set(options.redo_chunks)
-    redo |= {mf.chunk_id(c.text, digest) for c in chunks if c.chapter + 1 in options.redo_chapters}
+    redo |= {mf.chunk_id(c.text, voice_of(c)[0]) for c in chunks if c.chapter + 1 in options.redo_chapters}
     # Everything the book's tags come from, so a changed tag re-writes the m4b.
     meta = {"title": book.title, "author": book.author, "language": book.language, "year": book.year, "genre": book.genre}
-    return mf.plan_manifest(meta, [c.title for c in book.chapters], chunks, key, out_dir, previous, redo)
+    return mf.plan_manifest(meta, [c.title for c in book.chapters], chunks, key, out_dir, previous, redo, voice_of)
 
 
 def pronunciations_from_settings(settings):
@@ -349,6 +358,7 @@ class _Render:
         self.sizer = BatchSizer(settings.batch_size)
         self.prompt = None
         self.prompt_source: Callable[[], object] | None = None
+        self.voicing = Voicing(narrator)
         self.start = time.perf_counter()
         self.lines: list[str] = []  # log lines not yet reported in a Progress
 
@@ -359,7 +369,7 @@ class _Render:
             aside = mf.set_aside_manifest(self.out_dir)
             if aside:
                 self._log(f"Set the old render record aside as {aside.name}; rebuilding it from the chunk files.")
-        self.m = plan_book(self.book, self.narrator, self.settings, self.out_dir, self.options)
+        self.m = plan_book(self.book, self.narrator, self.settings, self.out_dir, self.options, self.voicing)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         mf.save_manifest(self.m, self.out_dir)
         states = self.m.chunks
@@ -381,9 +391,11 @@ class _Render:
 
         self._assemble(range(len(self.m.chapters)), final=False)
         queue = order_for_batches(todo, {i: states[i].text for i in todo}, self.settings.batch_order, self.settings.batch_size)
+        queue = self.voicing.order(queue, states, self.fast, self.settings.batch_size * LENGTH_WINDOW_BATCHES)
         if queue and self.narrator.kind != "preset":
             self.prompt = (self.prompt_source() if self.prompt_source else
                            self.tts.clone_prompt(self.narrator.ref_audio, self.narrator.ref_text, self.narrator.x_vector_only))
+            self.voicing.remember(self.narrator, self.prompt)
 
         def next_batch() -> list[str] | None:
             nonlocal queue
@@ -487,7 +499,11 @@ class _Render:
         oom: BaseException | None = None
         try:
             extra = {"slots": self.sizer.current} if self.fast else {}
-            wavs = tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt, **extra)
+            cast = [self.m.chunks[i] for i in ids]
+            if any(s.style or self.voicing.voice_for(s.speaker) != self.narrator for s in cast):
+                wavs = self.voicing.narrate(tts, cast, self.language, replace(self.opts, seed=seed), self.fast, **extra)
+            else:
+                wavs = tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt, **extra)
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
@@ -525,9 +541,10 @@ class _Render:
 
     def _assembly_key(self, ci: int, missing: list[int]) -> str:
         s = self.settings
-        blob = json.dumps([self.m.chapter_ids(ci), missing, self.m.chapters[ci].title,
-                           [s.pause_chunk_ms, s.pause_paragraph_ms, s.pause_title_ms, s.chapter_format,
-                            s.loudness_lufs, s.true_peak_db], self.m.book], sort_keys=True)
+        pauses = [s.pause_chunk_ms, s.pause_paragraph_ms, s.pause_title_ms, s.chapter_format, s.loudness_lufs, s.true_peak_db]
+        if any(r.turn_end for r in self.m.chapters[ci].chunks):
+            pauses.append(s.pause_speaker_ms)
+        blob = json.dumps([self.m.chapter_ids(ci), missing, self.m.chapters[ci].title, pauses, self.m.book], sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
     def _up_to_date(self, ci: int, missing: list[int] | None) -> bool:
@@ -551,7 +568,8 @@ class _Render:
             if self._up_to_date(ci, missing):
                 continue
             key = self._assembly_key(ci, missing)
-            chunks = [Chunk(ci, r.index, states[r.id].text, r.is_title, r.paragraph_end, r.chapter_end) for r in ch.chunks]
+            chunks = [Chunk(ci, r.index, states[r.id].text, r.is_title, r.paragraph_end, r.chapter_end,
+                            turn_end=r.turn_end) for r in ch.chunks]
             paths = [str(self.out_dir / states[r.id].file) if states[r.id].kept else None for r in ch.chunks]
             made = audio.assemble_chapter(ci + 1, ch.title, chunks, paths, self.out_dir, self.settings,
                                           book=self.book, allow_missing=bool(missing))

@@ -407,34 +407,53 @@ class TTS:
 
     def clone(self, texts: list[str], prompt, language: str | None, opts: GenerationOptions,
               slots: int | None = None) -> list[np.ndarray]:
-        """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused."""
+        """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused.
+
+        ``prompt`` may also be a list, one prompt per text: a cast's voices in one call."""
         model = self.model(CLONE)
         _seed(opts.seed)
+        prompts = list(prompt) if isinstance(prompt, list) else [prompt] * len(texts)
         wavs, _ = self._run(model, opts, lambda: model.generate_voice_clone(
             text=list(texts), language=self._lang(model, language, len(texts)),
-            voice_clone_prompt=[prompt] * len(texts), non_streaming_mode=True, **opts.generate_kwargs(),
+            voice_clone_prompt=prompts, non_streaming_mode=True, **opts.generate_kwargs(),
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
-    def preset(self, texts: list[str], speaker: str, instruct: str, language: str | None, opts: GenerationOptions,
+    def preset(self, texts: list[str], speaker: str | list[str], instruct: str | list[str], language: str | None, opts: GenerationOptions,
                slots: int | None = None) -> list[np.ndarray]:
-        """Speak ``texts`` with a built-in CustomVoice speaker."""
-        self.check_instruct(instruct)
+        """Speak ``texts`` with a built-in CustomVoice speaker.
+
+        ``speaker`` and ``instruct`` may also be lists, one per text: a cast's voices in one call."""
+        instructs = list(instruct) if isinstance(instruct, list) else [instruct] * len(texts)
+        speakers = list(speaker) if isinstance(speaker, list) else [speaker] * len(texts)
+        for line in set(instructs):
+            self.check_instruct(line)
         model = self.model(PRESET)
         known = model.get_supported_speakers() or []
-        if known and speaker.lower() not in known:
-            raise AudiobookError(f"There is no built-in speaker called '{speaker}'; choose one of: {', '.join(sorted(known))}.")
+        for name in set(speakers):
+            if known and name.lower() not in known:
+                raise AudiobookError(f"There is no built-in speaker called '{name}'; choose one of: {', '.join(sorted(known))}.")
         _seed(opts.seed)
         wavs, _ = self._run(model, opts, lambda: model.generate_custom_voice(
-            text=list(texts), speaker=speaker, language=self._lang(model, language, len(texts)),
-            instruct=instruct or None, **opts.generate_kwargs(),
+            text=list(texts), speaker=speaker if isinstance(speaker, str) else speakers,
+            language=self._lang(model, language, len(texts)),
+            instruct=(instruct or None) if isinstance(instruct, str) else [i or "" for i in instructs], **opts.generate_kwargs(),
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
-    def narrate(self, narrator: Narrator, texts: list[str], language: str | None, opts: GenerationOptions, prompt=None,
-                slots: int | None = None) -> list[np.ndarray]:
+    def narrate(self, narrator: Narrator | list[Narrator], texts: list[str], language: str | None, opts: GenerationOptions,
+                prompt=None, slots: int | None = None) -> list[np.ndarray]:
         """One batched call: one wav per text, in input order. ``prompt`` is the cached clone prompt;
-        ``slots`` caps how many texts the fast engine decodes at once."""
+        ``slots`` caps how many texts the fast engine decodes at once.
+
+        ``narrator`` may be a list, one per text, all of one kind (built-in speakers, each with its
+        own instruction, or clones, with ``prompt`` a list of their prompts): a cast in one call."""
+        if isinstance(narrator, list):
+            if {n.job for n in narrator} != {narrator[0].job} or len(narrator) != len(texts):
+                raise ValueError("one call takes one narrator per text, all built-in speakers or all clones")
+            if narrator[0].kind == PRESET:
+                return self.preset(texts, [n.speaker for n in narrator], [n.instruct for n in narrator], language, opts, slots)
+            return self.clone(texts, list(prompt), language, opts, slots)
         if narrator.kind == PRESET:
             return self.preset(texts, narrator.speaker, narrator.instruct, language, opts, slots)
         if prompt is None:
