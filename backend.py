@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from audiobook.books import Book, load_book
+from audiobook.books.cast import CAST_FILE, LLM, Cast, label_book, load_cast, save_cast
+from audiobook.dialogue import DIALOGUE
 from audiobook.errors import AudiobookError
 from audiobook.manifest import Manifest
 from audiobook.render import Progress, RenderOptions, RenderResult, RenderState, plan_book, render_events
@@ -24,6 +26,7 @@ from audiobook.settings import FOLDER_SETTINGS, SETTINGS_FILE, Settings, load_se
 from audiobook.tts import PRESET, TTS, Narrator
 from audiobook.previews import VoicePreview
 from audiobook.voices import Voice, VoiceLibrary
+from audiobook.voicing import Voicing
 from audiobook.workers import WorkerInfo, WorkerPool, executor_for
 
 ROOT = Path(__file__).resolve().parent
@@ -275,21 +278,23 @@ class Backend:
         redo_chapters: tuple[int, ...] | list[int] = (),
         rebuild: bool = False,
         allow_incomplete: bool = False,
+        cast: Cast | None = None,
     ) -> RenderResult:
         """Render a book (a Book or a path) with ``narrator`` (a Narrator or a saved voice's name), blocking.
 
         Continues from ``<out_dir>/manifest.json``: only chunks not done yet are generated.
         ``redo_chunks`` (ids) and ``redo_chapters`` (1-based numbers) are rendered again;
         ``rebuild`` recovers a damaged manifest from the chunk files; ``allow_incomplete``
-        assembles chapters whose failed chunks are left out. Raises AudiobookError while
-        another render runs.
+        assembles chapters whose failed chunks are left out. ``cast`` maps characters to
+        voices (see ``render_cast``). Raises AudiobookError while another render runs.
         """
         if not self._render_lock.acquire(blocking=False):
             raise AudiobookError(RENDER_BUSY)
         try:
             book, narrator, target = self._render_inputs(book, narrator, out_dir)
+            book, voicing = self.render_cast(book, narrator, target, cast)
             options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
-            return self._render(book, narrator, target, options, on_progress, should_stop)
+            return self._render(book, narrator, target, options, on_progress, should_stop, voicing)
         finally:
             self._render_lock.release()
 
@@ -300,14 +305,16 @@ class Backend:
             narrator = self.narrator_for(narrator)
         return book, narrator, Path(out_dir) if out_dir else self.book_dir(book)
 
-    def _render(self, book, narrator, target, options, on_progress, should_stop) -> RenderResult:
+    def _render(self, book, narrator, target, options, on_progress, should_stop, voicing=None) -> RenderResult:
         result = RenderResult(out_dir=target)
         with executor_for(self.settings, self.tts) as executor:  # workers > 0: Ray workers render the batches
             self._executor = executor
             maker = executor if isinstance(executor, WorkerPool) else None
             prompt = (lambda: self.clone_prompt_for(narrator, maker)) if narrator.kind != PRESET else None
+            if voicing is not None:
+                voicing.prompt_for = lambda voice: self.clone_prompt_for(voice, maker)
             for progress in render_events(book, narrator, self.settings, target, self.tts, result, should_stop,
-                                          options, clone_prompt=prompt, executor=executor):
+                                          options, clone_prompt=prompt, executor=executor, voicing=voicing):
                 if on_progress:
                     on_progress(progress)
         return result
@@ -316,10 +323,74 @@ class Backend:
         """The Ray workers of the current (or last) render and what each is doing; empty without workers."""
         return self._executor.infos() if self._executor is not None else []
 
-    def render_plan(self, book: Book | str | Path, narrator: Narrator | str, out_dir: str | Path | None = None) -> Manifest:
+    def render_plan(self, book: Book | str | Path, narrator: Narrator | str, out_dir: str | Path | None = None,
+                    cast: Cast | None = None) -> Manifest:
         """What a render would start from: every chapter's chunks (ids, text, status), without a model."""
         book, narrator, target = self._render_inputs(book, narrator, out_dir)
-        return plan_book(book, narrator, self.settings, target)
+        book, voicing = self.render_cast(book, narrator, target, cast, save=False)
+        return plan_book(book, narrator, self.settings, target, voicing=voicing)
+
+    # ---- the cast ---------------------------------------------------------------------------
+
+    def cast_path(self, book: Book) -> Path:
+        """Where the book's cast is kept: ``output/<book>/cast.json``."""
+        return self.book_dir(book) / CAST_FILE
+
+    def saved_cast(self, book: Book) -> Cast | None:
+        """The cast last saved for this book (voices the user mapped), or None."""
+        path = self.cast_path(book)
+        return load_cast(path) if path.is_file() else None
+
+    def label_book(self, book: Book, cast: Cast | None = None, llm: bool = False) -> tuple[Book, list[str]]:
+        """The book with spans in every chapter and its cast counted; voices from ``cast``, else the saved cast.
+
+        With ``llm`` the language model of the settings labels the chapters without markup.
+        Returns the book and one sentence per rejected answer of the model.
+        """
+        model = LLM.from_settings(self.settings) if llm else None
+        return label_book(book, cast if cast is not None else self.saved_cast(book), model)
+
+    def save_cast(self, book: Book, cast: Cast, out_dir: str | Path | None = None) -> Path:
+        """Keep the cast in ``output/<book>/cast.json`` (or ``out_dir``)."""
+        return save_cast(cast, (Path(out_dir) if out_dir else self.book_dir(book)) / CAST_FILE)
+
+    def voice_narrator(self, voice: str) -> Narrator:
+        """The narrator for a cast's voice: a saved voice by name, else a built-in speaker."""
+        if self.voices.exists(voice):
+            return self.narrator_for(voice)
+        if voice.lower() in [s.lower() for s in self.speakers()]:
+            return Narrator(kind=PRESET, speaker=voice.lower(), name=voice.lower())
+        raise AudiobookError(f"'{voice}' is neither a saved voice nor a built-in speaker; pick one from the voice list.")
+
+    def cast_voices(self) -> list[str]:
+        """What a character can be mapped to: the saved voices, then the built-in speakers."""
+        saved = [v.name for v in self.list_voices()]
+        return saved + [s for s in self.speakers() if s not in saved]
+
+    def voicing_for(self, narrator: Narrator, cast: Cast | None) -> Voicing:
+        """Who reads whom: the cast's mapped characters by their voices, everyone else by ``narrator``."""
+        voices = {}
+        for m in (cast.members if cast else []):
+            if m.voice:
+                try:
+                    voices[m.name] = self.voice_narrator(m.voice)
+                except AudiobookError:
+                    raise AudiobookError(f"The cast maps {m.name} to '{m.voice}', which is neither a saved voice nor a "
+                                         f"built-in speaker; pick another voice for {m.name}.") from None
+        return Voicing(narrator, voices, prompt_for=self.clone_prompt_for)
+
+    def render_cast(self, book: Book, narrator: Narrator, target: Path, cast: Cast | None,
+                    save: bool = True) -> tuple[Book, Voicing | None]:
+        """The book and voices a render uses: with a cast, or a book with speakers (markup, a JSON
+        book's spans or cast), every chapter gets spans and the cast is saved in ``target/cast.json``."""
+        has_speakers = any(c.spans for c in book.chapters) or bool(book.cast and book.cast.members)
+        if cast is None and not has_speakers:
+            return book, None
+        book, _ = label_book(book, cast)
+        voicing = self.voicing_for(narrator, book.cast)
+        if save:
+            self.save_cast(book, book.cast, target)
+        return book, voicing
 
     # ---- background render (the page) ------------------------------------------------------
 
@@ -333,6 +404,7 @@ class Backend:
         redo_chapters: tuple[int, ...] | list[int] = (),
         rebuild: bool = False,
         allow_incomplete: bool = False,
+        cast: Cast | None = None,
     ) -> RenderState:
         """Start rendering in a background thread and return at once; follow it with ``render_state``.
 
@@ -343,13 +415,14 @@ class Backend:
             raise AudiobookError(RENDER_BUSY)
         try:
             book, narrator, target = self._render_inputs(book, narrator, out_dir)
+            book, voicing = self.render_cast(book, narrator, target, cast)
             options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
             job = _RenderJob(RenderState(running=True, book_title=book.title, out_dir=str(target)))
             self._job = job
 
             def work() -> None:
                 try:
-                    job.run(lambda: self._render(book, narrator, target, options, job.update, job.stop.is_set))
+                    job.run(lambda: self._render(book, narrator, target, options, job.update, job.stop.is_set, voicing))
                 finally:
                     self._render_lock.release()
 
@@ -481,6 +554,9 @@ def cmd_render(args) -> int:
         backend.apply_settings(backend.settings.updated(workers=workers, ray_address=address))
     book = backend.load_book(args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
+    cast = load_cast(args.cast) if args.cast else None
+    if args.dialogue:
+        cast = (cast or Cast()).with_voice(DIALOGUE, args.dialogue)
     bar, report = _tqdm_progress()
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
@@ -494,7 +570,7 @@ def cmd_render(args) -> int:
     try:
         result = backend.render(book, narrator, out_dir=args.output, on_progress=report, should_stop=stop.is_set,
                                 redo_chunks=args.redo_chunk or (), redo_chapters=args.redo_chapter or (),
-                                rebuild=args.rebuild, allow_incomplete=args.allow_incomplete)
+                                rebuild=args.rebuild, allow_incomplete=args.allow_incomplete, cast=cast)
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
@@ -642,12 +718,35 @@ def cmd_book(args) -> int:
 
     from audiobook.render import pronunciations_from_settings
 
-    book = load_book(args.book)
-    settings = load_settings(ROOT / SETTINGS_FILE)
+    backend = Backend()
+    read = load_book(args.book)
+    settings = backend.settings
     chunk_chars = args.chunk_chars or settings.chunk_chars
-    print(describe_book(book, chunk_chars, show_chunks=args.chunks, pronunciations=pronunciations_from_settings(settings)))
+    # The chunks of a render by the narrator alone (markup speakers kept); the cast a render with a cast would use.
+    print(describe_book(read, chunk_chars, show_chunks=args.chunks, pronunciations=pronunciations_from_settings(settings)))
+    book, _ = backend.label_book(read)
+    if book.cast.members:
+        print("\nCast: " + ", ".join(f"{m.name} ({m.lines})" for m in book.cast.members))
     if args.json:
         print(f"Saved the JSON book to {save_book_json(book, args.json)}")
+    return 0
+
+
+def cmd_cast(args) -> int:
+    """cast BOOK [--llm] [--json OUT]: the characters who speak, their lines and voices."""
+    backend = Backend()
+    book = load_book(args.book)
+    labelled, warnings = backend.label_book(book, load_cast(args.cast) if args.cast else None, llm=args.llm)
+    for w in warnings:
+        print(f"Warning: {w}", file=sys.stderr)
+    members = labelled.cast.members
+    if not members:
+        print("No one but the narrator speaks in this book (no quotes or [voice: Name] markup found).")
+    width = max([len(m.name) for m in members] + [9])
+    for m in members:
+        print(f"{m.name:<{width}}  {m.lines:>5}  {m.voice or '(narrator)':<16}  {m.preview[:70]}")
+    if args.json:
+        print(f"Saved the cast to {save_cast(labelled.cast, args.json)}")
     return 0
 
 
@@ -673,6 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo-chunk", action="append", metavar="ID", help="render the chunk with this id again (repeatable)")
     p.add_argument("--rebuild", action="store_true", help="rebuild a damaged manifest.json from the chunk files")
     p.add_argument("--allow-incomplete", action="store_true", help="assemble chapters even when some chunks failed")
+    p.add_argument("--cast", metavar="CAST.json", help="characters mapped to voices (see `backend.py cast`)")
+    p.add_argument("--dialogue", metavar="VOICE", help="the voice of quoted speech no character of the cast is mapped for")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("voices", help="list the saved voices")
@@ -735,6 +836,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", metavar="NAME", help="download this checkpoint, e.g. Qwen3-TTS-12Hz-1.7B-Base "
                    "(a broken download resumes)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("cast", help="list the characters who speak in a book, with their lines and voices")
+    p.add_argument("book", help="the book file (.txt, .md, .epub, .pdf, .json)")
+    p.add_argument("--llm", action="store_true", help="label speakers with the language model of the llm_url setting")
+    p.add_argument("--cast", metavar="CAST.json", help="start from this cast (its names and voices)")
+    p.add_argument("--json", metavar="OUT", help="save the cast as JSON (for render --cast)")
+    p.set_defaults(func=cmd_cast)
 
     p = sub.add_parser("tiny-models", help="write tiny random-weight checkpoints (for trying the app without downloads)")
     p.add_argument("dir")

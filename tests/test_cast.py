@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from audiobook.cast import LLM, Cast, CastMember, align_labels, cast_of, load_cast, save_cast
+from audiobook.books.cast import LLM, Cast, CastMember, align_labels, cast_of, load_cast, save_cast
 from audiobook.dialogue import DIALOGUE, NARRATOR, Span, join_spans
 from audiobook.errors import AudiobookError
 
@@ -144,3 +144,76 @@ def test_bad_cast_files_give_sentences(tmp_path):
         load_cast(bad)
     with pytest.raises(AudiobookError, match="narrator's voice"):
         Cast().with_voice("Narrator", "x")
+
+
+# ---- the book carries spans and cast ------------------------------------------------------------
+
+from audiobook.books import Book, Chapter, load_book, merge_chapters, save_book_json, set_chapter_text, set_span  # noqa: E402
+from audiobook.books.cast import label_book  # noqa: E402
+
+MARKUP = """Chapter 1
+
+It was late.
+
+[voice: Alice]
+[style: tired]
+Is anyone there?
+
+Chapter 2
+
+Still Alice speaking here.
+
+[voice: narrator]
+"Yes," said Bob.
+"""
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".md"])
+def test_markup_books_have_spans_and_the_tags_are_gone(tmp_path, suffix):
+    text = MARKUP.replace("Chapter 1", "# Chapter 1").replace("Chapter 2", "# Chapter 2") if suffix == ".md" else MARKUP
+    path = tmp_path / f"book{suffix}"
+    path.write_text(text, encoding="utf-8")
+    book = load_book(path)
+    assert [c.title for c in book.chapters] == ["Chapter 1", "Chapter 2"]
+    assert all("[" not in c.text for c in book.chapters)
+    one, two = book.chapters
+    assert [(s.text.strip(), s.speaker, s.style) for s in one.spans] == [
+        ("It was late.", NARRATOR, ""), ("Is anyone there?", "Alice", "tired")]
+    assert two.spans[0] == Span("Still Alice speaking here.\n\n", "Alice")  # the voice goes on into chapter 2
+    labelled, _ = label_book(book)
+    assert [(m.name, m.lines) for m in labelled.cast.members] == [("Alice", 2)]  # markup is kept, not re-detected
+
+
+def test_json_book_round_trips_spans_and_cast(tmp_path):
+    text = '"Hold fast," said Bob. The light stayed on.'
+    book, _ = label_book(Book("T", [Chapter("One", text), Chapter("Two", "No one speaks.")]), Cast([CastMember("Bob", voice="ryan")]))
+    assert book.chapters[0].spans[0] == Span('"Hold fast,"', "Bob")
+    assert book.cast.members == [CastMember("Bob", 1, "ryan", '"Hold fast,"')]
+    path = save_book_json(book, tmp_path / "t.json")
+    data = json.loads(path.read_text())
+    assert data["cast"] == [{"name": "Bob", "lines": 1, "voice": "ryan", "preview": '"Hold fast,"'}]
+    assert data["chapters"][0]["spans"][0] == {"text": '"Hold fast,"', "speaker": "Bob", "style": ""}
+    again = load_book(path)
+    assert again == book
+    assert load_cast(path) == book.cast  # a JSON book serves as a cast file
+
+
+def test_json_spans_must_rebuild_the_text(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"chapters": [{"title": "A", "text": "One two.", "spans": [{"text": "One", "speaker": "X"}]}]}))
+    with pytest.raises(AudiobookError, match="do not add up to its text"):
+        load_book(path)
+    path.write_text(json.dumps({"chapters": [{"title": "A", "spans": [{"text": "Hi. "}, {"text": '"Yo."', "speaker": "Al"}]}]}))
+    assert load_book(path).chapters[0].text == 'Hi. "Yo."'  # the spans alone make the chapter
+
+
+def test_span_edits_and_chapter_edits_keep_speakers(tmp_path):
+    book, _ = label_book(Book("T", [Chapter("One", '"Go," said Al.'), Chapter("Two", '"No."')]), Cast([CastMember("Al")]))
+    edited = set_span(book, 1, 0, speaker="Al", style="angry")
+    assert edited.chapters[1].spans == [Span('"No."', "Al", "angry")] and book.chapters[1].spans[0].speaker == DIALOGUE
+    with pytest.raises(AudiobookError, match="no part 5"):
+        set_span(book, 0, 4, speaker="x")
+    merged = merge_chapters(edited, [0, 1])
+    assert join_spans(merged.chapters[0].spans) == merged.chapters[0].text
+    assert merged.chapters[0].spans[-1] == Span('"No."', "Al", "angry")
+    assert set_chapter_text(edited, 1, "Fresh words.").chapters[1].spans is None

@@ -1,7 +1,7 @@
 """The Book model and its chapter edits.
 
 A ``Book`` is what every reader returns and what the renderer plans from. The edit
-functions (rename, merge, drop, reorder, set text) return a new ``Book`` so the caller
+functions (rename, merge, drop, reorder, set text, set a span's speaker) return a new ``Book`` so the caller
 can keep or undo them; ``Book.to_dict``/``from_dict`` are the JSON book format.
 """
 
@@ -11,7 +11,9 @@ import base64
 import binascii
 from dataclasses import dataclass, field, replace
 
+from ..dialogue import NARRATOR, Span, check_spans, join_spans, merge_spans
 from ..errors import AudiobookError
+from .cast import Cast
 
 BOOK_FORMAT_VERSION = 1
 # Where nothing better is known the book says this about its front matter.
@@ -23,10 +25,13 @@ class Chapter:
     """One chapter: its title and its text, paragraphs separated by a blank line.
 
     Inside a paragraph a single newline is a line break that carries meaning (poetry).
+    ``spans``, when known, say who speaks each part of the text (see ``dialogue.Span``);
+    they always rebuild ``text`` exactly. None: not labelled yet.
     """
 
     title: str
     text: str
+    spans: list[Span] | None = None
 
     @property
     def words(self) -> int:
@@ -45,6 +50,7 @@ class Book:
     cover_mime: str = ""
     year: str = ""  # publication year, for the audiobook's tags
     genre: str = ""
+    cast: Cast | None = None  # the characters who speak, and their voices
 
     @property
     def words(self) -> int:
@@ -62,7 +68,9 @@ class Book:
             "cover_base64": base64.b64encode(self.cover).decode("ascii") if self.cover else "",
             "year": self.year,
             "genre": self.genre,
-            "chapters": [{"title": c.title, "text": c.text} for c in self.chapters],
+            "chapters": [{"title": c.title, "text": c.text, **({"spans": [s.to_dict() for s in c.spans]} if c.spans else {})}
+                         for c in self.chapters],
+            **({"cast": [m.to_dict() for m in self.cast.members]} if self.cast else {}),
         }
 
     @classmethod
@@ -74,12 +82,20 @@ class Book:
             raise AudiobookError(f"This JSON book has format version {data.get('version')!r}; this app reads version {BOOK_FORMAT_VERSION}.")
         chapters = []
         for i, c in enumerate(data["chapters"], 1):
+            spans = None
+            if isinstance(c, dict) and c.get("spans") is not None:
+                if not isinstance(c["spans"], list):
+                    raise AudiobookError(f'The "spans" of chapter {i} of this JSON book must be a list of {{"text", "speaker", "style"}}.')
+                spans = merge_spans(Span.from_dict(s, f"span {k} of chapter {i}") for k, s in enumerate(c["spans"], 1))
+                if not isinstance(c.get("text"), str):
+                    c = {**c, "text": join_spans(spans)}  # the spans alone are the chapter
+                check_spans(c["text"], spans, f"chapter {i} of this JSON book")
             if not isinstance(c, dict) or not isinstance(c.get("text"), str):
                 raise AudiobookError(f'Chapter {i} of this JSON book has no "text".')
             title = c.get("title")
             if title is not None and not isinstance(title, str):
                 raise AudiobookError(f'The "title" of chapter {i} of this JSON book must be text.')
-            chapters.append(Chapter(title=title if title else f"Chapter {i}", text=c["text"]))
+            chapters.append(Chapter(title=title if title else f"Chapter {i}", text=c["text"], spans=spans or None))
         try:
             cover = base64.b64decode(data["cover_base64"], validate=True) if data.get("cover_base64") else None
         except (binascii.Error, TypeError, ValueError):
@@ -93,6 +109,7 @@ class Book:
             year=str(data.get("year") or ""),
             genre=str(data.get("genre") or ""),
             chapters=chapters,
+            cast=Cast.from_dict(data["cast"], "the cast of this JSON book") if data.get("cast") else None,
         )
 
 
@@ -122,7 +139,22 @@ def set_chapter_text(book: Book, index: int, text: str) -> Book:
     if not text.strip():
         raise AudiobookError("A chapter needs some text; drop the chapter instead.")
     chapters = list(book.chapters)
-    chapters[index] = replace(chapters[index], text=text.strip())
+    chapters[index] = replace(chapters[index], text=text.strip(), spans=None)  # new text: its speakers are found again
+    return replace(book, chapters=chapters)
+
+
+def set_span(book: Book, chapter: int, span: int, speaker: str | None = None, style: str | None = None) -> Book:
+    """A copy of ``book`` where span ``span`` of chapter ``chapter`` has another speaker and/or style."""
+    _check_index(book, chapter)
+    spans = list(book.chapters[chapter].spans or [])
+    if not isinstance(span, int) or not 0 <= span < len(spans):
+        raise AudiobookError(f"Chapter {chapter + 1} has no part {span + 1 if isinstance(span, int) else span}; it has {len(spans)}.")
+    old = spans[span]
+    new_speaker = " ".join((speaker if speaker is not None else old.speaker).split()) or NARRATOR
+    spans[span] = Span(old.text, NARRATOR if new_speaker.lower() == NARRATOR else new_speaker,
+                       " ".join((style if style is not None else old.style).split()))
+    chapters = list(book.chapters)
+    chapters[chapter] = replace(chapters[chapter], spans=spans)
     return replace(book, chapters=chapters)
 
 
@@ -140,6 +172,14 @@ def merge_chapters(book: Book, indexes: list[int]) -> Book:
     first = book.chapters[wanted[0]]
     parts = [first.text] + [f"{book.chapters[i].title}\n\n{book.chapters[i].text}" for i in wanted[1:]]
     merged = Chapter(first.title, "\n\n".join(p for p in parts if p.strip()))
+    if any(book.chapters[i].spans for i in wanted):  # the speakers stay with their words
+        spans = list(first.spans or [Span(first.text)])
+        for i in wanted[1:]:
+            ch = book.chapters[i]
+            spans += [Span(f"\n\n{ch.title}\n\n")] + list(ch.spans or [Span(ch.text)])
+        spans = merge_spans(spans)
+        if join_spans(spans) == merged.text:
+            merged.spans = spans
     chapters = [merged if i == wanted[0] else c for i, c in enumerate(book.chapters) if i == wanted[0] or i not in wanted]
     return replace(book, chapters=chapters)
 

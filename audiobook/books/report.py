@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..dialogue import NARRATOR
 from .model import Book
 
 
@@ -12,7 +13,8 @@ def describe_book(book: Book, chunk_chars: int, show_chunks: bool = False, speak
     """What the reader found, as text for a person checking a book before a long render.
 
     Title, author, language, cover, and per chapter its number, title, words and
-    chunks; with ``show_chunks`` every chunk's text too.
+    chunks; with ``show_chunks`` every chunk's text too, with its speaker when it is not
+    the narrator.
     """
     from ..text import plan_chunks
 
@@ -33,5 +35,6 @@ def describe_book(book: Book, chunk_chars: int, show_chunks: bool = False, speak
         if show_chunks:
             for c in (c for c in chunks if c.chapter == i):
                 mark = "title" if c.is_title else ("chapter end" if c.chapter_end else ("paragraph end" if c.paragraph_end else ""))
-                lines.append(f"        [{c.index + 1}] {c.text}" + (f"   <{mark}>" if mark else ""))
+                who = f"{{{c.speaker}{', ' + c.style if c.style else ''}}} " if c.speaker != NARRATOR or c.style else ""
+                lines.append(f"        [{c.index + 1}] {who}{c.text}" + (f"   <{mark}>" if mark else ""))
     return "\n".join(lines)

@@ -1,11 +1,13 @@
-"""Plain-text and Markdown books: chapters start at heading lines."""
+"""Plain-text and Markdown books: chapters start at heading lines; ``[voice: Name]`` markup gives speakers."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
+from ..dialogue import NARRATOR, has_markup, is_markup_line, strip_markup
 from ..errors import AudiobookError
 from .common import decode_text, read_bytes, words_of
 from .model import FRONT_MATTER_TITLE, Book, Chapter
@@ -35,6 +37,8 @@ def _is_heading_block(lines: list[str]) -> bool:
 
 
 def _is_subtitle(lines: list[str]) -> bool:
+    if is_markup_line(lines[0]):
+        return False  # "[voice: Alice]" after a heading starts the text, it is no subtitle
     return len(lines) == 1 and len(lines[0]) <= 70 and not re.search(r"[.!?,;]\W*$", lines[0])
 
 
@@ -83,10 +87,26 @@ def read_txt(path: Path) -> Book:
     if start and end and start.end() < end.start():
         text = text[start.end():end.start()]  # the licence around a Project Gutenberg text is not the book
     title = path.stem.replace("_", " ")
-    chapters = split_text_chapters(text, title)
+    chapters = apply_markup(split_text_chapters(text, title))
     if not chapters:
         raise AudiobookError(f"{path.name} is empty: there is no text to narrate.")
     return Book(title=title, chapters=chapters)
+
+
+def apply_markup(chapters: list[Chapter]) -> list[Chapter]:
+    """Chapters whose ``[voice: Name]``/``[style: ...]`` tags became spans (as they were when there are no tags).
+
+    A ``[voice: ...]`` goes on into the next chapters until another one; chapters left
+    without words (only tags) are dropped.
+    """
+    if not any(has_markup(c.text) for c in chapters):
+        return chapters
+    out, speaker = [], NARRATOR
+    for c in chapters:
+        text, spans, speaker = strip_markup(c.text, speaker)
+        if text.strip():
+            out.append(replace(c, text=text, spans=spans))
+    return out
 
 
 def read_markdown(path: Path) -> Book:
@@ -123,7 +143,7 @@ def read_markdown(path: Path) -> Book:
             paras.append(value)
     if current is not None or paras:
         chapters.append(Chapter(current or title, "\n\n".join(paras) or current or ""))
-    chapters = [c for c in chapters if c.text.strip()]
+    chapters = apply_markup([c for c in chapters if c.text.strip()])
     if not chapters:
         raise AudiobookError(f"{path.name} is empty: there is no text to narrate.")
     return Book(title=title, chapters=chapters)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .dialogue import DIALOGUE, NARRATOR, Span, discover_names, find_dialogue, join_spans, merge_spans, speaker_name
-from .errors import AudiobookError
+from ..dialogue import DIALOGUE, NARRATOR, Span, discover_names, find_dialogue, join_spans, merge_spans, speaker_name
+from ..errors import AudiobookError
 
 CAST_FILE = "cast.json"
 CAST_FORMAT = "audiobook-cast"
@@ -110,7 +110,7 @@ def load_cast(path: str | Path) -> Cast:
 
 def save_cast(cast: Cast, path: str | Path) -> Path:
     """Write ``cast`` as JSON (atomically)."""
-    from .settings import atomic_write_text
+    from ..files import atomic_write_text
 
     p = Path(path)
     atomic_write_text(p, json.dumps(cast.to_dict(), ensure_ascii=False, indent=1) + "\n")

@@ -1,0 +1,221 @@
+"""Rendering with a cast on the tiny models: every chunk is generated with its speaker's voice."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import backend as backend_module
+from audiobook import manifest as mf
+from audiobook.books import load_book
+from audiobook.books.cast import Cast, CastMember
+from audiobook.dialogue import NARRATOR
+from audiobook.errors import AudiobookError
+from audiobook.render import plan_book
+from audiobook.settings import SETTINGS_FILE
+from audiobook.tts import CLONE, PRESET, Narrator
+from audiobook.voices import Voice
+
+MARKUP_BOOK = """Chapter 1: The Gate
+
+The night was dark and the gate was shut.
+
+[voice: Alice]
+Who goes there at this hour of the night?
+
+[voice: Bob]
+[style: whispering]
+Only me, and I have brought the lamp.
+
+[voice: narrator]
+The wind blew over the hill, and the lamp went out.
+"""
+LINES = {  # what each speaker says, as the manifest should record it
+    "Who goes there at this hour of the night?": "Alice",
+    "Only me, and I have brought the lamp.": "Bob",
+    "The night was dark and the gate was shut.": NARRATOR,
+    "The wind blew over the hill, and the lamp went out.": NARRATOR,
+    "Chapter one: The Gate": NARRATOR,  # the spoken title
+}
+
+
+def tone_clip(path: Path, seed: int) -> Path:
+    """A few seconds of harmonic bursts (never a recording of a person); ``seed`` makes each voice differ."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(24):
+        t = np.arange(int(rng.uniform(0.1, 0.2) * 24000)) / 24000
+        f0 = rng.uniform(90, 260)
+        parts += [np.hanning(len(t)) * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3)) * 0.2,
+                  np.zeros(int(rng.uniform(0.03, 0.1) * 24000))]
+    sf.write(str(path), np.concatenate(parts).astype(np.float32), 24000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cast_backend(tiny_models_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cast-app")
+    b = backend_module.Backend(root=root, settings_path=root / SETTINGS_FILE, models_dir=str(tiny_models_dir))
+    b.apply_settings(b.settings.updated(device="cpu", max_new_tokens=64, batch_size=4, max_retries=0, make_m4b=False,
+                                        do_sample=False, model_size="1.7B"))
+    for name, seed in (("Storyteller", 1), ("Alice voice", 2)):
+        clip = tone_clip(root / f"{seed}.wav", seed)
+        voice = Voice(name=name, kind="cloned", reference_text="A line of the reference clip.")
+        b.voices.save(voice, sf.read(str(clip), dtype="float32")[0])
+    return b
+
+
+class Calls:
+    """What the loaded qwen_tts models were asked to generate: (job, text, voice) per text."""
+
+    def __init__(self, tts):
+        self.items: list[tuple[str, str, object]] = []
+        self.calls: list[list[object]] = []
+
+        def on_load(job, source):
+            model = tts.loaded.model
+            if job == CLONE:
+                real = model.generate_voice_clone
+
+                def clone(**kw):
+                    self.calls.append([p.ref_spk_embedding for p in kw["voice_clone_prompt"]])
+                    self.items += [(CLONE, t, p) for t, p in zip(kw["text"], kw["voice_clone_prompt"])]
+                    return real(**kw)
+
+                model.generate_voice_clone = clone
+            elif job == PRESET:
+                real = model.generate_custom_voice
+
+                def preset(**kw):
+                    speakers = kw["speaker"] if isinstance(kw["speaker"], list) else [kw["speaker"]] * len(kw["text"])
+                    instructs = kw["instruct"] if isinstance(kw["instruct"], list) else [kw["instruct"]] * len(kw["text"])
+                    self.calls.append(list(zip(speakers, instructs)))
+                    self.items += [(PRESET, t, (s, i)) for t, s, i in zip(kw["text"], speakers, instructs)]
+                    return real(**kw)
+
+                model.generate_custom_voice = preset
+
+        tts.unload()
+        tts.on_load = on_load
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["fast", "qwen_tts"])
+def test_a_markup_book_renders_each_speaker_with_their_voice(cast_backend, tmp_path, engine):
+    b = cast_backend
+    b.apply_settings(b.settings.updated(engine=engine))
+    path = tmp_path / "gate.txt"
+    path.write_text(MARKUP_BOOK, encoding="utf-8")
+    calls = Calls(b.tts)
+    cast = Cast([CastMember("Alice", voice="Alice voice"), CastMember("Bob", voice="vivian")])
+    try:
+        result = b.render(path, "Storyteller", out_dir=tmp_path / "out", cast=cast)
+    finally:
+        b.tts.on_load = None
+    assert len(result.chapter_files) == 1 and result.chapter_files[0].is_file()
+
+    m = mf.load_manifest(tmp_path / "out")
+    speakers = {s.text: s.speaker for s in m.chunks.values()}
+    assert speakers == LINES
+    voices = {s.speaker: s.voice for s in m.chunks.values()}
+    assert voices == {NARRATOR: "Storyteller", "Alice": "Alice voice", "Bob": "vivian"}
+    assert [s.style for s in m.chunks.values() if s.speaker == "Bob"] == ["whispering"]
+    refs = m.chapters[0].chunks
+    assert [r.turn_end for r in refs] == [False, True, True, True, False]
+
+    # The model was called with each chunk's own voice: the clone prompt of its voice, or its built-in speaker.
+    narrator_prompt = b.clone_prompt_for(b.narrator_for("Storyteller"))
+    alice_prompt = b.clone_prompt_for(b.narrator_for("Alice voice"))
+    assert not torch.equal(narrator_prompt.ref_spk_embedding, alice_prompt.ref_spk_embedding)
+    generated = {}
+    for job, text, voice in calls.items:
+        generated[text] = (job, voice)
+    assert set(generated) == set(LINES)
+    for text, speaker in LINES.items():
+        job, voice = generated[text]
+        if speaker == "Bob":
+            assert (job, voice) == (PRESET, ("vivian", "whispering"))
+        else:
+            expected = alice_prompt if speaker == "Alice" else narrator_prompt
+            assert job == CLONE and torch.equal(voice.ref_spk_embedding, expected.ref_spk_embedding), text
+    clone_calls = [c for c in calls.calls if c and isinstance(c[0], torch.Tensor)]
+    mixed = any(len({tuple(e.flatten().tolist()) for e in c}) > 1 for c in clone_calls)
+    # The fast engine's slots each hold their own prompt; qwen_tts's own loop takes one voice a call.
+    assert mixed == (engine == "fast")
+
+    saved = json.loads((tmp_path / "out" / "cast.json").read_text())
+    assert {c["name"]: (c["lines"], c["voice"]) for c in saved["characters"]} == {"Alice": (1, "Alice voice"), "Bob": (1, "vivian")}
+
+
+def test_styles_are_refused_on_the_small_models(tmp_path):
+    path = tmp_path / "gate.txt"
+    path.write_text(MARKUP_BOOK, encoding="utf-8")
+    book = load_book(path)
+    from audiobook.settings import Settings
+
+    with pytest.raises(AudiobookError, match=r"^The 0\.6B models cannot follow a style instruction.*'whispering'.*1\.7B"):
+        plan_book(book, Narrator(kind=PRESET, speaker="ryan"), Settings(model_size="0.6B"), tmp_path / "out")
+    # without styles, the same book plans on 0.6B
+    plain = replace(book, chapters=[replace(c, spans=[replace(s, style="") for s in c.spans]) for c in book.chapters])
+    assert plan_book(plain, Narrator(kind=PRESET, speaker="ryan"), Settings(model_size="0.6B"), tmp_path / "out").chunks
+
+
+def test_an_unknown_voice_in_the_cast_gives_a_sentence(cast_backend, tmp_path):
+    path = tmp_path / "gate.txt"
+    path.write_text(MARKUP_BOOK, encoding="utf-8")
+    with pytest.raises(AudiobookError, match="Alice.*'Nobody'.*neither a saved voice nor a built-in speaker"):
+        cast_backend.render(path, "Storyteller", out_dir=tmp_path / "out", cast=Cast([CastMember("Alice", voice="Nobody")]))
+
+
+QUOTES_BOOK = """Chapter 1
+
+"Hold fast," said Alice. The storm went on all night.
+
+"Who is there?" the keeper asked.
+"""
+
+
+def test_cli_book_and_cast_commands_show_spans_and_cast(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "storm.txt"
+    path.write_text(QUOTES_BOOK, encoding="utf-8")
+    b = backend_module.Backend(root=tmp_path, settings_path=tmp_path / SETTINGS_FILE)
+    monkeypatch.setattr(backend_module, "Backend", lambda models_dir=None: b)
+    assert backend_module.main(["book", str(path), "--json", str(tmp_path / "storm.json")]) == 0
+    assert "Cast: Alice (1), dialogue (1)" in capsys.readouterr().out
+    data = json.loads((tmp_path / "storm.json").read_text())
+    assert [(c["name"], c["lines"]) for c in data["cast"]] == [("Alice", 1), ("dialogue", 1)]
+    spans = data["chapters"][0]["spans"]
+    assert "".join(s["text"] for s in spans) == data["chapters"][0]["text"]
+    assert [(s["text"], s["speaker"]) for s in spans if s["speaker"] != NARRATOR] == [
+        ('"Hold fast,"', "Alice"), ('"Who is there?"', "dialogue")]
+
+    assert backend_module.main(["cast", str(path), "--json", str(tmp_path / "cast.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:3] == ["Alice", "1", "(narrator)"] and '"Hold fast,"' in out
+    assert Cast.from_dict(json.loads((tmp_path / "cast.json").read_text())).names() == ["Alice", "dialogue"]
+
+    b.save_settings(llm_url="http://127.0.0.1:9/v1", llm_model="m", llm_timeout_s=5)
+    assert backend_module.main(["cast", str(path), "--llm"]) == 2
+    assert capsys.readouterr().err.startswith("Error: Could not reach the language model at http://127.0.0.1:9/v1/chat/completions")
+
+
+@pytest.mark.slow
+def test_cli_render_with_a_cast_file_and_a_dialogue_voice(cast_backend, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "storm.txt"
+    path.write_text(QUOTES_BOOK, encoding="utf-8")
+    cast_file = tmp_path / "cast.json"
+    cast_file.write_text(json.dumps({"characters": [{"name": "Alice", "voice": "Alice voice"}]}))
+    monkeypatch.setattr(backend_module, "Backend", lambda models_dir=None: cast_backend)
+    cast_backend.apply_settings(cast_backend.settings.updated(engine="fast"))
+    args = ["render", str(path), "--voice", "Storyteller", "--cast", str(cast_file), "--dialogue", "vivian",
+            "--output", str(tmp_path / "out")]
+    assert backend_module.main(args) in (0, 1)  # 1: a tiny model's take may be suspect
+    m = mf.load_manifest(tmp_path / "out")
+    said = {s.text: (s.speaker, s.voice) for s in m.chunks.values()}
+    assert said['"Hold fast,"'] == ("Alice", "Alice voice")
+    assert said['"Who is there?"'] == ("dialogue", "vivian")
+    assert said["the keeper asked."] == (NARRATOR, "Storyteller")
