@@ -367,6 +367,38 @@ class Backend:
         saved = [v.name for v in self.list_voices()]
         return saved + [s for s in self.speakers() if s not in saved]
 
+    def map_voice(self, book: Book, character: str, voice: str) -> Book:
+        """The book with ``character`` read by ``voice`` ("" for no voice of their own); the cast is saved
+        in ``output/<book>/cast.json``. An unknown voice is an AudiobookError sentence."""
+        voice = (voice or "").strip()
+        if voice:
+            try:
+                self.voice_narrator(voice)
+            except AudiobookError:
+                raise AudiobookError(f"'{voice}' is neither a saved voice nor a built-in speaker; pick one from the list.") from None
+        cast = (book.cast or Cast()).with_voice(character, voice)
+        book = replace(book, cast=cast)
+        self.save_cast(book, cast)
+        return book
+
+    def hear_line(self, book: Book, character: str, narrator: Narrator | None = None) -> Path:
+        """A wav of ``character``'s preview line in their voice (``narrator`` when they have none)."""
+        from audiobook.audio import write_wav
+        from audiobook.tts import GenerationOptions
+
+        member = book.cast.get(character) if book.cast else None
+        if member is None or not member.preview:
+            raise AudiobookError(f"{character or 'That character'} has no line in this book to hear.")
+        if not member.voice and narrator is None:
+            raise AudiobookError(f"Pick a voice for {member.name} first, or a narrator on the Render tab.")
+        voice = self.voice_narrator(member.voice) if member.voice else narrator
+        prompt = self.clone_prompt_for(voice)
+        language = self.settings.language if self.settings.language != "auto" else (book.language or "auto")
+        wav = self.tts.narrate(voice, [member.preview], language, GenerationOptions.from_settings(self.settings), prompt=prompt)[0]
+        folder = Path(tempfile.gettempdir()) / "audiobook-previews"
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_wav(folder / f"line-{abs(hash((member.name, member.voice, member.preview))) % 10**10}.wav", wav)
+
     def voicing_for(self, narrator: Narrator, cast: Cast | None) -> Voicing:
         """Who reads whom: the cast's mapped characters by their voices, everyone else by ``narrator``."""
         voices = {}

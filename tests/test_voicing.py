@@ -12,7 +12,7 @@ import torch
 import backend as backend_module
 from audiobook import manifest as mf
 from audiobook.books import load_book
-from audiobook.books.cast import Cast, CastMember
+from audiobook.books.cast import Cast, CastMember, load_cast
 from audiobook.dialogue import NARRATOR
 from audiobook.errors import AudiobookError
 from audiobook.render import plan_book
@@ -219,3 +219,19 @@ def test_cli_render_with_a_cast_file_and_a_dialogue_voice(cast_backend, tmp_path
     assert said['"Hold fast,"'] == ("Alice", "Alice voice")
     assert said['"Who is there?"'] == ("dialogue", "vivian")
     assert said["the keeper asked."] == (NARRATOR, "Storyteller")
+
+
+def test_map_a_voice_and_hear_a_line(cast_backend, tmp_path):
+    b = cast_backend
+    path = tmp_path / "storm.txt"
+    path.write_text(QUOTES_BOOK, encoding="utf-8")
+    book, _ = b.label_book(load_book(path))
+    mapped = b.map_voice(book, "Alice", "Alice voice")
+    assert mapped.cast.voice_of("Alice") == "Alice voice" and book.cast.voice_of("Alice") == ""
+    assert load_cast(b.cast_path(mapped)).voice_of("Alice") == "Alice voice"
+    with pytest.raises(AudiobookError, match="'Nobody' is neither a saved voice nor a built-in speaker"):
+        b.map_voice(book, "Alice", "Nobody")
+    wav = b.hear_line(mapped, "Alice")
+    assert sf.info(str(wav)).frames > 0
+    with pytest.raises(AudiobookError, match="Pick a voice for dialogue first"):
+        b.hear_line(mapped, "dialogue")
