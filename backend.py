@@ -399,6 +399,18 @@ class Backend:
         folder.mkdir(parents=True, exist_ok=True)
         return write_wav(folder / f"line-{abs(hash((member.name, member.voice, member.preview))) % 10**10}.wav", wav)
 
+    def speaker_rows(self, out_dir: str | Path | None) -> list[list]:
+        """Who spoke in a render (from its manifest): speaker, voice, chunks, seconds of audio kept."""
+        from audiobook.manifest import load_manifest
+
+        m = load_manifest(out_dir) if out_dir and Path(out_dir).is_dir() else None
+        rows: dict[tuple[str, str], list] = {}
+        for st in (m.chunks.values() if m else []):
+            row = rows.setdefault((st.speaker or "narrator", st.voice), [st.speaker or "narrator", st.voice, 0, 0.0])
+            row[2] += 1
+            row[3] += round(st.duration_s, 1) if st.kept else 0.0
+        return sorted(rows.values(), key=lambda r: (r[0] != "narrator", -r[2]))
+
     def voicing_for(self, narrator: Narrator, cast: Cast | None) -> Voicing:
         """Who reads whom: the cast's mapped characters by their voices, everyone else by ``narrator``."""
         voices = {}

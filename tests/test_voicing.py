@@ -147,6 +147,8 @@ def test_a_markup_book_renders_each_speaker_with_their_voice(cast_backend, tmp_p
     # The fast engine's slots each hold their own prompt; qwen_tts's own loop takes one voice a call.
     assert mixed == (engine == "fast")
 
+    rows = b.speaker_rows(tmp_path / "out")
+    assert [r[:3] for r in rows] == [[NARRATOR, "Storyteller", 3], ["Alice", "Alice voice", 1], ["Bob", "vivian", 1]]
     saved = json.loads((tmp_path / "out" / "cast.json").read_text())
     assert {c["name"]: (c["lines"], c["voice"]) for c in saved["characters"]} == {"Alice": (1, "Alice voice"), "Bob": (1, "vivian")}
 
