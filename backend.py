@@ -279,21 +279,24 @@ class Backend:
         rebuild: bool = False,
         allow_incomplete: bool = False,
         cast: Cast | None = None,
+        chapters: tuple[int, ...] | list[int] = (),
     ) -> RenderResult:
         """Render a book (a Book or a path) with ``narrator`` (a Narrator or a saved voice's name), blocking.
 
         Continues from ``<out_dir>/manifest.json``: only chunks not done yet are generated.
         ``redo_chunks`` (ids) and ``redo_chapters`` (1-based numbers) are rendered again;
         ``rebuild`` recovers a damaged manifest from the chunk files; ``allow_incomplete``
-        assembles chapters whose failed chunks are left out. ``cast`` maps characters to
-        voices (see ``render_cast``). Raises AudiobookError while another render runs.
+        assembles chapters whose failed chunks are left out; ``chapters`` (1-based) renders
+        and assembles only those (the book files once every chapter is done). ``cast`` maps
+        characters to voices (see ``render_cast``). Raises AudiobookError while another render runs.
         """
         if not self._render_lock.acquire(blocking=False):
             raise AudiobookError(RENDER_BUSY)
         try:
             book, narrator, target = self._render_inputs(book, narrator, out_dir)
             book, voicing = self.render_cast(book, narrator, target, cast)
-            options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
+            options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete,
+                                    tuple(int(n) for n in chapters))
             return self._render(book, narrator, target, options, on_progress, should_stop, voicing)
         finally:
             self._render_lock.release()
@@ -322,6 +325,86 @@ class Backend:
     def worker_infos(self) -> list[WorkerInfo]:
         """The Ray workers of the current (or last) render and what each is doing; empty without workers."""
         return self._executor.infos() if self._executor is not None else []
+
+    # ---- review and fixes ----------------------------------------------------------------
+
+    def rendered_books(self) -> list[Path]:
+        """Book folders under the output folder that hold a render (newest first)."""
+        from audiobook.manifest import MANIFEST_FILE
+
+        found = [p.parent for p in self.output_root.glob(f"*/{MANIFEST_FILE}")]
+        return sorted(found, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime, reverse=True)
+
+    def review(self, out_dir: str | Path, flagged: bool = False, chapter: int | None = None):
+        """The chunks of a rendered book with their check scores (``audiobook.review.ReviewRow``)."""
+        from audiobook.review import review_rows
+
+        return review_rows(self.resolve(str(out_dir)), flagged, chapter)
+
+    def fix_chunk(self, out_dir: str | Path, chunk: str, *, text: str | None = None, reroll: bool = False,
+                  accept: bool = False, assemble: bool = True,
+                  on_progress: Callable[[Progress], None] | None = None) -> RenderResult | None:
+        """Fix one chunk of a rendered book: new ``text``, a ``reroll`` (same text, new seed) or ``accept``.
+
+        Only that chunk is generated; with ``assemble`` its chapter and the book files are
+        assembled again (the page assembles on Rebuild). Accepting changes no audio and returns None.
+        """
+        from audiobook import review
+
+        out_dir = self.resolve(str(out_dir))
+        if accept:
+            review.accept_chunk(out_dir, chunk)
+            return None
+        if text is None and not reroll:
+            raise AudiobookError("Say how to fix the chunk: new text, a re-roll, or accept it as it is.")
+        review.render_inputs(out_dir, self.settings)  # fail before recording anything
+        if text is not None:
+            new_id = review.edit_chunk(out_dir, chunk, text)
+            redo = (new_id,) if reroll else ()
+        else:
+            redo = (chunk,)
+        return self._render_recorded(out_dir, RenderOptions(redo_chunks=redo, assemble=assemble), on_progress)
+
+    def rebuild_book(self, out_dir: str | Path, on_progress: Callable[[Progress], None] | None = None) -> RenderResult:
+        """Assemble the chapters of a rendered book whose chunks changed, then the book files."""
+        return self._render_recorded(self.resolve(str(out_dir)), RenderOptions(), on_progress)
+
+    def _render_recorded(self, out_dir: Path, options: RenderOptions, on_progress) -> RenderResult:
+        """Render with the book, voice and settings recorded by the render in ``out_dir``."""
+        from audiobook.review import render_inputs
+
+        if not self._render_lock.acquire(blocking=False):
+            raise AudiobookError(RENDER_BUSY)
+        saved = self.tts.settings
+        try:
+            book, narrator, settings = render_inputs(out_dir, self.settings)
+            self.tts.settings = settings  # the render's model size, this machine's device
+            book, voicing = self.render_cast(book, narrator, out_dir, None, save=False)  # a cast render's voices
+            result = RenderResult(out_dir=out_dir)
+            prompt = (lambda: self.clone_prompt_for(narrator)) if narrator.kind != PRESET else None
+            for progress in render_events(book, narrator, settings, out_dir, self.tts, result, options=options,
+                                          clone_prompt=prompt, voicing=voicing):
+                if on_progress:
+                    on_progress(progress)
+            return result
+        finally:
+            self.tts.settings = saved
+            self._render_lock.release()
+
+    def sample(self, book: Book | str | Path, narrator: Narrator | str, chapter: int = 1, seconds: float = 60.0,
+               out_path: str | Path | None = None) -> Path:
+        """Render about the first ``seconds`` of a chapter with ``narrator`` into one wav; return its path."""
+        from audiobook.review import render_sample
+
+        book, narrator, target = self._render_inputs(book, narrator, None)
+        if not self._render_lock.acquire(blocking=False):
+            raise AudiobookError(RENDER_BUSY)
+        try:
+            prompt = self.clone_prompt_for(narrator) if narrator.kind != PRESET else None
+            out = Path(out_path) if out_path else target / "samples" / f"sample-chapter-{chapter}-{narrator_label(narrator)}.wav"
+            return render_sample(book, narrator, self.settings, self.tts, chapter, seconds, out, prompt)
+        finally:
+            self._render_lock.release()
 
     def render_plan(self, book: Book | str | Path, narrator: Narrator | str, out_dir: str | Path | None = None,
                     cast: Cast | None = None) -> Manifest:
@@ -559,6 +642,32 @@ class _RenderJob:
 # ---- command line ---------------------------------------------------------------------------
 
 
+def narrator_label(narrator: Narrator) -> str:
+    """A short file-name-safe name for a narrator (its saved name, speaker, or 'clone')."""
+    from audiobook.audio import safe_filename
+
+    return safe_filename(narrator.name or narrator.speaker or "clone")
+
+
+def parse_chapters(text: str) -> list[int]:
+    """'1,3-5' -> [1, 3, 4, 5]; AudiobookError on anything else."""
+    out: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise AudiobookError(f"'{part}' is not a chapter number or range; write chapters like 1,3-5.") from None
+        if first < 1 or last < first:
+            raise AudiobookError(f"'{part}' is not a chapter range; chapters count from 1, like 1,3-5.")
+        out += [n for n in range(first, last + 1) if n not in out]
+    if not out:
+        raise AudiobookError("No chapters given; write chapters like 1,3-5.")
+    return out
+
+
 def _narrator_from_args(args, backend: Backend) -> Narrator:
     if getattr(args, "voice", None):
         return backend.narrator_for(args.voice)
@@ -596,6 +705,9 @@ def cmd_render(args) -> int:
         workers = backend.settings.workers if args.workers is None else args.workers
         address = backend.settings.ray_address if args.ray_address is None else args.ray_address
         backend.apply_settings(backend.settings.updated(workers=workers, ray_address=address))
+    if args.verify:
+        backend.apply_settings(backend.settings.updated(verify=args.verify))
+    chapters = parse_chapters(args.chapters) if args.chapters else ()
     book = backend.load_book(args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
     cast = load_cast(args.cast) if args.cast else None
@@ -614,7 +726,8 @@ def cmd_render(args) -> int:
     try:
         result = backend.render(book, narrator, out_dir=args.output, on_progress=report, should_stop=stop.is_set,
                                 redo_chunks=args.redo_chunk or (), redo_chapters=args.redo_chapter or (),
-                                rebuild=args.rebuild, allow_incomplete=args.allow_incomplete, cast=cast)
+                                rebuild=args.rebuild, allow_incomplete=args.allow_incomplete, cast=cast,
+                                chapters=chapters)
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
@@ -629,6 +742,56 @@ def cmd_render(args) -> int:
     if result.stopped:
         print("Stopped; run the same command again to continue.")
     return 0 if result.complete and not result.suspect else 1
+
+
+def _fmt_score(v: float | None, pattern: str) -> str:
+    return "-" if v is None else pattern.format(v)
+
+
+def cmd_review(args) -> int:
+    """review OUTPUT_DIR [--flagged] [--json FILE]: the chunks of a render with their check scores."""
+    import json
+
+    backend = Backend(models_dir=getattr(args, "models_dir", None))
+    rows = backend.review(args.output_dir, flagged=args.flagged)
+    if args.json:
+        from audiobook.settings import atomic_write_text
+
+        keys = ("id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity", "duration_s", "attempts")
+        atomic_write_text(Path(args.json), json.dumps([{k: r.to_dict()[k] for k in keys} for r in rows],
+                                                      ensure_ascii=False, indent=1))
+    print("chapter\tchunk\tid\tstatus\tseconds\tWER\tvoice\ttakes\ttext")
+    for r in rows:
+        text = r.text if len(r.text) <= 60 else r.text[:57] + "..."
+        print(f"{r.chapter}\t{r.index}\t{r.id}\t{r.status}\t{r.duration_s:.1f}\t{_fmt_score(r.wer, '{:.0%}')}\t"
+              f"{_fmt_score(r.voice_similarity, '{:.2f}')}\t{r.attempts}\t{text}")
+    flagged = sum(1 for r in rows if r.flagged)
+    print(f"{len(rows)} chunks listed, {flagged} flagged.")
+    return 0
+
+
+def cmd_fix(args) -> int:
+    """fix OUTPUT_DIR CHUNK_ID (--text T | --reroll | --accept): one chunk again, then its chapter and the book."""
+    backend = Backend(models_dir=args.models_dir)
+    result = backend.fix_chunk(args.output_dir, args.chunk_id, text=args.text, reroll=args.reroll, accept=args.accept)
+    if result is None:
+        print(f"Accepted chunk {args.chunk_id} as it is.")
+        return 0
+    for rep in result.suspect + result.failed:
+        print(f"{rep.status.capitalize()}: chapter {rep.chapter}, chunk {rep.index} [{rep.id}] ({rep.reason}): {rep.text}")
+    print(f"Rendered {result.generated} chunk{'s' if result.generated != 1 else ''}.")
+    for f in result.chapter_files + result.book_files:
+        print(f"  {f}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    """sample BOOK (--voice V | --speaker S) [--chapter N] [--seconds 60]: hear the voice in context."""
+    backend = Backend(models_dir=args.models_dir)
+    book = backend.load_book(args.book)
+    narrator = _narrator_from_args(args, backend)
+    print(backend.sample(book, narrator, chapter=args.chapter, seconds=args.seconds, out_path=args.output))
+    return 0
 
 
 def _print_voice(voice: Voice) -> None:
@@ -683,10 +846,10 @@ def cmd_voice(args) -> int:
 
 
 def cmd_tiny_models(args) -> int:
-    from audiobook.tiny import build_tiny_models
+    from audiobook.tiny import build_tiny_models, build_tiny_whisper
 
     t0 = time.perf_counter()
-    built = build_tiny_models(args.dir)
+    built = {**build_tiny_models(args.dir), **build_tiny_whisper(args.dir)}
     for name, path in built.items():
         print(f"{name}: {path}")
     print(f"Tiny checkpoints ready in {time.perf_counter() - t0:.1f}s; use --models-dir {args.dir}")
@@ -818,7 +981,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-incomplete", action="store_true", help="assemble chapters even when some chunks failed")
     p.add_argument("--cast", metavar="CAST.json", help="characters mapped to voices (see `backend.py cast`)")
     p.add_argument("--dialogue", metavar="VOICE", help="the voice of quoted speech no character of the cast is mapped for")
+    p.add_argument("--verify", choices=("on", "off", "auto"), help="check every take with Whisper (default: the setting)")
+    p.add_argument("--chapters", metavar="LIST", help="render and assemble only these chapters, e.g. 1,3-5")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("review", help="list the chunks of a render with their check scores")
+    p.add_argument("output_dir", help="the book's output folder (holding manifest.json)")
+    p.add_argument("--flagged", action="store_true", help="only suspect and failed chunks")
+    p.add_argument("--json", metavar="FILE", help="also write the chunk records as JSON")
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("fix", help="render one chunk again (new text or seed) or accept it; re-assemble its chapter")
+    p.add_argument("output_dir", help="the book's output folder (holding manifest.json)")
+    p.add_argument("chunk_id", help="the chunk's id (see `review`)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--text", help="new text for the chunk")
+    how.add_argument("--reroll", action="store_true", help="same text, another seed")
+    how.add_argument("--accept", action="store_true", help="keep the take despite its flags")
+    p.add_argument("--models-dir", help="folder holding the checkpoints")
+    p.set_defaults(func=cmd_fix)
+
+    p = sub.add_parser("sample", help="render the first minute of a chapter to hear a voice in context")
+    p.add_argument("book", help="the book file (.txt, .md, .epub, .pdf, .json)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--voice", help="a saved voice")
+    who.add_argument("--speaker", help="a built-in speaker")
+    p.add_argument("--chapter", type=int, default=1, help="chapter number (default 1)")
+    p.add_argument("--seconds", type=float, default=60.0, help="about how long (default 60)")
+    p.add_argument("--output", help="wav file to write (default: output/<book>/samples/...)")
+    p.add_argument("--models-dir", help="folder holding the checkpoints")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("voices", help="list the saved voices")
     p.add_argument("--models-dir", help="folder holding the checkpoints")

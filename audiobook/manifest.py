@@ -13,7 +13,7 @@ import io
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,9 +29,10 @@ MANIFEST_FORMAT = "audiobook-manifest"
 MANIFEST_VERSION = 1
 ID_LENGTH = 20  # hex digits of sha256: 80 bits, no collisions in any library of books
 
-PENDING, DONE, FAILED, SUSPECT = "pending", "done", "failed", "suspect"
-STATUSES = (PENDING, DONE, FAILED, SUSPECT)
-KEPT = (DONE, SUSPECT)  # statuses whose audio is on disk and goes into the chapter
+PENDING, DONE, FAILED, SUSPECT, ACCEPTED = "pending", "done", "failed", "suspect", "accepted"
+STATUSES = (PENDING, DONE, FAILED, SUSPECT, ACCEPTED)
+KEPT = (DONE, SUSPECT, ACCEPTED)  # statuses whose audio is on disk and goes into the chapter
+FLAGGED = (FAILED, SUSPECT)  # what the Review tab and `review --flagged` list
 
 
 # ---- ids ------------------------------------------------------------------------------------
@@ -97,6 +98,9 @@ class ChunkState:
     speaker: str = ""  # who says it: "narrator", a character of the cast, or "dialogue"
     voice: str = ""  # the voice that reads it (a saved voice's or a built-in speaker's name)
     style: str = ""  # the style instruction it is read with
+    wer: float | None = None  # word error rate of the kept take's transcript (None: not checked)
+    transcript: str | None = None  # what the checking model heard in the kept take
+    voice_similarity: float | None = None  # cosine similarity of its voice to the narrator's
 
     @property
     def kept(self) -> bool:
@@ -125,6 +129,8 @@ class Manifest:
     book_file: str = ""
     book_assembled: str = ""  # assembly key of the book files
     updated: float = 0.0
+    edits: dict[str, str] = field(default_factory=dict)  # planned chunk text -> the user's edited text
+    source: dict[str, Any] = field(default_factory=dict)  # the narrator and settings of the render, for fixes
 
     # ---- questions ----------------------------------------------------------------
 
@@ -164,6 +170,8 @@ class Manifest:
             "key": self.key,
             "book_file": self.book_file,
             "book_assembled": self.book_assembled,
+            "edits": self.edits,
+            "source": self.source,
             "chapters": [
                 {
                     "title": ch.title,
@@ -202,8 +210,10 @@ class Manifest:
         missing = {r.id for ch in chapters for r in ch.chunks} - set(chunks)
         if missing:
             raise ValueError(f"{len(missing)} chunks have no state")
+        edits = {str(k): str(v) for k, v in dict(data.get("edits") or {}).items()}
         return cls(dict(data["book"]), dict(data["key"]), chapters, chunks, str(data.get("book_file", "")),
-                   str(data.get("book_assembled", "")), float(data.get("updated", 0.0)))
+                   str(data.get("book_assembled", "")), float(data.get("updated", 0.0)), edits,
+                   dict(data.get("source") or {}))
 
 
 # ---- reading and writing --------------------------------------------------------------------
@@ -295,15 +305,19 @@ def plan_manifest(
     manifest) is adopted as done. Ids in ``redo`` become pending whatever they were.
     Chapter files stay recorded so that assembly can tell what changed. ``voice_of(chunk)``
     gives ``(key digest, voice name)`` of a chunk's speaker in a cast render: its id then
-    hashes that voice and the chunk's style.
+    hashes that voice and the chunk's style. The user's edits in
+    ``previous`` replace the text of the chunks they were made on, so they survive a re-plan.
     """
     book_dir = Path(book_dir)
     digest = key.digest()
     redo = set(redo)
     old = previous.chunks if previous else {}
+    edits = dict(previous.edits) if previous else {}
     chapters = [ChapterPlan(t) for t in titles]
     states: dict[str, ChunkState] = {}
     for c in chunks:
+        if c.text in edits:
+            c = replace(c, text=edits[c.text])
         chunk_digest, voice = voice_of(c) if voice_of else (digest, "")
         cid = chunk_id(c.text, chunk_digest)
         chapters[c.chapter].chunks.append(ChunkRef(cid, c.chapter, len(chapters[c.chapter].chunks), c.is_title,
@@ -320,7 +334,8 @@ def plan_manifest(
             new.file, new.assembled, new.audio = was.file, was.assembled, was.audio
     return Manifest(book=dict(book), key=asdict(key), chapters=chapters, chunks=states,
                     book_file=previous.book_file if previous else "",
-                    book_assembled=previous.book_assembled if previous else "")
+                    book_assembled=previous.book_assembled if previous else "", edits=edits,
+                    source=dict(previous.source) if previous else {})
 
 
 def _carry_state(cid: str, text: str, was: ChunkState | None, book_dir: Path, redo: bool) -> ChunkState:
@@ -331,7 +346,7 @@ def _carry_state(cid: str, text: str, was: ChunkState | None, book_dir: Path, re
         return ChunkState(cid, text, PENDING, attempts=attempts)
     if was is not None and was.status != PENDING:
         if not was.kept or (book_dir / was.file).is_file():
-            return ChunkState(cid, text, was.status, was.file, was.duration_s, was.attempts, was.error, was.seed)
+            return replace(was, id=cid, text=text)
         return ChunkState(cid, text, PENDING, attempts=attempts, error="its audio file was missing")
     rel = chunk_file(cid)
     duration = _file_duration(book_dir / rel)

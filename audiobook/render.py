@@ -22,6 +22,7 @@ import numpy as np
 
 from . import audio
 from . import manifest as mf
+from .check import TakeCheck, TakeChecker
 from .books import Book
 from .errors import AudiobookError
 from .text import Chunk, load_pronunciations, plan_chunks
@@ -38,6 +39,7 @@ RECOVER_AFTER_BATCHES = 8  # batches at a reduced size after running out of memo
 LENGTH_WINDOW_BATCHES = 16  # length ordering sorts this many batches at a time, so chapters finish as we go
 MIN_RATE_CHARS = 20  # shorter texts (titles) say too little about speaking rate to judge them
 MIN_RATE_SAMPLES = 5  # passed chunks needed before the book's speaking rate is trusted
+BOOK_FILE = "book.json"  # the rendered book, beside its manifest (fixes re-render from it)
 
 
 # ---- results and progress -------------------------------------------------------------------
@@ -51,6 +53,8 @@ class RenderOptions:
     redo_chapters: tuple[int, ...] = ()  # chapter numbers (1-based) to render again
     rebuild: bool = False  # ignore (and set aside) the manifest; recover done chunks from their files
     allow_incomplete: bool = False  # assemble chapters even when some of their chunks failed
+    chapters: tuple[int, ...] = ()  # render and assemble only these chapters (1-based); () is all
+    assemble: bool = True  # False: only render the chunks (the page assembles on Rebuild)
 
 
 @dataclass
@@ -278,6 +282,7 @@ class _Take:
     seed: int
     reason: str
     badness: float
+    check: TakeCheck | None = None
 
 
 def render_events(
@@ -325,7 +330,7 @@ def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: 
     voicing = voicing or Voicing(narrator)
     voicing.check(chunks, settings.model_size)
     voice_of = voicing.key_of(lambda v: mf.RenderKey.make(v, opts, settings.model_size, language), digest)
-    for n in options.redo_chapters:
+    for n in (*options.redo_chapters, *options.chapters):
         if not 1 <= n <= len(book.chapters):
             raise AudiobookError(f"There is no chapter {n}; this book has chapters 1 to {len(book.chapters)}.")
     redo = set(options.redo_chunks)
@@ -361,6 +366,7 @@ class _Render:
         self.voicing = Voicing(narrator)
         self.start = time.perf_counter()
         self.lines: list[str] = []  # log lines not yet reported in a Progress
+        self.checker = TakeChecker.for_render(settings, tts, narrator, self.language, self._log)
 
     # ---- the loop ------------------------------------------------------------------
 
@@ -371,12 +377,16 @@ class _Render:
                 self._log(f"Set the old render record aside as {aside.name}; rebuilding it from the chunk files.")
         self.m = plan_book(self.book, self.narrator, self.settings, self.out_dir, self.options, self.voicing)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._record_source()
         mf.save_manifest(self.m, self.out_dir)
         states = self.m.chunks
         for s in states.values():
             if s.status == mf.DONE:
                 self.rate.add(s.duration_s, s.text)
         todo = [i for i in self.m.ordered_ids() if states[i].status in (mf.PENDING, mf.FAILED)]
+        if self.options.chapters:
+            wanted = {i for n in self.options.chapters for i in self.m.chapter_ids(n - 1)}
+            todo = [i for i in todo if i in wanted]
         self.result.chunks = len(states)
         self.result.reused = len(states) - len(todo)
         self.chapters_of: dict[str, list[int]] = {}
@@ -389,7 +399,7 @@ class _Render:
             self._log(f"Rendering {len(states)} chunks in {len(self.m.chapters)} chapters.")
         yield self._progress()
 
-        self._assemble(range(len(self.m.chapters)), final=False)
+        self._assemble(self._chapter_range(), final=False)
         queue = order_for_batches(todo, {i: states[i].text for i in todo}, self.settings.batch_order, self.settings.batch_size)
         queue = self.voicing.order(queue, states, self.fast, self.settings.batch_size * LENGTH_WINDOW_BATCHES)
         if queue and self.narrator.kind != "preset":
@@ -421,13 +431,30 @@ class _Render:
             self.result.stopped = True
             self._log(f"Stopped after the batch in flight; {len(queue)} chunks left. Render again to continue.")
 
-        self._assemble(range(len(self.m.chapters)), final=True)
+        self._assemble(self._chapter_range(), final=True)
         self._report()
-        if not self.result.stopped:
+        if not self.result.stopped and self.options.assemble:
             self._assemble_book()
         mf.save_manifest(self.m, self.out_dir)
         self.result.elapsed_s = time.perf_counter() - self.start
         yield self._progress()
+
+    def _record_source(self) -> None:
+        """Keep the book, narrator and settings beside the manifest, so one chunk can be fixed later."""
+        from .books import save_book_json
+
+        to_dict = getattr(self.settings, "to_dict", None)
+        self.m.source = {"narrator": asdict(self.narrator), "settings": to_dict() if to_dict else {}}
+        path = self.out_dir / BOOK_FILE
+        new = json.dumps(self.book.to_dict(), ensure_ascii=False, indent=1)
+        if not path.is_file() or path.read_text(encoding="utf-8") != new:
+            save_book_json(self.book, path)
+
+    def _chapter_range(self) -> list[int]:
+        """Chapter indexes this render assembles (all, or those asked for)."""
+        if self.options.chapters:
+            return [n - 1 for n in self.options.chapters]
+        return list(range(len(self.m.chapters)))
 
     @property
     def fast(self) -> bool:
@@ -464,6 +491,7 @@ class _Render:
         while todo:
             seed = self.opts.seed + SEED_STEP * max(states[i].attempts for i in todo)
             outcome = self._generate(todo, seed, tts)
+            checks = self._check_takes(outcome)
             retry: list[str] = []
             for i in todo:
                 st, out = states[i], outcome[i]
@@ -477,7 +505,11 @@ class _Render:
                 duration = len(out) / SAMPLE_RATE
                 median = self.rate.median()
                 reason = check_take(duration, st.text, self.limits, median)
-                takes[i].append(_Take(out, seed, reason, take_badness(duration, st.text, self.limits, median)))
+                badness = take_badness(duration, st.text, self.limits, median)
+                scored = checks.get(i)
+                if scored is not None:
+                    reason, badness = reason or scored.reason, badness + scored.badness
+                takes[i].append(_Take(out, seed, reason, badness, scored))
                 if not reason:
                     self._keep(i, takes[i][-1], mf.DONE)
                 elif retry_round < self.settings.max_retries and not self.should_stop():
@@ -491,6 +523,16 @@ class _Render:
                 self._log(f"{len(retry)} chunk{'s' if len(retry) != 1 else ''} failed the checks ({why}); "
                           f"taking {'them' if len(retry) != 1 else 'it'} again with another seed.")
             todo, retry_round = retry, retry_round + 1
+
+    def _check_takes(self, outcome: dict) -> dict[str, TakeCheck]:
+        """Transcript and voice scores of this call's takes (none when the check is off)."""
+        ids = [i for i, out in outcome.items() if not isinstance(out, BaseException)]
+        if self.checker is None or not ids:
+            return {}
+        kept = [s.file for s in self.m.chunks.values() if s.status == mf.DONE and s.file]
+        scores = self.checker.check([self.m.chunks[i].text for i in ids], [outcome[i] for i in ids], SAMPLE_RATE,
+                                    self.out_dir, kept)
+        return dict(zip(ids, scores))
 
     def _generate(self, ids: list[str], seed: int, tts=None) -> dict[str, np.ndarray | BaseException]:
         """One model call for ``ids``; out of memory, split in half down to single chunks."""
@@ -530,10 +572,14 @@ class _Render:
         st.file = mf.write_chunk_audio(self.out_dir, chunk, take.wav)
         st.status, st.error, st.seed = status, take.reason, take.seed
         st.duration_s = len(take.wav) / SAMPLE_RATE
+        c = take.check
+        st.wer, st.transcript, st.voice_similarity = (c.wer, c.transcript, c.voice_similarity) if c else (None, None, None)
         self.result.generated += 1
         self.result.audio_s += st.duration_s
         if status == mf.DONE:
             self.rate.add(st.duration_s, st.text)
+            if c is not None and self.checker is not None:
+                self.checker.accepted(c)
         else:
             self._log(f"Kept the best of {st.attempts} takes of a chunk, marked suspect: {take.reason}.")
 
@@ -559,6 +605,8 @@ class _Render:
         With ``allow_incomplete`` (only at the end), chapters with failed chunks are
         assembled without them.
         """
+        if not self.options.assemble:
+            return
         states = self.m.chunks
         for ci in chapters:
             ch = self.m.chapters[ci]

@@ -21,6 +21,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 BATCH_ORDERS = ("length", "book")
 ENGINES = ("auto", "fast", "qwen_tts")
+VERIFY_MODES = ("off", "auto", "on")
 
 
 def _num(lo: float, hi: float, help: str = "") -> dict:
@@ -62,6 +63,10 @@ class Settings:
     max_retries: int = field(default=2, metadata=_num(0, 10, "Times a chunk that fails the checks is generated again."))
     runaway_margin_s: float = field(default=2.0, metadata=_num(0.0, 60.0))
     duration_outlier_factor: float = field(default=3.0, metadata=_num(1.5, 20.0))
+    verify: str = field(default="auto", metadata=_choice(VERIFY_MODES, "Transcribe every take with Whisper and compare it with its text and voice; auto: on when a CUDA GPU is present."))
+    verify_model: str = field(default="auto", metadata={"help": "Whisper checkpoint that checks takes (auto: openai/whisper-large-v3-turbo on a GPU, openai/whisper-small on a CPU); a folder of that name in the models folder is used first."})
+    max_wer: float = field(default=0.3, metadata=_num(0.0, 2.0, "Highest word error rate a take may have before it is taken again."))
+    min_voice_similarity: float = field(default=0.5, metadata=_num(0.0, 1.0, "Lowest similarity of a take's voice to the narrator's before it is taken again."))
     # Pauses (milliseconds)
     pause_chunk_ms: int = field(default=250, metadata=_num(0, 5000))
     pause_paragraph_ms: int = field(default=600, metadata=_num(0, 5000))

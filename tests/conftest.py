@@ -5,14 +5,15 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory):
-    """A folder holding all five tiny random Qwen3-TTS checkpoints, built once a session."""
+    """A folder holding all five tiny random Qwen3-TTS checkpoints and the tiny Whisper ones, built once a session."""
     import torch
 
-    from audiobook.tiny import build_tiny_models
+    from audiobook.tiny import build_tiny_models, build_tiny_whisper
 
     # Tiny matmuls gain nothing from threads, and on a shared CPU extra threads
     # spin-wait: one thread is several times faster than two under load.
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny-models")
     build_tiny_models(out)
+    build_tiny_whisper(out)
     return out
