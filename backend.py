@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -53,7 +54,8 @@ class Backend:
 
     def __init__(self, root: str | Path | None = None, settings_path: str | Path | None = None, models_dir: str | None = None,
                  lock_folders: bool = False):
-        self.root = Path(root) if root else ROOT
+        # The command line works on the project folder, or on $AUDIOBOOK_ROOT (as the page does).
+        self.root = Path(root) if root else Path(os.environ.get("AUDIOBOOK_ROOT") or ROOT)
         self.lock_folders = lock_folders
         self.settings_path = Path(settings_path) if settings_path else self.root / SETTINGS_FILE
         self._models_dir_override = str(models_dir) if models_dir else None

@@ -191,6 +191,7 @@ def test_speaker_encoder_loads_alone_from_a_base_checkpoint(tiny_models_dir):
     assert a.shape == b.shape and check.cosine(a, b) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_render_with_the_check_scores_every_chunk_retries_and_lists_suspects(tmp_path, tiny_models_dir):
     """Tiny Whisper hears noise: every take fails, is taken again, the best is kept as suspect."""
     import backend
