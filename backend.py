@@ -757,7 +757,7 @@ def cmd_review(args) -> int:
     backend = Backend(models_dir=getattr(args, "models_dir", None))
     rows = backend.review(args.output_dir, flagged=args.flagged)
     if args.json:
-        from audiobook.settings import atomic_write_text
+        from audiobook.files import atomic_write_text
 
         keys = ("id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity", "duration_s", "attempts")
         atomic_write_text(Path(args.json), json.dumps([{k: r.to_dict()[k] for k in keys} for r in rows],
