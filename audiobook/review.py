@@ -151,7 +151,8 @@ def render_sample(book, narrator, settings, tts, chapter: int, seconds: float, o
     from .audio import Pauses, write_wav
     from .render import _language, pronunciations_from_settings
     from .text import plan_chunks
-    from .tts import SAMPLE_RATE, GenerationOptions
+    from .files import SAMPLE_RATE
+    from .tts import GenerationOptions
 
     if not 1 <= chapter <= len(book.chapters):
         raise AudiobookError(f"There is no chapter {chapter}; this book has chapters 1 to {len(book.chapters)}.")
