@@ -270,6 +270,8 @@ class FastEngine:
 
     ``slots`` items decode at once. ``cuda_graphs`` (default: on when the model is on
     CUDA) captures one decode step as a CUDA graph, one at a time (per KV capacity and sampling rules).
+    The first replay of every graph is checked against the same step run eagerly
+    (``graph_checks``); on a mismatch graphs are off for the session (``cuda_graphs_off``).
     """
 
     def __init__(self, qmodel, slots: int = 8, cuda_graphs: bool | None = None):
@@ -292,6 +294,7 @@ class FastEngine:
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
         self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
+        self.graph_checks: list[GraphCheck] = []  # one per captured graph: its first replay against the eager step
         self._state: _State | None = None
         # Rotary tables of the code predictor: its positions are 0..15 at every frame.
         cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
@@ -383,7 +386,7 @@ class FastEngine:
                     results[item] = torch.stack(frames[slot])
                     admit(slot)
             live = [slot for slot, item in enumerate(owner) if item is not None]
-            if not self.cuda_graphs and not pending and live and len(live) <= state.slots // 2:
+            if not self._graphs_on() and not pending and live and len(live) <= state.slots // 2:
                 # The tail of a call: on a CPU every row costs time, so keep only the speaking slots.
                 state = self._state = state.keep(self, live)
                 owner, pos, frames = [owner[i] for i in live], [pos[i] for i in live], [frames[i] for i in live]
@@ -509,7 +512,7 @@ class FastEngine:
     # ---- one decode step for every slot -----------------------------------------------------
 
     def _step(self, st: _State, need: int, s: Sampling) -> None:
-        if not self.cuda_graphs:
+        if not self._graphs_on():
             self._step_eager(st, need, s)
             return
         if st.graph is None:
@@ -517,8 +520,41 @@ class FastEngine:
                 st.graph = self._capture(st, s)
             except Exception as e:
                 self._state = None  # its caches are not to be trusted again
+                _turn_graphs_off(f"Capturing the decode step as a CUDA graph failed ({e}); "
+                                 "CUDA graphs are off for this session.")
                 raise GraphCaptureError(f"Capturing the decode step as a CUDA graph failed ({e}).") from e
+            self._replay_checked(st, need, s)
+            return
         st.graph.replay()
+
+    def _graphs_on(self) -> bool:
+        return self.cuda_graphs and _graphs_off is None
+
+    def _replay_checked(self, st: _State, need: int, s: Sampling) -> None:
+        """A new graph's first replay, judged against the same step run eagerly at the same KV length.
+
+        Both start from the same state and random numbers. A graph that recorded the wrong
+        buffer raises nothing and writes wrong audio, so on any difference graphs go off for
+        the session, one warning says so, and this step and all later ones run eagerly.
+        """
+        saved, rng = st.snapshot(), self._rng_state()
+        self._graph_step(st, s)
+        eager = (st.frame.clone(), st.tok.clone(), st.logits.clone())
+        st.restore(saved)
+        self._set_rng_state(rng)
+        st.graph.replay()
+        rows = st.active.bool()  # idle slots compute on leftovers: only the speaking ones are judged
+        check = compare_step(eager, (st.frame, st.tok, st.logits), rows, self.dtype, st.slots, st.capacity)
+        self.graph_checks.append(check)
+        if check.ok:
+            return
+        _turn_graphs_off(
+            f"A CUDA graph's replay differed from the same step run without it ({check.describe()}); "
+            "CUDA graphs are off for this session and generation goes on without them.")
+        st.graph = None
+        st.restore(saved)
+        self._set_rng_state(rng)
+        self._step_eager(st, need, s)
 
     def _capture(self, st: _State, s: Sampling):
         """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
@@ -661,6 +697,59 @@ class FastEngine:
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.talker.model.norm(x)[:, 0]
+
+
+# torch.testing's default tolerances by dtype: the logits come out of a model computed in it.
+_RTOL = {torch.float32: 1.3e-6, torch.float16: 1e-3, torch.bfloat16: 1.6e-2}
+_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class GraphCheck:
+    """One graph's first replay against the eager step: codes equal, logits within the dtype's tolerance."""
+
+    slots: int
+    capacity: int
+    codes_equal: bool
+    logits_close: bool
+    max_logit_diff: float
+
+    @property
+    def ok(self) -> bool:
+        return self.codes_equal and self.logits_close
+
+    def describe(self) -> str:
+        return (f"{self.slots} slots, KV capacity {self.capacity}: codes {'equal' if self.codes_equal else 'differ'}, "
+                f"largest logit difference {self.max_logit_diff:.3g}")
+
+
+def compare_step(eager, replay, rows: torch.Tensor, dtype: torch.dtype, slots: int = 0, capacity: int = 0) -> GraphCheck:
+    """Judge one step's outputs ``(frame [S, 16], next first code [S], logits [S, V])`` against another's.
+
+    Only ``rows`` (a boolean mask of the slots) count. Codes must be equal; logits within
+    torch.testing's default tolerance for ``dtype`` (the model's), NaN counting as different.
+    """
+    (frame_a, tok_a, logits_a), (frame_b, tok_b, logits_b) = eager, replay
+    codes_equal = bool(torch.equal(frame_a[rows], frame_b[rows]) and torch.equal(tok_a[rows], tok_b[rows]))
+    a, b = logits_a[rows].float(), logits_b[rows].float()
+    close = bool(torch.isclose(b, a, rtol=_RTOL.get(dtype, 1.6e-2), atol=_ATOL).all())
+    diff = (a - b).abs().nan_to_num(float("inf"))
+    return GraphCheck(slots, capacity, codes_equal, close, float(diff.max()) if diff.numel() else 0.0)
+
+
+_graphs_off: str | None = None  # why CUDA graphs went off for this process
+
+
+def cuda_graphs_off() -> str | None:
+    """Why CUDA graphs are off for this session (the sentence that was logged), or None while they are on."""
+    return _graphs_off
+
+
+def _turn_graphs_off(reason: str) -> None:
+    global _graphs_off
+    if _graphs_off is None:
+        _graphs_off = reason
+        log.warning(reason)
 
 
 class GraphCaptureError(RuntimeError):

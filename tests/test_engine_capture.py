@@ -14,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import audiobook.engine as engine_mod
-from audiobook.engine import FastEngine, capture_prompts
+from audiobook.engine import FastEngine, capture_prompts, compare_step
 from audiobook.settings import Settings
 from audiobook.tts import TTS
 
@@ -240,6 +240,12 @@ class EagerGraph:
         self.body()
 
 
+@pytest.fixture
+def graphs_allowed(monkeypatch):
+    """CUDA graphs on for the session at the start of the test, whatever an earlier test did."""
+    monkeypatch.setattr(engine_mod, "_graphs_off", None)
+
+
 def graphs_on_cpu(engine, monkeypatch, recorded=None):
     """Drive ``engine`` through its CUDA-graph path (warm-up, record, replay) with eager stand-ins."""
     def record(self, st, s):
@@ -265,7 +271,7 @@ def test_warm_up_draws_no_random_numbers(tts, ref_wav):
     _assert_same_state(before, _state_tensors(st))
 
 
-def test_a_seeded_call_reproduces_itself_across_state_changes(tts, ref_wav, monkeypatch):
+def test_a_seeded_call_reproduces_itself_across_state_changes(tts, ref_wav, monkeypatch, graphs_allowed):
     """Same seed, same codes: whether the call captures its graph or replays a cached one, and
     after calls that change the state (another item count, KV growth)."""
     model, prompts, s = _job(tts, ref_wav, "preset", TEXTS)
@@ -293,3 +299,103 @@ def test_a_seeded_call_reproduces_itself_across_state_changes(tts, ref_wav, monk
     for name, codes in (("replayed", again), ("new state", fresh), ("after growth", after_growth)):
         assert len(codes) == 3
         assert all(torch.equal(a, b) for a, b in zip(first, codes)), f"{name}: a seeded call changed its codes"
+
+
+# ---- the runtime guard: a graph's first replay against the eager step --------------------------
+
+
+def test_compare_step_judges_codes_exactly_and_logits_by_dtype():
+    frame, tok, logits = torch.arange(32).reshape(2, 16), torch.tensor([5, 7]), torch.linspace(-8, 8, 20).repeat(2, 1)
+    rows = torch.tensor([True, True])
+    same = compare_step((frame, tok, logits), (frame.clone(), tok.clone(), logits.clone()), rows, torch.float32)
+    assert same.ok and same.max_logit_diff == 0.0
+    wrong_code = frame.clone()
+    wrong_code[1, 9] += 1
+    assert not compare_step((frame, tok, logits), (wrong_code, tok, logits), rows, torch.bfloat16).codes_equal
+    assert not compare_step((frame, tok, logits), (frame, tok + 1, logits), rows, torch.bfloat16).ok
+    nudged = logits * (1 + 4e-3)  # about one bf16 step: within bf16's tolerance, not float32's
+    assert compare_step((frame, tok, logits), (frame, tok, nudged), rows, torch.bfloat16).ok
+    assert not compare_step((frame, tok, logits), (frame, tok, nudged), rows, torch.float32).logits_close
+    off = logits.clone()
+    off[0, 3] += 1.0
+    check = compare_step((frame, tok, logits), (frame, tok, off), rows, torch.bfloat16)
+    assert not check.ok and abs(check.max_logit_diff - 1.0) < 1e-5
+    nan = logits.clone()
+    nan[1, 0] = float("nan")
+    assert not compare_step((frame, tok, logits), (frame, tok, nan), rows, torch.bfloat16).ok
+    # a slot that is not speaking does not count
+    assert compare_step((frame, tok, logits), (wrong_code, tok, off), torch.tensor([False, False]), torch.float32).ok
+
+
+def _eager_codes(model, prompts, s):
+    with torch.inference_mode():
+        return FastEngine(model.model, slots=2, cuda_graphs=False).generate_codes(prompts, s)
+
+
+def test_a_faithful_graph_passes_the_guard_and_keeps_replaying(tts, ref_wav, monkeypatch, graphs_allowed):
+    model, prompts, s = _job(tts, ref_wav, "preset")
+    recorded = []
+    engine = graphs_on_cpu(FastEngine(model.model, slots=2, cuda_graphs=False), monkeypatch, recorded)
+    steps = []
+    step = FastEngine._step
+    monkeypatch.setattr(FastEngine, "_step", lambda self, *a: (steps.append(1), step(self, *a))[1])
+    with torch.inference_mode():
+        codes = engine.generate_codes(prompts, s)
+    assert [c.ok for c in engine.graph_checks] == [True] and engine.graph_checks[0].max_logit_diff == 0.0
+    assert engine_mod.cuda_graphs_off() is None
+    assert len(recorded) == 1 and recorded[0].replays == len(steps) > 5  # every step, the checked one included
+    want = _eager_codes(model, prompts, s)
+    assert len(codes) == len(want) and all(torch.equal(a, b) for a, b in zip(want, codes))
+
+
+class WrongGraph(EagerGraph):
+    """A graph that recorded something wrong: each replay runs the step, then spoils one output."""
+
+    def __init__(self, body, st, spoil):
+        super().__init__(body)
+        self.st, self.spoil = st, spoil
+
+    def replay(self):
+        super().replay()
+        self.spoil(self.st)
+
+
+def _spoil_code(st):
+    st.frame[:, 5] = (st.frame[:, 5] + 1) % 64
+
+
+def _spoil_logits(st):
+    st.logits[:, 7] += 0.5
+
+
+@pytest.mark.parametrize("spoil", [_spoil_code, _spoil_logits], ids=["code", "logits"])
+def test_a_wrong_graph_turns_graphs_off_and_the_call_goes_on_eagerly(tts, ref_wav, monkeypatch, graphs_allowed,
+                                                                      caplog, spoil):
+    model, prompts, s = _job(tts, ref_wav, "preset")
+    recorded = []
+
+    def record(self, st, s):
+        graph = WrongGraph(lambda: self._graph_step(st, s), st, spoil)
+        recorded.append(graph)
+        return graph
+
+    monkeypatch.setattr(FastEngine, "_record", record)
+    engine = FastEngine(model.model, slots=2, cuda_graphs=False)
+    engine.cuda_graphs = True
+    with torch.inference_mode(), caplog.at_level("WARNING", logger="audiobook.engine"):
+        codes = engine.generate_codes(prompts, s)
+    assert len(engine.graph_checks) == 1 and not engine.graph_checks[0].ok
+    assert recorded[0].replays == 1, "the wrong graph was replayed after the guard saw it"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "CUDA graphs are off for this session" in warnings[0]
+    assert engine_mod.cuda_graphs_off() == warnings[0]
+    want = _eager_codes(model, prompts, s)
+    assert len(codes) == len(want) and all(torch.equal(a, b) for a, b in zip(want, codes)), "the spoiled step leaked"
+    # Off for the session: a new engine does not capture, and no second warning comes.
+    other = FastEngine(model.model, slots=3, cuda_graphs=False)
+    other.cuda_graphs = True
+    with torch.inference_mode(), caplog.at_level("WARNING", logger="audiobook.engine"):
+        again = other.generate_codes(prompts, s)
+    assert len(recorded) == 1 and other.graph_checks == []
+    assert all(torch.equal(a, b) for a, b in zip(want, again))
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
