@@ -300,7 +300,6 @@ class FastEngine:
         cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
         probe = torch.zeros(1, device=self.device, dtype=self.dtype)
         self._cp_cos, self._cp_sin = self.cp.model.rotary_emb(probe, cp_pos)
-        self.stats = {"steps": 0, "prefills": 0, "graph_captures": 0}
 
     # ---- public -------------------------------------------------------------------------
 
@@ -374,7 +373,6 @@ class FastEngine:
             if need > state.capacity:
                 state.grow(min(self._capacity_for(prompts, s), max(need, 2 * state.capacity)))
             self._step(state, need, s)
-            self.stats["steps"] += 1
             frame = state.frame.clone()
             ended = ((state.tok == s.eos_id) | (state.step >= max_frames)).tolist()
             for slot, item in enumerate(owner):
@@ -481,7 +479,6 @@ class FastEngine:
         """Run one prompt through the talker, store its KV in ``slot`` and pick its first code."""
         from transformers.cache_utils import DynamicCache
 
-        self.stats["prefills"] += 1
         length = prompt.embeds.shape[0]
         if length > st.capacity:
             st.grow(-(-length // _KV_ROUND) * _KV_ROUND)
@@ -558,7 +555,6 @@ class FastEngine:
 
     def _capture(self, st: _State, s: Sampling):
         """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
-        self.stats["graph_captures"] += 1
         log.debug("Capturing a CUDA graph: %d slots, KV capacity %d", st.slots, st.capacity)
         with _capture_stream(self.device):
             self._warm_up(st, s)
