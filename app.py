@@ -1,8 +1,10 @@
 """The Gradio page: builds it and wires its events to ``backend.Backend``; no logic of its own.
 
 Run ``python app.py --help``. The page listens on 127.0.0.1 unless ``--listen`` or ``--share``.
-Handlers are plain module-level functions taking the backend first, so tests call them directly;
-``build_app`` binds them to a backend and turns AudiobookError into readable page messages.
+Handlers are plain module-level functions taking the backend first, so tests call them directly.
+The page is built by one function per tab (``build_render_tab``, ``build_book_tab``,
+``build_voice_tab``, ``build_settings_tab``) plus ``build_status_line``; ``build_app`` only
+composes them. Every handler turns AudiobookError into a readable page message.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import secrets
 import sys
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import gradio as gr
 
-from audiobook import books
-from audiobook.files import safe_filename
 from audiobook.books import BOOK_EXTENSIONS, Book
 from audiobook.errors import AudiobookError
 from audiobook.render import RenderState
@@ -40,6 +41,7 @@ SPEAKER_PREFIX, VOICE_PREFIX = "speaker:", "voice:"
 WORDS_PER_MINUTE = 150  # a calm narration pace, for the estimates in the chapter table
 MODE_DESIGN, MODE_CLONE, MODE_PRESET = "Design from a description", "Clone a clip", "Built-in speaker"
 VOICE_LANGUAGES = ["auto", *LANGUAGES.values()]
+MODEL_WORK = dict(concurrency_id="model", concurrency_limit=1)  # one model call at a time
 
 # Advanced Settings, grouped as a user thinks of them; fields not named here land in "Other".
 SETTING_GROUPS: list[tuple[str, list[str]]] = [
@@ -151,33 +153,12 @@ def settings_values(settings: Settings) -> list[Any]:
     return [getattr(settings, n) for n in setting_names()]
 
 
-def check_settings(current: Settings, values: dict[str, Any]) -> dict[str, str]:
-    """Validate each changed value on its own; return {name: error sentence} for the bad ones."""
-    errors: dict[str, str] = {}
-    for name, value in values.items():
-        if isinstance(value, str) and Settings.kind(name) in (int, float):
-            errors[name] = f"{label_for(name)} must be a number."
-            continue
-        if value is None:
-            errors[name] = f"{label_for(name)} needs a value."
-            continue
-        try:
-            current.updated(**{name: value})
-        except AudiobookError as e:
-            errors[name] = str(e)
-    return errors
-
-
 def save_settings(backend: Backend, values: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """Save the page's settings; returns (message, {name: error}). Nothing is written on errors."""
-    override = backend.models_dir_override
-    if override and values.get("models_dir") == override:  # the --models-dir value is for this run only
-        values = {k: v for k, v in values.items() if k != "models_dir"}
-    errors = check_settings(backend.settings, values)
+    errors = backend.save_changed_settings(values, label_for)
     if errors:
         n = len(errors)
         return f"Not saved: {n} setting{'s need' if n != 1 else ' needs'} fixing (see the red notes).", errors
-    backend.save_settings(**values)
     return f"Saved to {backend.settings_path.name}.", {}
 
 
@@ -188,13 +169,6 @@ def reset_settings(backend: Backend) -> tuple[str, list[Any]]:
 
 
 # ---- books --------------------------------------------------------------------------------
-
-
-def load_book(backend: Backend, path: str | None) -> Book:
-    """Read an uploaded book file; AudiobookError for a missing or unreadable file."""
-    if not path:
-        raise AudiobookError("Choose a book file first (.txt, .md, .epub, .pdf or .json).")
-    return backend.load_book(path)
 
 
 def book_summary(book: Book | None) -> str:
@@ -216,44 +190,6 @@ def chapter_rows(book: Book | None) -> list[list[Any]]:
 
 def chapter_choices(book: Book | None) -> list[tuple[str, int]]:
     return [(f"{i + 1}. {c.title}", i) for i, c in enumerate(book.chapters)] if book else []
-
-
-def chapter_numbers(text: str, book: Book) -> list[int]:
-    """'2, 3' or '3 1 2' -> 0-based chapter indexes; AudiobookError for anything else."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise AudiobookError(f"Type chapter numbers separated by commas, for example 2, 3 (the book has {len(book.chapters)}).")
-    return [int(p) - 1 for p in parts]
-
-
-def edit_book(book: Book | None, action: str, chapter: int | None = None, value: str = "") -> Book:
-    """Apply one edit to ``book`` and return the edited copy.
-
-    ``action`` is rename (chapter, value=title), text (chapter, value=text), merge or drop
-    (value='2, 3') or reorder (value='3, 1, 2').
-    """
-    if book is None:
-        raise AudiobookError("Load a book first.")
-    if action in ("rename", "text") and chapter is None:
-        raise AudiobookError("Pick a chapter first.")
-    if action == "rename":
-        return books.rename_chapter(book, int(chapter), value)
-    if action == "text":
-        return books.set_chapter_text(book, int(chapter), value)
-    if action == "merge":
-        return books.merge_chapters(book, chapter_numbers(value, book))
-    if action == "drop":
-        return books.drop_chapters(book, chapter_numbers(value, book))
-    if action == "reorder":
-        return books.reorder_chapters(book, chapter_numbers(value, book))
-    raise ValueError(f"unknown edit {action!r}")
-
-
-def save_book(backend: Backend, book: Book | None) -> Path:
-    """Write the edited book as JSON under the output folder; returns the file (for download)."""
-    if book is None:
-        raise AudiobookError("Load a book first.")
-    return books.save_book_json(book, backend.output_root / "books" / f"{safe_filename(book.title or 'book')}.json")
 
 
 # ---- voices -------------------------------------------------------------------------------
@@ -408,7 +344,7 @@ def result_files(state: RenderState) -> dict[str, Any]:
     return {"chapters": list(state.chapter_files), "m4b": by_suffix.get(".m4b"), "srt": by_suffix.get(".srt")}
 
 
-# ---- the page -----------------------------------------------------------------------------
+# ---- errors on the page, setting controls --------------------------------------------------
 
 
 def _page_errors(fn: Callable) -> Callable:
@@ -457,283 +393,320 @@ def _setting_control(name: str, value: Any, locked: bool = False) -> gr.componen
     return gr.Textbox(value=value, label=label, info=help_text, elem_id=elem_id)
 
 
-def build_app(backend: Backend) -> gr.Blocks:
-    """The whole page, wired to ``backend``."""
-    B = backend
-    serve = served_files()  # finished files reach the browser only as copies in a folder of their own
-    names = setting_names()
-    model_work = dict(concurrency_id="model", concurrency_limit=1)  # one model call at a time
+# ---- the page: one builder per tab ----------------------------------------------------------
+# Each builder makes its tab's components and wires the tab's own events. It returns what the
+# rest of the page needs from it (a ``SimpleNamespace``), including ``on_load``: the outputs it
+# fills when the page opens and the function that computes them; ``build_app`` joins those into
+# the one page-load event.
 
+
+def build_status_line(backend: Backend) -> SimpleNamespace:
+    """The line under the title: device, loaded model, GPU memory (refreshed by the render tab's poll)."""
+    status = gr.Markdown(elem_classes=["status-line"], elem_id="status-line")
+    return SimpleNamespace(status=status, on_load=([status], lambda: [status_text(backend)]))
+
+
+def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, status: gr.Markdown) -> SimpleNamespace:
+    """Render: book file, narrator, Render/Stop/Resume, progress, log, problems and results."""
+    B = backend
+    with gr.Tab("Render", id="render"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                book_file = gr.File(label="1. Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
+                                    type="filepath", height=110, elem_id="render-book-file")
+                book_info = gr.Markdown("No book loaded yet.", elem_id="render-book-info")
+            with gr.Column(scale=1):
+                narrator = gr.Dropdown([], label="2. Narrator", info="A saved voice from the Voice Lab, or a built-in speaker.",
+                                       elem_id="render-narrator")
+                refresh_narrators = gr.Button("Refresh the list", size="sm")
+        with gr.Row():
+            render_btn = gr.Button("3. Render", variant="primary", elem_id="render-start")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="render-stop")
+            resume_btn = gr.Button("Resume", elem_id="render-resume")
+        render_msg = gr.Markdown(elem_id="render-message")
+        progress = gr.HTML(progress_html(RenderState()), elem_id="render-progress")
+        log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False, elem_id="render-log")
+        with gr.Accordion("Failed and suspect chunks", open=False, elem_id="render-problems-box"):
+            problems = gr.Dataframe(headers=["status", "chapter", "chunk", "reason", "text"], value=[], wrap=True,
+                                    interactive=False, elem_id="render-problems")
+            rerender_btn = gr.Button("Render these chunks again", elem_id="render-rerender")
+        with gr.Column(visible=False, elem_id="render-results") as results_box:
+            gr.Markdown("### Results")
+            with gr.Row():
+                chapter_pick = gr.Dropdown([], label="Chapter", elem_id="render-chapter-pick", scale=1)
+                chapter_player = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="render-player", scale=2)
+            with gr.Row():
+                m4b_file = gr.File(label="Audiobook (.m4b)", interactive=False, height=80, elem_id="render-m4b")
+                srt_file = gr.File(label="Subtitles (.srt)", interactive=False, height=80, elem_id="render-srt")
+        results_key = gr.State(None)
+
+    def on_narrators():
+        choices = narrator_choices(B)
+        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    refresh_narrators.click(_page_errors(on_narrators), None, narrator)
+    render_btn.click(_page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
+    resume_btn.click(_page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
+    stop_btn.click(_page_errors(functools.partial(stop_render, B)), None, render_msg)
+    rerender_btn.click(_page_errors(functools.partial(rerender_problems, B)), [book_state, narrator], render_msg)
+
+    def on_tick(last_key):
+        state = B.render_state()
+        files = result_files(state)
+        key = (tuple(files["chapters"]), files["m4b"], files["srt"])
+        # The results box gets an explicit visibility every time: an empty update would hide it again.
+        out = [status_text(B), progress_html(state), log_text(state), problem_rows(state),
+               gr.update(visible=bool(files["chapters"] or files["m4b"]))]
+        if key == last_key:  # resending the players would restart what the user is listening to
+            return out + [gr.skip()] * 4 + [last_key]
+        choices = [(Path(p).stem, serve(p)) for p in files["chapters"]]
+        first = choices[0][1] if choices else None
+        return out + [gr.update(choices=choices, value=first), first, serve(files["m4b"]), serve(files["srt"]), key]
+
+    timer = gr.Timer(POLL_S)
+    timer.tick(_page_errors(on_tick), results_key,
+               [status, progress, log_box, problems, results_box, chapter_pick, chapter_player, m4b_file, srt_file, results_key],
+               show_progress="hidden", concurrency_id="poll", concurrency_limit=4, trigger_mode="always_last")
+    chapter_pick.change(serve.owned, chapter_pick, chapter_player, show_progress="hidden")
+
+    def on_load():
+        choices = narrator_choices(B)
+        return [gr.update(choices=choices, value=choices[0][1] if choices else None)]
+
+    return SimpleNamespace(book_file=book_file, book_info=book_info, narrator=narrator, on_load=([narrator], on_load))
+
+
+def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, render: SimpleNamespace) -> SimpleNamespace:
+    """Book: load a book (here or on the Render tab), see its chapters and cover, edit and save it."""
+    B = backend
+    with gr.Tab("Book", id="book"):
+        with gr.Row():
+            with gr.Column(scale=3):
+                book_file = gr.File(label="Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
+                                    type="filepath", height=110, elem_id="book-file")
+                book_info = gr.Markdown("No book loaded yet.", elem_id="book-info")
+            cover = gr.Image(label="Cover", interactive=False, height=180, scale=1, elem_id="book-cover")
+        chapters = gr.Dataframe(headers=["#", "title", "words", "minutes"], value=[], interactive=False,
+                                elem_id="book-chapters", label="Chapters")
+        with gr.Accordion("Edit chapters", open=True):
+            with gr.Row():
+                chapter_sel = gr.Dropdown([], label="Chapter", elem_id="book-chapter", scale=2)
+                new_title = gr.Textbox(label="New title", elem_id="book-new-title", scale=2)
+                rename_btn = gr.Button("Rename", scale=1, elem_id="book-rename")
+            chapter_text = gr.Textbox(label="Chapter text (paragraphs separated by a blank line)", lines=6, max_lines=14,
+                                      elem_id="book-text")
+            text_btn = gr.Button("Keep this text", size="sm", elem_id="book-set-text")
+            with gr.Row():
+                numbers = gr.Textbox(label="Chapter numbers", placeholder="2, 3", scale=2, elem_id="book-numbers",
+                                     info="Merge or drop these chapters; or list every chapter in a new order and press Reorder.")
+                merge_btn = gr.Button("Merge", scale=1, elem_id="book-merge")
+                drop_btn = gr.Button("Drop", scale=1, elem_id="book-drop")
+                reorder_btn = gr.Button("Reorder", scale=1, elem_id="book-reorder")
+            with gr.Row():
+                save_book_btn = gr.Button("Save the edited book (.json)", elem_id="book-save")
+                saved_book = gr.File(label="Edited book", interactive=False, height=80, elem_id="book-saved")
+
+    def show_book(book):
+        image = _cover_image(book.cover) if book is not None and book.cover else None
+        return (book, book_summary(book), book_summary(book), chapter_rows(book),
+                gr.update(choices=chapter_choices(book), value=None), image)
+
+    book_outputs = [book_state, render.book_info, book_info, chapters, chapter_sel, cover]
+    for upload in (render.book_file, book_file):
+        upload.upload(_page_errors(lambda path: show_book(B.load_book(path))), upload, book_outputs)
+
+    def pick_chapter(book, index):
+        if book is None or index is None:
+            return "", ""
+        return book.chapters[int(index)].title, book.chapters[int(index)].text
+
+    chapter_sel.change(pick_chapter, [book_state, chapter_sel], [new_title, chapter_text], show_progress="hidden")
+    rename_btn.click(_page_errors(lambda b, i, t: show_book(B.edit_book(b, "rename", i, t))),
+                     [book_state, chapter_sel, new_title], book_outputs)
+    text_btn.click(_page_errors(lambda b, i, t: show_book(B.edit_book(b, "text", i, t))),
+                   [book_state, chapter_sel, chapter_text], book_outputs)
+    for btn, action in ((merge_btn, "merge"), (drop_btn, "drop"), (reorder_btn, "reorder")):
+        btn.click(_page_errors(functools.partial(lambda a, b, v: show_book(B.edit_book(b, a, None, v)), action)),
+                  [book_state, numbers], book_outputs)
+    save_book_btn.click(_page_errors(lambda b: serve(B.save_book(b))), book_state, saved_book)
+    return SimpleNamespace(book_file=book_file, book_info=book_info, chapters=chapters)
+
+
+def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown) -> SimpleNamespace:
+    """Voice Lab: design, clone or pick a voice, preview it, save it; the library of saved voices."""
+    B = backend
+    preview_state = gr.State(None)
+    with gr.Tab("Voice Lab", id="voices"):
+        mode = gr.Radio([MODE_DESIGN, MODE_CLONE, MODE_PRESET], value=MODE_DESIGN, label="Make a voice", elem_id="voice-mode")
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Group(visible=True) as design_box:
+                    description = gr.Textbox(label="Describe the voice", lines=2, elem_id="voice-description",
+                                             placeholder="A warm, elderly British storyteller, slow and calm")
+                    ref_text = gr.Textbox(label="Reference passage it speaks (the clip saved with the voice)",
+                                          value=DEFAULT_REFERENCE_TEXT, lines=3, elem_id="voice-ref-text")
+                    seed = gr.Number(label="Seed (empty: a new voice each time)", value=None, precision=0, elem_id="voice-seed")
+                with gr.Group(visible=False) as clone_box:
+                    clip = gr.Audio(label="Clip to clone (5-15 s of clear speech)", sources=["upload", "microphone"],
+                                    type="filepath", elem_id="voice-clip")
+                    transcript = gr.Textbox(label="What the clip says", lines=2, elem_id="voice-transcript")
+                    x_vector = gr.Checkbox(label="No transcript: clone from the sound alone (x-vector only; a weaker likeness)",
+                                           elem_id="voice-xvector")
+                with gr.Group(visible=False) as preset_box:
+                    speaker = gr.Dropdown([], label="Built-in speaker", elem_id="voice-speaker")
+                    instruct = gr.Textbox(label="Style instruction (1.7B model only)", elem_id="voice-instruct",
+                                          placeholder="Speak slowly, with a gentle smile")
+                language = gr.Dropdown(VOICE_LANGUAGES, value="auto", label="Language", elem_id="voice-language")
+                preview_btn = gr.Button("Generate preview", variant="primary", elem_id="voice-preview")
+            with gr.Column(scale=2):
+                preview_audio = gr.Audio(label="Preview", type="filepath", interactive=False, elem_id="voice-preview-audio")
+                preview_msg = gr.Markdown(elem_id="voice-preview-message")
+                voice_name = gr.Textbox(label="Name", elem_id="voice-name")
+                save_voice_btn = gr.Button("Save as voice", elem_id="voice-save")
+                save_voice_msg = gr.Markdown(elem_id="voice-save-message")
+        gr.Markdown("### Voice library")
+        library = gr.Dataframe(headers=["name", "kind", "voice", "created"], value=[], interactive=False,
+                               elem_id="voice-library")
+        with gr.Row():
+            lib_pick = gr.Dropdown([], label="Voice", elem_id="voice-lib-pick", scale=2)
+            play_btn = gr.Button("Play", scale=1, elem_id="voice-play")
+            delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="voice-delete")
+            export_btn = gr.Button("Export (.zip)", scale=1, elem_id="voice-export")
+        with gr.Row():
+            rename_to = gr.Textbox(label="Rename to", scale=2, elem_id="voice-rename-to")
+            rename_voice_btn = gr.Button("Rename", scale=1, elem_id="voice-rename")
+        with gr.Row():
+            lib_audio = gr.Audio(label="Saved voice", type="filepath", interactive=False, elem_id="voice-lib-audio")
+            exported = gr.File(label="Exported voice", interactive=False, height=80, elem_id="voice-exported")
+            import_file = gr.File(label="Import a voice (.zip)", file_types=[".zip"], type="filepath", height=80,
+                                  elem_id="voice-import")
+        lib_msg = gr.Markdown(elem_id="voice-lib-message")
+
+    def on_mode(m):
+        return [gr.update(visible=m == MODE_DESIGN), gr.update(visible=m == MODE_CLONE), gr.update(visible=m == MODE_PRESET)]
+
+    mode.change(on_mode, mode, [design_box, clone_box, preset_box], show_progress="hidden")
+
+    def on_preview(m, desc, lang, text, sd, clip_path, trans, xv, spk, instr):
+        p = preview_voice(B, m, description=desc, language=lang, text=text, seed=sd, clip=clip_path,
+                          transcript=trans, x_vector_only=xv, speaker=spk, instruct=instr)
+        return p, serve(p.wav_path), preview_notes(p)
+
+    preview_btn.click(_page_errors(on_preview),
+                      [mode, description, language, ref_text, seed, clip, transcript, x_vector, speaker, instruct],
+                      [preview_state, preview_audio, preview_msg], **MODEL_WORK)
+
+    def library_view(keep: str | None = None):
+        rows = voice_rows(B)
+        names_ = [r[0] for r in rows]
+        return rows, gr.update(choices=names_, value=keep if keep in names_ else (names_[0] if names_ else None))
+
+    def on_save_voice(p, name):
+        message = save_voice(B, p, name)
+        return [message, *library_view(name.strip()), gr.update(choices=narrator_choices(B))]
+
+    save_voice_btn.click(_page_errors(on_save_voice), [preview_state, voice_name],
+                         [save_voice_msg, library, lib_pick, narrator])
+    play_btn.click(_page_errors(lambda name: serve(voice_audio(B, name))), lib_pick, lib_audio)
+
+    def on_delete(name):
+        if not name:
+            raise AudiobookError("Pick a voice in the library first.")
+        B.delete_voice(name)
+        return [f"Deleted the voice “{name}”.", *library_view(), gr.update(choices=narrator_choices(B)), None]
+
+    delete_btn.click(_page_errors(on_delete), lib_pick, [lib_msg, library, lib_pick, narrator, lib_audio])
+
+    def on_rename(old, new):
+        if not old:
+            raise AudiobookError("Pick a voice in the library first.")
+        v = B.rename_voice(old, (new or "").strip())
+        return [f"Renamed “{old}” to “{v.name}”.", *library_view(v.name), gr.update(choices=narrator_choices(B))]
+
+    rename_voice_btn.click(_page_errors(on_rename), [lib_pick, rename_to], [lib_msg, library, lib_pick, narrator])
+
+    def on_export(name):
+        if not name:
+            raise AudiobookError("Pick a voice in the library first.")
+        return serve(B.export_voice(name))
+
+    export_btn.click(_page_errors(on_export), lib_pick, exported)
+
+    def on_import(path):
+        if not path:
+            return [gr.skip()] * 4
+        v = B.import_voice(path)
+        return [f"Imported the voice “{v.name}”.", *library_view(v.name), gr.update(choices=narrator_choices(B))]
+
+    import_file.upload(_page_errors(on_import), import_file, [lib_msg, library, lib_pick, narrator])
+
+    def on_load():
+        speakers = B.speakers()
+        return [gr.update(choices=[(s.capitalize(), s) for s in speakers], value=speakers[0] if speakers else None),
+                gr.update(interactive=B.supports_instruct()), *library_view()]
+
+    return SimpleNamespace(library=library, lib_pick=lib_pick, on_load=([speaker, instruct, library, lib_pick], on_load))
+
+
+def build_settings_tab(backend: Backend) -> SimpleNamespace:
+    """Advanced Settings: one control per setting, grouped, with a red note under each bad value."""
+    B = backend
+    names = setting_names()
+    with gr.Tab("Advanced Settings", id="settings"):
+        controls: dict[str, gr.components.Component] = {}
+        errors: dict[str, gr.Markdown] = {}
+        for title, group in setting_groups():
+            with gr.Accordion(title, open=title in ("Speed and memory", "Model")):
+                with gr.Row(equal_height=False):
+                    for name in group:
+                        with gr.Column(min_width=220, scale=2 if name == "batch_size" else 1):
+                            controls[name] = _setting_control(name, getattr(B.settings, name),
+                                                              B.lock_folders and name in FOLDER_SETTINGS)
+                            errors[name] = gr.Markdown("", elem_classes=["field-error"], container=False,
+                                                       elem_id=f"error-{name}")
+        with gr.Row():
+            save_btn = gr.Button("Save", variant="primary", elem_id="settings-save")
+            reset_btn = gr.Button("Reset to defaults", elem_id="settings-reset")
+        settings_msg = gr.Markdown(elem_id="settings-message")
+
+    inputs = [controls[n] for n in names]
+    error_outputs = [errors[n] for n in names]
+
+    def on_save(*values):
+        message, errs = save_settings(B, dict(zip(names, values)))
+        return [message] + [errs.get(n, "") for n in names]
+
+    def on_reset():
+        message, values = reset_settings(B)
+        return [message] + values + ["" for _ in names]
+
+    save_btn.click(_page_errors(on_save), inputs, [settings_msg] + error_outputs)
+    reset_btn.click(_page_errors(on_reset), None, [settings_msg] + inputs + error_outputs)
+    return SimpleNamespace(controls=controls, on_load=(inputs, lambda: settings_values(B.settings)))
+
+
+def _wire_page_load(demo: gr.Blocks, parts: list[SimpleNamespace]) -> None:
+    """One page-load event that fills what each part asked for (the settings on disk, the voices, ...)."""
+    outputs = [c for part in parts for c in part.on_load[0]]
+
+    def on_load():
+        return [v for part in parts for v in part.on_load[1]()]
+
+    demo.load(_page_errors(on_load), None, outputs)
+
+
+def build_app(backend: Backend) -> gr.Blocks:
+    """The whole page, wired to ``backend``: the status line and one builder per tab."""
+    serve = served_files()  # finished files reach the browser only as copies in a folder of their own
     with gr.Blocks(title="Audiobook") as demo:
         gr.Markdown("# Audiobook\nMake or pick a voice in the **Voice Lab**, load a book, press **Render**.")
-        status = gr.Markdown(elem_classes=["status-line"], elem_id="status-line")
+        status = build_status_line(backend)
         book_state = gr.State(None)
-        preview_state = gr.State(None)
-
-        # ---- Render ----
-        with gr.Tab("Render", id="render"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    render_file = gr.File(label="1. Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
-                                          type="filepath", height=110, elem_id="render-book-file")
-                    render_book_info = gr.Markdown("No book loaded yet.", elem_id="render-book-info")
-                with gr.Column(scale=1):
-                    narrator = gr.Dropdown([], label="2. Narrator", info="A saved voice from the Voice Lab, or a built-in speaker.",
-                                           elem_id="render-narrator")
-                    refresh_narrators = gr.Button("Refresh the list", size="sm")
-            with gr.Row():
-                render_btn = gr.Button("3. Render", variant="primary", elem_id="render-start")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="render-stop")
-                resume_btn = gr.Button("Resume", elem_id="render-resume")
-            render_msg = gr.Markdown(elem_id="render-message")
-            progress = gr.HTML(progress_html(RenderState()), elem_id="render-progress")
-            log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False, elem_id="render-log")
-            with gr.Accordion("Failed and suspect chunks", open=False, elem_id="render-problems-box"):
-                problems = gr.Dataframe(headers=["status", "chapter", "chunk", "reason", "text"], value=[], wrap=True,
-                                        interactive=False, elem_id="render-problems")
-                rerender_btn = gr.Button("Render these chunks again", elem_id="render-rerender")
-            with gr.Column(visible=False, elem_id="render-results") as results_box:
-                gr.Markdown("### Results")
-                with gr.Row():
-                    chapter_pick = gr.Dropdown([], label="Chapter", elem_id="render-chapter-pick", scale=1)
-                    chapter_player = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="render-player", scale=2)
-                with gr.Row():
-                    m4b_file = gr.File(label="Audiobook (.m4b)", interactive=False, height=80, elem_id="render-m4b")
-                    srt_file = gr.File(label="Subtitles (.srt)", interactive=False, height=80, elem_id="render-srt")
-            results_key = gr.State(None)
-
-        # ---- Book ----
-        with gr.Tab("Book", id="book"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    book_file = gr.File(label="Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
-                                        type="filepath", height=110, elem_id="book-file")
-                    book_info = gr.Markdown("No book loaded yet.", elem_id="book-info")
-                cover = gr.Image(label="Cover", interactive=False, height=180, scale=1, elem_id="book-cover")
-            chapters = gr.Dataframe(headers=["#", "title", "words", "minutes"], value=[], interactive=False,
-                                    elem_id="book-chapters", label="Chapters")
-            with gr.Accordion("Edit chapters", open=True):
-                with gr.Row():
-                    chapter_sel = gr.Dropdown([], label="Chapter", elem_id="book-chapter", scale=2)
-                    new_title = gr.Textbox(label="New title", elem_id="book-new-title", scale=2)
-                    rename_btn = gr.Button("Rename", scale=1, elem_id="book-rename")
-                chapter_text = gr.Textbox(label="Chapter text (paragraphs separated by a blank line)", lines=6, max_lines=14,
-                                          elem_id="book-text")
-                text_btn = gr.Button("Keep this text", size="sm", elem_id="book-set-text")
-                with gr.Row():
-                    numbers = gr.Textbox(label="Chapter numbers", placeholder="2, 3", scale=2, elem_id="book-numbers",
-                                         info="Merge or drop these chapters; or list every chapter in a new order and press Reorder.")
-                    merge_btn = gr.Button("Merge", scale=1, elem_id="book-merge")
-                    drop_btn = gr.Button("Drop", scale=1, elem_id="book-drop")
-                    reorder_btn = gr.Button("Reorder", scale=1, elem_id="book-reorder")
-                with gr.Row():
-                    save_book_btn = gr.Button("Save the edited book (.json)", elem_id="book-save")
-                    saved_book = gr.File(label="Edited book", interactive=False, height=80, elem_id="book-saved")
-
-        # ---- Voice Lab ----
-        with gr.Tab("Voice Lab", id="voices"):
-            mode = gr.Radio([MODE_DESIGN, MODE_CLONE, MODE_PRESET], value=MODE_DESIGN, label="Make a voice", elem_id="voice-mode")
-            with gr.Row():
-                with gr.Column(scale=3):
-                    with gr.Group(visible=True) as design_box:
-                        description = gr.Textbox(label="Describe the voice", lines=2, elem_id="voice-description",
-                                                 placeholder="A warm, elderly British storyteller, slow and calm")
-                        ref_text = gr.Textbox(label="Reference passage it speaks (the clip saved with the voice)",
-                                              value=DEFAULT_REFERENCE_TEXT, lines=3, elem_id="voice-ref-text")
-                        seed = gr.Number(label="Seed (empty: a new voice each time)", value=None, precision=0, elem_id="voice-seed")
-                    with gr.Group(visible=False) as clone_box:
-                        clip = gr.Audio(label="Clip to clone (5-15 s of clear speech)", sources=["upload", "microphone"],
-                                        type="filepath", elem_id="voice-clip")
-                        transcript = gr.Textbox(label="What the clip says", lines=2, elem_id="voice-transcript")
-                        x_vector = gr.Checkbox(label="No transcript: clone from the sound alone (x-vector only; a weaker likeness)",
-                                               elem_id="voice-xvector")
-                    with gr.Group(visible=False) as preset_box:
-                        speaker = gr.Dropdown([], label="Built-in speaker", elem_id="voice-speaker")
-                        instruct = gr.Textbox(label="Style instruction (1.7B model only)", elem_id="voice-instruct",
-                                              placeholder="Speak slowly, with a gentle smile")
-                    language = gr.Dropdown(VOICE_LANGUAGES, value="auto", label="Language", elem_id="voice-language")
-                    preview_btn = gr.Button("Generate preview", variant="primary", elem_id="voice-preview")
-                with gr.Column(scale=2):
-                    preview_audio = gr.Audio(label="Preview", type="filepath", interactive=False, elem_id="voice-preview-audio")
-                    preview_msg = gr.Markdown(elem_id="voice-preview-message")
-                    voice_name = gr.Textbox(label="Name", elem_id="voice-name")
-                    save_voice_btn = gr.Button("Save as voice", elem_id="voice-save")
-                    save_voice_msg = gr.Markdown(elem_id="voice-save-message")
-            gr.Markdown("### Voice library")
-            library = gr.Dataframe(headers=["name", "kind", "voice", "created"], value=[], interactive=False,
-                                   elem_id="voice-library")
-            with gr.Row():
-                lib_pick = gr.Dropdown([], label="Voice", elem_id="voice-lib-pick", scale=2)
-                play_btn = gr.Button("Play", scale=1, elem_id="voice-play")
-                delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="voice-delete")
-                export_btn = gr.Button("Export (.zip)", scale=1, elem_id="voice-export")
-            with gr.Row():
-                rename_to = gr.Textbox(label="Rename to", scale=2, elem_id="voice-rename-to")
-                rename_voice_btn = gr.Button("Rename", scale=1, elem_id="voice-rename")
-            with gr.Row():
-                lib_audio = gr.Audio(label="Saved voice", type="filepath", interactive=False, elem_id="voice-lib-audio")
-                exported = gr.File(label="Exported voice", interactive=False, height=80, elem_id="voice-exported")
-                import_file = gr.File(label="Import a voice (.zip)", file_types=[".zip"], type="filepath", height=80,
-                                      elem_id="voice-import")
-            lib_msg = gr.Markdown(elem_id="voice-lib-message")
-
-        # ---- Advanced Settings ----
-        with gr.Tab("Advanced Settings", id="settings"):
-            controls: dict[str, gr.components.Component] = {}
-            errors: dict[str, gr.Markdown] = {}
-            for title, group in setting_groups():
-                with gr.Accordion(title, open=title in ("Speed and memory", "Model")):
-                    with gr.Row(equal_height=False):
-                        for name in group:
-                            with gr.Column(min_width=220, scale=2 if name == "batch_size" else 1):
-                                controls[name] = _setting_control(name, getattr(B.settings, name),
-                                                                  B.lock_folders and name in FOLDER_SETTINGS)
-                                errors[name] = gr.Markdown("", elem_classes=["field-error"], container=False,
-                                                           elem_id=f"error-{name}")
-            with gr.Row():
-                save_btn = gr.Button("Save", variant="primary", elem_id="settings-save")
-                reset_btn = gr.Button("Reset to defaults", elem_id="settings-reset")
-            settings_msg = gr.Markdown(elem_id="settings-message")
-
-        # ---- events: books ----
-        def show_book(book):
-            choices = chapter_choices(book)
-            image = None
-            if book is not None and book.cover:
-                image = _cover_image(book.cover)
-            return (book, book_summary(book), book_summary(book), chapter_rows(book),
-                    gr.update(choices=choices, value=None), image)
-
-        book_outputs = [book_state, render_book_info, book_info, chapters, chapter_sel, cover]
-        for upload in (render_file, book_file):
-            upload.upload(_page_errors(lambda path: show_book(load_book(B, path))), upload, book_outputs)
-
-        def pick_chapter(book, index):
-            if book is None or index is None:
-                return "", ""
-            return book.chapters[int(index)].title, book.chapters[int(index)].text
-
-        chapter_sel.change(pick_chapter, [book_state, chapter_sel], [new_title, chapter_text], show_progress="hidden")
-        rename_btn.click(_page_errors(lambda b, i, t: show_book(edit_book(b, "rename", i, t))), [book_state, chapter_sel, new_title], book_outputs)
-        text_btn.click(_page_errors(lambda b, i, t: show_book(edit_book(b, "text", i, t))), [book_state, chapter_sel, chapter_text], book_outputs)
-        for btn, action in ((merge_btn, "merge"), (drop_btn, "drop"), (reorder_btn, "reorder")):
-            btn.click(_page_errors(functools.partial(lambda a, b, v: show_book(edit_book(b, a, None, v)), action)),
-                      [book_state, numbers], book_outputs)
-        save_book_btn.click(_page_errors(lambda b: serve(save_book(B, b))), book_state, saved_book)
-
-        # ---- events: Voice Lab ----
-        def on_mode(m):
-            return [gr.update(visible=m == MODE_DESIGN), gr.update(visible=m == MODE_CLONE), gr.update(visible=m == MODE_PRESET)]
-
-        mode.change(on_mode, mode, [design_box, clone_box, preset_box], show_progress="hidden")
-
-        def on_preview(m, desc, lang, text, sd, clip_path, trans, xv, spk, instr):
-            p = preview_voice(B, m, description=desc, language=lang, text=text, seed=sd, clip=clip_path,
-                              transcript=trans, x_vector_only=xv, speaker=spk, instruct=instr)
-            return p, serve(p.wav_path), preview_notes(p)
-
-        preview_btn.click(_page_errors(on_preview),
-                          [mode, description, language, ref_text, seed, clip, transcript, x_vector, speaker, instruct],
-                          [preview_state, preview_audio, preview_msg], **model_work)
-
-        def library_view(keep: str | None = None):
-            rows = voice_rows(B)
-            names_ = [r[0] for r in rows]
-            return rows, gr.update(choices=names_, value=keep if keep in names_ else (names_[0] if names_ else None))
-
-        def on_save_voice(p, name):
-            message = save_voice(B, p, name)
-            return [message, *library_view(name.strip()), gr.update(choices=narrator_choices(B))]
-
-        save_voice_btn.click(_page_errors(on_save_voice), [preview_state, voice_name],
-                             [save_voice_msg, library, lib_pick, narrator])
-        play_btn.click(_page_errors(lambda name: serve(voice_audio(B, name))), lib_pick, lib_audio)
-
-        def on_delete(name):
-            if not name:
-                raise AudiobookError("Pick a voice in the library first.")
-            B.delete_voice(name)
-            return [f"Deleted the voice “{name}”.", *library_view(), gr.update(choices=narrator_choices(B)), None]
-
-        delete_btn.click(_page_errors(on_delete), lib_pick, [lib_msg, library, lib_pick, narrator, lib_audio])
-
-        def on_rename(old, new):
-            if not old:
-                raise AudiobookError("Pick a voice in the library first.")
-            v = B.rename_voice(old, (new or "").strip())
-            return [f"Renamed “{old}” to “{v.name}”.", *library_view(v.name), gr.update(choices=narrator_choices(B))]
-
-        rename_voice_btn.click(_page_errors(on_rename), [lib_pick, rename_to], [lib_msg, library, lib_pick, narrator])
-
-        def on_export(name):
-            if not name:
-                raise AudiobookError("Pick a voice in the library first.")
-            return serve(B.export_voice(name))
-
-        export_btn.click(_page_errors(on_export), lib_pick, exported)
-
-        def on_import(path):
-            if not path:
-                return [gr.skip()] * 4
-            v = B.import_voice(path)
-            return [f"Imported the voice “{v.name}”.", *library_view(v.name), gr.update(choices=narrator_choices(B))]
-
-        import_file.upload(_page_errors(on_import), import_file, [lib_msg, library, lib_pick, narrator])
-
-        # ---- events: render ----
-        def on_narrators():
-            choices = narrator_choices(B)
-            return gr.update(choices=choices, value=choices[0][1] if choices else None)
-
-        refresh_narrators.click(_page_errors(on_narrators), None, narrator)
-        render_btn.click(_page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
-        resume_btn.click(_page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
-        stop_btn.click(_page_errors(functools.partial(stop_render, B)), None, render_msg)
-        rerender_btn.click(_page_errors(functools.partial(rerender_problems, B)), [book_state, narrator], render_msg)
-
-        def on_tick(last_key):
-            state = B.render_state()
-            files = result_files(state)
-            key = (tuple(files["chapters"]), files["m4b"], files["srt"])
-            # The results box gets an explicit visibility every time: an empty update would hide it again.
-            out = [status_text(B), progress_html(state), log_text(state), problem_rows(state),
-                   gr.update(visible=bool(files["chapters"] or files["m4b"]))]
-            if key == last_key:  # resending the players would restart what the user is listening to
-                return out + [gr.skip()] * 4 + [last_key]
-            choices = [(Path(p).stem, serve(p)) for p in files["chapters"]]
-            first = choices[0][1] if choices else None
-            return out + [gr.update(choices=choices, value=first), first, serve(files["m4b"]), serve(files["srt"]), key]
-
-        timer = gr.Timer(POLL_S)
-        timer.tick(_page_errors(on_tick), results_key,
-                   [status, progress, log_box, problems, results_box, chapter_pick, chapter_player, m4b_file, srt_file, results_key],
-                   show_progress="hidden", concurrency_id="poll", concurrency_limit=4, trigger_mode="always_last")
-        chapter_pick.change(serve.owned, chapter_pick, chapter_player, show_progress="hidden")
-
-        # ---- events: settings ----
-        setting_inputs = [controls[n] for n in names]
-        error_outputs = [errors[n] for n in names]
-
-        def on_save(*values):
-            message, errs = save_settings(B, dict(zip(names, values)))
-            return [message] + [errs.get(n, "") for n in names]
-
-        def on_reset():
-            message, values = reset_settings(B)
-            return [message] + values + ["" for _ in names]
-
-        save_btn.click(_page_errors(on_save), setting_inputs, [settings_msg] + error_outputs)
-        reset_btn.click(_page_errors(on_reset), None, [settings_msg] + setting_inputs + error_outputs)
-
-        # ---- on page load: status, narrators, speakers, the library and the settings on disk ----
-        def on_load():
-            choices = narrator_choices(B)
-            speakers = B.speakers()
-            return [status_text(B), gr.update(choices=choices, value=choices[0][1] if choices else None),
-                    gr.update(choices=[(s.capitalize(), s) for s in speakers], value=speakers[0] if speakers else None),
-                    gr.update(interactive=B.supports_instruct()), *library_view()] + settings_values(B.settings)
-
-        demo.load(_page_errors(on_load), None, [status, narrator, speaker, instruct, library, lib_pick] + setting_inputs)
+        render = build_render_tab(backend, serve, book_state, status.status)
+        build_book_tab(backend, serve, book_state, render)
+        voices = build_voice_tab(backend, serve, render.narrator)
+        settings = build_settings_tab(backend)
+        _wire_page_load(demo, [status, render, voices, settings])
     return demo
 
 

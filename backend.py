@@ -79,6 +79,38 @@ class Backend:
         self.apply_settings(self._with_overrides(new))
         return new
 
+    def settings_errors(self, values: dict, label: Callable[[str], str] = str) -> dict[str, str]:
+        """Check each value on its own against the current settings; {name: sentence} for the bad ones.
+
+        ``label`` names a setting in the sentences the way the caller shows it.
+        """
+        errors: dict[str, str] = {}
+        for name, value in values.items():
+            if isinstance(value, str) and Settings.kind(name) in (int, float):
+                errors[name] = f"{label(name)} must be a number."
+                continue
+            if value is None:
+                errors[name] = f"{label(name)} needs a value."
+                continue
+            try:
+                self.settings.updated(**{name: value})
+            except AudiobookError as e:
+                errors[name] = str(e)
+        return errors
+
+    def save_changed_settings(self, values: dict, label: Callable[[str], str] = str) -> dict[str, str]:
+        """Save a form's values unless one is bad; returns {name: sentence} (empty when saved).
+
+        A ``models_dir`` equal to this process's ``--models-dir`` is left out: it is for this run only.
+        """
+        override = self.models_dir_override
+        if override and values.get("models_dir") == override:
+            values = {k: v for k, v in values.items() if k != "models_dir"}
+        errors = self.settings_errors(values, label)
+        if not errors:
+            self.save_settings(**values)
+        return errors
+
     def reset_settings(self) -> Settings:
         """Restore the defaults (and save them); folder settings stay as they are while they are locked."""
         new = Settings()
@@ -265,8 +297,41 @@ class Backend:
 
     # ---- books and render ----------------------------------------------------------------
 
-    def load_book(self, path: str | Path) -> Book:
+    def load_book(self, path: str | Path | None) -> Book:
+        """Read a book file; AudiobookError for a missing or unreadable one."""
+        if not path:
+            raise AudiobookError("Choose a book file first (.txt, .md, .epub, .pdf or .json).")
         return load_book(path)
+
+    def edit_book(self, book: Book | None, action: str, chapter: int | None = None, value: str = "") -> Book:
+        """Apply one edit to ``book`` and return the edited copy (``book`` itself is left as it was).
+
+        ``action`` is rename (chapter, value=title), text (chapter, value=text), merge or drop
+        (value='2, 3') or reorder (value='3, 1, 2'); chapters are 0-based, numbers in ``value`` 1-based.
+        """
+        from audiobook import books
+
+        if book is None:
+            raise AudiobookError("Load a book first.")
+        if action in ("rename", "text") and chapter is None:
+            raise AudiobookError("Pick a chapter first.")
+        if action == "rename":
+            return books.rename_chapter(book, int(chapter), value)
+        if action == "text":
+            return books.set_chapter_text(book, int(chapter), value)
+        edits = {"merge": books.merge_chapters, "drop": books.drop_chapters, "reorder": books.reorder_chapters}
+        if action not in edits:
+            raise ValueError(f"unknown edit {action!r}")
+        return edits[action](book, _chapter_numbers(value, book))
+
+    def save_book(self, book: Book | None) -> Path:
+        """Write the (edited) book as JSON under ``<output>/books/``; returns the file."""
+        from audiobook.books import save_book_json
+        from audiobook.files import safe_filename
+
+        if book is None:
+            raise AudiobookError("Load a book first.")
+        return save_book_json(book, self.output_root / "books" / f"{safe_filename(book.title or 'book')}.json")
 
     def render(
         self,
@@ -583,6 +648,14 @@ class Backend:
 
 RENDER_BUSY = "A render is already running; stop it or wait for it to finish before starting another."
 LOG_LINES_KEPT = 500  # the page shows the tail of the log; older lines stay in memory no longer
+
+
+def _chapter_numbers(text: str, book: Book) -> list[int]:
+    """'2, 3' or '3 1 2' -> 0-based chapter indexes; AudiobookError for anything else."""
+    parts = [p for p in (text or "").replace(",", " ").split() if p]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise AudiobookError(f"Type chapter numbers separated by commas, for example 2, 3 (the book has {len(book.chapters)}).")
+    return [int(p) - 1 for p in parts]
 
 
 class _RenderJob:

@@ -87,7 +87,7 @@ def test_status_line_names_device_and_model(backend):
 def test_load_book_summary_and_rows(backend, tmp_path):
     path = tmp_path / "days.txt"
     path.write_text(BOOK, encoding="utf-8")
-    book = app.load_book(backend, str(path))
+    book = backend.load_book(str(path))
     assert "2 chapters" in app.book_summary(book)
     rows = app.chapter_rows(book)
     assert [r[0] for r in rows] == [1, 2] and rows[0][1].endswith("Dawn") and rows[0][2] > 0
@@ -95,24 +95,24 @@ def test_load_book_summary_and_rows(backend, tmp_path):
 
 def test_load_book_without_a_file_is_a_sentence(backend):
     with pytest.raises(AudiobookError, match="Choose a book file"):
-        app.load_book(backend, None)
+        backend.load_book(None)
 
 
-def test_book_edits(book):
-    assert app.edit_book(book, "rename", 1, "Midday").chapters[1].title == "Midday"
-    assert app.edit_book(book, "text", 0, "New words.").chapters[0].text == "New words."
-    assert [c.title for c in app.edit_book(book, "reorder", value="3, 1, 2").chapters] == ["Dusk", "Dawn", "Noon"]
-    assert [c.title for c in app.edit_book(book, "drop", value="2").chapters] == ["Dawn", "Dusk"]
-    merged = app.edit_book(book, "merge", value="1,2")
+def test_book_edits(backend, book):
+    assert backend.edit_book(book, "rename", 1, "Midday").chapters[1].title == "Midday"
+    assert backend.edit_book(book, "text", 0, "New words.").chapters[0].text == "New words."
+    assert [c.title for c in backend.edit_book(book, "reorder", value="3, 1, 2").chapters] == ["Dusk", "Dawn", "Noon"]
+    assert [c.title for c in backend.edit_book(book, "drop", value="2").chapters] == ["Dawn", "Dusk"]
+    merged = backend.edit_book(book, "merge", value="1,2")
     assert len(merged.chapters) == 2 and "It was hot." in merged.chapters[0].text
     with pytest.raises(AudiobookError, match="chapter numbers"):
-        app.edit_book(book, "drop", value="two")
+        backend.edit_book(book, "drop", value="two")
     with pytest.raises(AudiobookError, match="Pick a chapter"):
-        app.edit_book(book, "rename", None, "x")
+        backend.edit_book(book, "rename", None, "x")
 
 
 def test_save_book_writes_json_under_output(backend, book):
-    path = app.save_book(backend, book)
+    path = backend.save_book(book)
     assert path.parent == backend.output_root / "books"
     assert json.loads(path.read_text())["chapters"][2]["title"] == "Dusk"
 
