@@ -531,6 +531,18 @@ class Backend:
         self.save_cast(book, cast)
         return book
 
+    def edit_span(self, book: Book, chapter: int, part: int, speaker: str | None = None, style: str | None = None) -> Book:
+        """The book with part ``part`` of chapter ``chapter`` (0-based) given another speaker and/or style;
+        the cast is counted again and saved."""
+        from audiobook.books import cast_of, set_span
+
+        if 0 <= chapter < len(book.chapters) and book.chapters[chapter].spans is None:
+            book, _ = self.label_book(book)  # not labelled yet: find who speaks first
+        book = set_span(book, chapter, part, speaker, style)
+        book = replace(book, cast=cast_of(book.chapters, book.cast))
+        self.save_cast(book, book.cast)
+        return book
+
     def hear_line(self, book: Book, character: str, narrator: Narrator | None = None) -> Path:
         """A wav of ``character``'s preview line in their voice (``narrator`` when they have none)."""
         from audiobook.audio import write_wav

@@ -237,3 +237,14 @@ def test_map_a_voice_and_hear_a_line(cast_backend, tmp_path):
     assert sf.info(str(wav)).frames > 0
     with pytest.raises(AudiobookError, match="Pick a voice for dialogue first"):
         b.hear_line(mapped, "dialogue")
+
+
+def test_edit_a_span_recounts_and_saves_the_cast(cast_backend, tmp_path):
+    b = cast_backend
+    path = tmp_path / "storm.txt"
+    path.write_text(QUOTES_BOOK, encoding="utf-8")
+    book = b.edit_span(load_book(path), 0, 2, speaker="Keeper", style="gruff")  # labels the book first
+    spans = book.chapters[0].spans
+    assert (spans[2].text, spans[2].speaker, spans[2].style) == ('"Who is there?"', "Keeper", "gruff")
+    assert {m.name: m.lines for m in book.cast.members} == {"Alice": 1, "Keeper": 1}
+    assert load_cast(b.cast_path(book)).names() == ["Alice", "Keeper"]

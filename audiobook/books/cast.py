@@ -123,8 +123,8 @@ def save_cast(cast: Cast, path: str | Path) -> Path:
 def cast_of(chapters: Iterable, previous: Cast | None = None) -> Cast:
     """Every speaker of the chapters' spans but the narrator, most lines first, with a preview line.
 
-    Voices come from ``previous``; its characters with no lines in this book stay listed
-    (with 0 lines) so a mapping is not lost.
+    Voices come from ``previous``; its characters with a voice but no lines in this book
+    stay listed (with 0 lines) so a mapping is not lost.
     """
     lines: dict[str, int] = {}
     preview: dict[str, str] = {}
@@ -139,7 +139,7 @@ def cast_of(chapters: Iterable, previous: Cast | None = None) -> Cast:
     old = {m.name: m for m in (previous.members if previous else [])}
     members = [CastMember(n, lines[n], old[n].voice if n in old else "", preview[n])
                for n in sorted(lines, key=lambda n: (n == DIALOGUE, -lines[n], n))]
-    members += [CastMember(m.name, 0, m.voice, m.preview) for m in old.values() if m.name not in lines]
+    members += [CastMember(m.name, 0, m.voice, m.preview) for m in old.values() if m.name not in lines and m.voice]
     return Cast(members)
 
 
