@@ -524,6 +524,7 @@ class TakeChecker:
         self.text_language = base_language(language)
         self.max_wer = float(settings.max_wer)
         self.voice: VoiceStats | None = None
+        self._cast_voices: dict = {}  # a cast's other voices (Narrator -> VoiceStats), each judged on its own
         self._voice_ready = False
         self._encoder: SpeakerEncoder | None = None
 
@@ -589,9 +590,27 @@ class TakeChecker:
 
     # ---- checking -------------------------------------------------------------------
 
+    def _profile(self, voice) -> VoiceStats | None:
+        """The voice profile a take is judged against: the narrator's, or a cast voice's own."""
+        if voice is None or voice == self.narrator or self.voice is None or self._encoder is None:
+            return self.voice
+        if voice not in self._cast_voices:
+            floor = float(self.settings.min_voice_similarity)
+            ref_audio = getattr(voice, "ref_audio", "")
+            if ref_audio:
+                import soundfile as sf
+
+                wav, sr = sf.read(ref_audio, dtype="float32", always_2d=True)
+                self._cast_voices[voice] = VoiceStats(floor, self._encoder.embed([wav.mean(axis=1)], sr)[0], fixed=True)
+            else:
+                self._cast_voices[voice] = VoiceStats(floor)
+        return self._cast_voices[voice]
+
     def check(self, texts: Sequence[str], wavs: Sequence[np.ndarray], sr: int, out_dir: Path | None = None,
-              kept_files: Sequence[str] = ()) -> list[TakeCheck]:
-        """Score each take against its text; the reasons say which fail."""
+              kept_files: Sequence[str] = (), voices: Sequence | None = None) -> list[TakeCheck]:
+        """Score each take against its text; the reasons say which fail.
+
+        ``voices`` (a cast's render) names each take's narrator; a take is judged against its own voice."""
         if not texts:
             return []
         words = [max(1, len(words_for_compare(t, self.text_language))) for t in texts]
@@ -600,14 +619,16 @@ class TakeChecker:
             self._start_voice(out_dir, kept_files)
         embeddings = self._encoder.embed(wavs, sr) if self._encoder is not None else [None] * len(texts)
         out = []
-        for text, heard, emb in zip(texts, transcripts, embeddings):
+        for text, heard, emb, voice in zip(texts, transcripts, embeddings, voices or [None] * len(texts)):
             score = score_transcript(text, heard, self.text_language)
-            sim = self.voice.similarity(emb) if (self.voice is not None and emb is not None) else None
-            reason = score.problem(self.max_wer) or (self.voice.problem(sim) if self.voice is not None else "")
+            profile = self._profile(voice)
+            sim = profile.similarity(emb) if (profile is not None and emb is not None) else None
+            reason = score.problem(self.max_wer) or (profile.problem(sim) if profile is not None else "")
             out.append(TakeCheck(score.wer, score.transcript, sim, reason, emb))
         return out
 
-    def accepted(self, check: TakeCheck) -> None:
-        """A take passed and was kept: it joins the book's voice profile."""
-        if self.voice is not None and check.embedding is not None:
-            self.voice.add(check.embedding, check.voice_similarity)
+    def accepted(self, check: TakeCheck, voice=None) -> None:
+        """A take passed and was kept: it joins the book's voice profile (its own voice's, in a cast)."""
+        profile = self._profile(voice)
+        if profile is not None and check.embedding is not None:
+            profile.add(check.embedding, check.voice_similarity)

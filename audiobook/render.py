@@ -529,9 +529,12 @@ class _Render:
         ids = [i for i, out in outcome.items() if not isinstance(out, BaseException)]
         if self.checker is None or not ids:
             return {}
-        kept = [s.file for s in self.m.chunks.values() if s.status == mf.DONE and s.file]
+        # The narrator's finished takes seed its voice profile; a cast's other voices are judged on their own.
+        kept = [s.file for s in self.m.chunks.values() if s.status == mf.DONE and s.file
+                and self.voicing.voice_for(s.speaker) == self.narrator]
+        voices = [self.voicing.voice_for(self.m.chunks[i].speaker) for i in ids] if self.voicing.mixed else None
         scores = self.checker.check([self.m.chunks[i].text for i in ids], [outcome[i] for i in ids], SAMPLE_RATE,
-                                    self.out_dir, kept)
+                                    self.out_dir, kept, voices=voices)
         return dict(zip(ids, scores))
 
     def _generate(self, ids: list[str], seed: int, tts=None) -> dict[str, np.ndarray | BaseException]:
@@ -579,7 +582,7 @@ class _Render:
         if status == mf.DONE:
             self.rate.add(st.duration_s, st.text)
             if c is not None and self.checker is not None:
-                self.checker.accepted(c)
+                self.checker.accepted(c, self.voicing.voice_for(st.speaker))
         else:
             self._log(f"Kept the best of {st.attempts} takes of a chunk, marked suspect: {take.reason}.")
 

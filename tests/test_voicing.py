@@ -248,3 +248,60 @@ def test_edit_a_span_recounts_and_saves_the_cast(cast_backend, tmp_path):
     assert (spans[2].text, spans[2].speaker, spans[2].style) == ('"Who is there?"', "Keeper", "gruff")
     assert {m.name: m.lines for m in book.cast.members} == {"Alice": 1, "Keeper": 1}
     assert load_cast(b.cast_path(book)).names() == ["Alice", "Keeper"]
+
+
+@pytest.mark.slow
+def test_the_voice_check_judges_each_line_against_its_own_voice(cast_backend, tmp_path):
+    from audiobook.check import SpeakerEncoder, base_checkpoint_on_disk, cosine
+
+    b = cast_backend
+    b.apply_settings(b.settings.updated(verify="on", engine="qwen_tts", max_retries=0))
+    path = tmp_path / "gate.txt"
+    path.write_text(MARKUP_BOOK, encoding="utf-8")
+    try:
+        b.render(path, "Storyteller", out_dir=tmp_path / "out", cast=Cast([CastMember("Alice", voice="Alice voice")]))
+    finally:
+        b.apply_settings(b.settings.updated(verify="off"))
+    encoder = SpeakerEncoder.from_checkpoint(base_checkpoint_on_disk("1.7B", b.settings.models_dir), "cpu")
+
+    def embed(wav_path):
+        wav, sr = sf.read(str(wav_path), dtype="float32", always_2d=True)
+        return encoder.embed([wav.mean(axis=1)], sr)[0]
+
+    clips = {name: embed(b.get_voice(name).reference_path) for name in ("Storyteller", "Alice voice")}
+    m = mf.load_manifest(tmp_path / "out")
+    for st in m.chunks.values():
+        take = embed(tmp_path / "out" / st.file)
+        own = cosine(take, clips[st.voice])
+        assert st.voice_similarity == pytest.approx(own, abs=2e-3), (st.speaker, st.voice)
+    assert {s.voice for s in m.chunks.values()} == {"Storyteller", "Alice voice"}
+
+
+class FirstSamples:
+    """Stands in for the speaker encoder (whose tiny random weights hear every clip alike): a take's first samples."""
+
+    def embed(self, wavs, sr):
+        return [np.asarray(w, dtype=np.float64).ravel()[:256] for w in wavs]
+
+
+def test_cast_voices_get_profiles_of_their_own(tmp_path):
+    from audiobook.check import TakeCheck, TakeChecker, VoiceStats, cosine
+    from audiobook.settings import Settings
+
+    narrator_clip, alice_clip = tone_clip(tmp_path / "n.wav", 1), tone_clip(tmp_path / "a.wav", 2)
+    narrator = Narrator(kind=CLONE, ref_audio=str(narrator_clip), name="Storyteller")
+    alice = Narrator(kind=CLONE, ref_audio=str(alice_clip), name="Alice voice")
+    bob = Narrator(kind=PRESET, speaker="vivian", name="vivian")
+    checker = TakeChecker(Settings(), "cpu", narrator, "en")
+    checker._voice_ready, checker._encoder = True, FirstSamples()
+    checker.voice = VoiceStats(0.3, FirstSamples().embed([sf.read(str(narrator_clip))[0]], 24000)[0], fixed=True)
+    assert checker._profile(None) is checker.voice and checker._profile(narrator) is checker.voice
+    own = checker._profile(alice)
+    assert own is not checker.voice and own.fixed
+    alice_wav = sf.read(str(alice_clip))[0]
+    assert own.similarity(FirstSamples().embed([alice_wav], 24000)[0]) == pytest.approx(1.0)
+    assert checker.voice.similarity(FirstSamples().embed([alice_wav], 24000)[0]) < 0.9
+    built_in = checker._profile(bob)  # no clip: learns from its own accepted takes
+    assert not built_in.fixed
+    checker.accepted(TakeCheck(0.0, "", None, "", np.ones(256)), bob)
+    assert built_in._count == 1 and checker.voice._count == 0
