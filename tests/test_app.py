@@ -236,3 +236,10 @@ def test_listens_on_localhost_unless_asked(monkeypatch, tmp_path, capsys):
 def test_a_bad_login_is_one_sentence(tmp_path, capsys):
     assert app.main(["--root", str(tmp_path), "--listen", "--auth", "reader"]) == 2
     assert capsys.readouterr().err.strip() == "Error: --auth takes USER:PASSWORD, for example --auth reader:a-long-passphrase."
+
+
+def test_api_narrators_are_plain_names(backend):
+    assert app.api_choice(backend, "ryan") == "speaker:ryan"
+    assert app.api_choice(backend, "voice:Anna") == "voice:Anna" and app.api_choice(backend, "") == ""
+    with pytest.raises(AudiobookError, match="There is no voice called 'Anna'"):
+        app.api_choice(backend, "Anna")
