@@ -64,6 +64,8 @@ class Backend:
         self._render_lock = threading.Lock()  # one render at a time: there is one model
         self._job: _RenderJob | None = None
         self._executor = None  # where the current (or last) render's batches run: workers.InProcess or WorkerPool
+        self._download = None  # the page's background checkpoint download (models.DownloadState)
+        self._download_guard = threading.Lock()
 
     # ---- settings -----------------------------------------------------------------------
 
@@ -276,6 +278,46 @@ class Backend:
         from audiobook import models
 
         return models.download(name, self.settings.models_dir or None, on_progress)
+
+    def start_download(self, name: str):
+        """Download a checkpoint in a background thread; follow it with ``download_state``.
+
+        One download at a time; an unknown name or a download already running is an AudiobookError.
+        """
+        from audiobook import models
+
+        name = models.check_name(name)
+        with self._download_guard:
+            if self._download is not None and self._download.running:
+                raise AudiobookError(f"{self._download.name} is downloading; wait for it to finish before starting another.")
+            state = self._download = models.DownloadState(name=name, running=True)
+
+        def report(p) -> None:
+            state.progress = p
+
+        def work() -> None:
+            try:
+                self.download_model(name, report)
+                state.done = True
+            except AudiobookError as e:
+                state.error = str(e)
+            except Exception as e:  # the thread must never die silently: the page shows the sentence
+                logging.getLogger(__name__).exception("download failed")
+                state.error = (f"The download of {name} stopped on an unexpected error ({type(e).__name__}: {e}); "
+                               "download it again to resume.")
+            finally:
+                state.running = False
+
+        threading.Thread(target=work, name=f"download-{name}", daemon=True).start()
+        return self.download_state()
+
+    def download_state(self):
+        """A copy of the background download's state (an empty one when none was started)."""
+        from dataclasses import replace as copy
+
+        from audiobook import models
+
+        return copy(self._download) if self._download is not None else models.DownloadState()
 
     def doctor(self, live: bool = True, on_step=None):
         """Check this computer (device, checkpoints, the fast engine against qwen_tts, speed, memory).

@@ -89,6 +89,25 @@ class DownloadProgress:
         return text + ")"
 
 
+@dataclass
+class DownloadState:
+    """A background download as the page follows it."""
+
+    name: str = ""
+    running: bool = False
+    done: bool = False
+    error: str = ""
+    progress: DownloadProgress | None = None
+
+    def describe(self) -> str:
+        if self.error:
+            return self.error
+        if self.progress is None:
+            return f"Asking the model hub for {self.name}..." if self.running else ""
+        verb = "Downloaded" if self.done else "Downloading"
+        return f"{verb} {self.name}: {self.progress.describe()}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":

@@ -2,6 +2,7 @@
 
     python bench/run.py [--json OUT]          # CPU: tiny and medium random checkpoints
     python bench/run.py --gpu [--json OUT]    # GPU: full-size random checkpoints, bf16, sdpa
+    python bench/run.py --sizes 0.6B          # CPU: full-size 0.6B shapes, float32, a few chunks (minutes)
 
 Engines, all on the same chunks in one run:
 
@@ -45,6 +46,8 @@ from bench.models import cpu_models, eos_scale_for, full_size_models, set_eos_sc
 FRAME_SAMPLES = 1920  # 24 kHz audio, 12.5 frames a second
 FRAME_RATE = 12.5
 SEED_BATCH = 5
+FULL_SIZES = ("1.7B", "0.6B")  # released shapes, random weights (bench/models.py)
+CPU_FULL_CHUNKS = 5
 SPEAKER = "ryan"
 NARRATOR = Narrator(kind="preset", speaker=SPEAKER)
 
@@ -237,7 +240,8 @@ def run_engine(tts: TTS, label: str, engine: str, batch_size: int, texts: list[s
 
 
 def bench_model(models_dir: Path, model_label: str, texts: list[str], max_new_tokens: int, render_sizes: list[int],
-                fast_sizes: list[int], cuda: bool, model_size: str = "1.7B", eos_scale: float | None = None, log=print) -> list[Result]:
+                fast_sizes: list[int], cuda: bool, model_size: str = "1.7B", eos_scale: float | None = None, log=print,
+                sequential: bool = True) -> list[Result]:
     """Every engine over ``texts`` on one checkpoint, seed design first (the reference)."""
     settings = Settings(models_dir=str(models_dir), model_size=model_size, device="cuda" if cuda else "cpu",
                         max_new_tokens=max(64, max_new_tokens),
@@ -250,7 +254,7 @@ def bench_model(models_dir: Path, model_label: str, texts: list[str], max_new_to
     for engine in ("qwen_tts", "fast"):
         tts.settings = tts.settings.updated(engine=engine, batch_size=SEED_BATCH)
         tts.preset(texts[:2], SPEAKER, "", "en", GenerationOptions(max_new_tokens=8, do_sample=False))
-    plan = [("seed_design", "book", SEED_BATCH), ("sequential", "book", 1)]
+    plan = [("seed_design", "book", SEED_BATCH)] + ([("sequential", "book", 1)] if sequential else [])
     plan += [(f"render_bs{n}", "render", n) for n in render_sizes]
     plan += [(f"fast_bs{n}", "fast", n) for n in fast_sizes]
     results: list[Result] = []
@@ -309,19 +313,19 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", help="write the per-engine results to this JSON file")
     p.add_argument("--gpu", action="store_true", help="full-size random checkpoints on CUDA (bf16, sdpa)")
-    p.add_argument("--sizes", help="checkpoints: tiny,medium (CPU default) or 1.7B,0.6B (GPU default 1.7B)")
+    p.add_argument("--sizes", help="checkpoints: tiny,medium (CPU default) or 1.7B,0.6B (full-size shapes; GPU default 1.7B)")
     p.add_argument("--chunks", type=int, help="use only the first N chunks of the workload")
     p.add_argument("--repeat", type=int, help="the story this many times over (CPU 1, GPU 2)")
     p.add_argument("--chunk-chars", type=int, default=200, help="chunk size of the planner (default 200)")
-    p.add_argument("--max-new-tokens", type=int, help="frame cap per chunk (CPU 160, GPU 2048)")
-    p.add_argument("--render-batch-sizes", default="1,5,10,20", help="batch sizes of the render path")
-    p.add_argument("--fast-batch-sizes", default="5,10,20", help="slot counts of the fast engine")
+    p.add_argument("--max-new-tokens", type=int, help="frame cap per chunk (CPU 160, full size on a CPU 64, GPU 2048)")
+    p.add_argument("--render-batch-sizes", help="batch sizes of the render path (default 1,5,10,20; none for full size on a CPU)")
+    p.add_argument("--fast-batch-sizes", help="slot counts of the fast engine (default 5,10,20; 5 for full size on a CPU)")
     p.add_argument("--eos-scale", type=float, help="norm of the talker's EOS row (default: by hidden size)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run slower)")
     p.add_argument("--models-dir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "audiobook-bench-models"))
     p.add_argument("--configs", default=str(ROOT.parent / "shared" / "qwen3-tts-configs"),
-                   help="released Qwen3-TTS configs (for --gpu)")
+                   help="released Qwen3-TTS configs (for full-size shapes)")
     args = p.parse_args(argv)
 
     import torch
@@ -331,24 +335,32 @@ def main(argv: list[str] | None = None) -> list[Result]:
     if cuda and not torch.cuda.is_available():
         p.error("--gpu needs a CUDA GPU")
     sizes = (args.sizes or ("1.7B" if cuda else "tiny,medium")).split(",")
+    # Full-size shapes on a CPU run at about real time or slower: a few chunks, the seed design against
+    # the engine at the same batch size, no sequential run, unless asked for.
+    cpu_full = not cuda and any(size in FULL_SIZES for size in sizes)
     texts = workload(args.chunk_chars, args.repeat or (2 if cuda else 1))
-    if args.chunks:
-        texts = texts[: args.chunks]
-    max_new = args.max_new_tokens or (2048 if cuda else 160)
-    render_sizes = [int(x) for x in args.render_batch_sizes.split(",") if x]
-    fast_sizes = [int(x) for x in args.fast_batch_sizes.split(",") if x]
+    chunks = args.chunks or (CPU_FULL_CHUNKS if cpu_full else None)
+    if chunks:
+        texts = texts[:chunks]
+    max_new = args.max_new_tokens or (2048 if cuda else 64 if cpu_full else 160)
+    render_sizes = [int(x) for x in (args.render_batch_sizes if args.render_batch_sizes is not None
+                                     else "" if cpu_full else "1,5,10,20").split(",") if x]
+    fast_sizes = [int(x) for x in (args.fast_batch_sizes or ("5" if cpu_full else "5,10,20")).split(",") if x]
     print(f"Machine: {machine()}")
     print(f"Workload: {len(texts)} chunks of {min(map(len, texts))}-{max(map(len, texts))} characters, "
           f"greedy, max_new_tokens {max_new}")
     results: list[Result] = []
     for size in sizes:
-        if cuda:
+        full = cuda or size in FULL_SIZES
+        if full:
             name = f"Qwen3-TTS-12Hz-{size}-CustomVoice"
-            models = full_size_models(Path(args.models_dir) / "full", Path(args.configs), name)
+            models = full_size_models(Path(args.models_dir) / "full", Path(args.configs), name,
+                                      device="cuda" if cuda else "cpu")
         else:
             models = cpu_models(Path(args.models_dir) / size, size)
         results += bench_model(models, size, texts, max_new, render_sizes, fast_sizes, cuda,
-                               model_size=size if cuda else "1.7B", eos_scale=args.eos_scale)
+                               model_size=size if full else "1.7B", eos_scale=args.eos_scale,
+                               sequential=not (cpu_full and full))
     print(f"\n{machine()}\n")
     print(markdown_table(results))
     if args.json:

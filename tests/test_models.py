@@ -124,3 +124,49 @@ def test_unknown_repository(hub, tmp_path):
     hub.repos.pop(REPO)
     with pytest.raises(AudiobookError, match="no checkpoint Qwen/"):
         models.download(NAME, tmp_path)
+
+
+def test_background_download_for_the_page(hub, tiny_models_dir, tmp_path):
+    import backend
+
+    b = backend.Backend(root=tmp_path, models_dir=str(tmp_path / "models"))
+    assert not {c.name: c for c in b.checkpoints()}[NAME].present
+    hub.break_file(REPO, WEIGHTS, times=1, at=0.5)
+    state = b.start_download(NAME)
+    assert state.running and state.name == NAME
+    with pytest.raises(AudiobookError, match="is downloading"):
+        b.start_download(NAME)
+    deadline = time.monotonic() + 120
+    while b.download_state().running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = b.download_state()
+    assert state.done and not state.error, state.error
+    assert state.progress.fraction == 1.0 and state.describe().startswith(f"Downloaded {NAME}: 100 %")
+    assert {c.name: c for c in b.checkpoints()}[NAME].present
+    # The downloaded checkpoint is what the app loads.
+    b.apply_settings(b.settings.updated(model_size="0.6B", device="cpu"))
+    assert b.tts.model("preset") is not None
+    assert b.tts.loaded.source == str(tmp_path / "models" / NAME)
+
+
+def test_whisper_is_listed_when_takes_are_checked(tiny_models_dir, tmp_path):
+    import backend
+
+    (tmp_path / "user_settings.json").write_text('{"verify": "on", "device": "cpu"}')
+    b = backend.Backend(root=tmp_path, models_dir=str(tiny_models_dir))
+    listed = {c.name: c for c in b.checkpoints()}
+    assert listed["whisper-small"].repo_id == "openai/whisper-small" and not listed["whisper-small"].present
+    assert "check every take" in listed["whisper-small"].purpose
+    b.apply_settings(b.settings.updated(verify="off"))
+    assert "whisper-small" not in {c.name for c in b.checkpoints()}
+
+
+def test_only_loadable_weights_are_fetched(hub, tmp_path):
+    """A hub folder with the same weights in other formats: only safetensors and the configs come down."""
+    hub.repos["openai/whisper-small"] = {"config.json": b"{}", "model.safetensors": b"x" * 1000,
+                                         "pytorch_model.bin": b"y" * 1000, "tf_model.h5": b"z" * 1000,
+                                         "tokenizer.json": b"{}"}
+    got = models.download("whisper-small", tmp_path)
+    assert got.present
+    assert sorted(p.name for p in (tmp_path / "whisper-small").iterdir() if p.is_file()) == [
+        "config.json", "model.safetensors", "tokenizer.json"]
