@@ -268,9 +268,17 @@ class Backend:
 
     def checkpoints(self):
         """Every checkpoint the app can use, with whether it is on disk, where, and its size."""
-        from audiobook import models
+        from audiobook import check, models
 
-        return models.list_checkpoints(self.settings.models_dir or None)
+        whisper = None
+        try:
+            device = self.tts.device()
+        except AudiobookError:
+            device = "cpu"
+        if check.verify_enabled(self.settings.verify, device):
+            wanted = self.settings.verify_model.strip()
+            whisper = wanted if wanted and wanted != "auto" else (check.GPU_MODEL if device.startswith("cuda") else check.CPU_MODEL)
+        return models.list_checkpoints(self.settings.models_dir or None, whisper)
 
     def download_model(self, name: str, on_progress=None):
         """Download one checkpoint (into the models folder when set, else the Hugging Face cache), resuming

@@ -29,6 +29,14 @@ TTS_CHECKPOINTS = (
     (checkpoint_name(PRESET, "1.7B"), "narrate with a built-in speaker (1.7B)"),
     (checkpoint_name(PRESET, "0.6B"), "narrate with a built-in speaker (0.6B)"),
 )
+# Whisper checkpoints that check takes (audiobook/check.py picks one), by folder name.
+WHISPER_CHECKPOINTS = {
+    "whisper-large-v3-turbo": "openai/whisper-large-v3-turbo",
+    "whisper-small": "openai/whisper-small",
+}
+WHISPER_PURPOSE = "check every take against its text (transcripts)"
+# Weights in formats the app does not load: never downloaded.
+_SKIPPED_SUFFIXES = (".h5", ".msgpack", ".ot", ".onnx", ".onnx_data", ".tflite", ".pb")
 HUB_TIMEOUT_S = 4.0  # an unreachable hub is reported within seconds, not after a minute
 FILE_ATTEMPTS = 4  # tries per file within one download; each resumes from the bytes on disk
 _RETRY_PAUSE_S = 0.5
@@ -129,17 +137,18 @@ def human_duration(s: float) -> str:
 
 
 def known_names() -> list[str]:
-    return [name for name, _ in TTS_CHECKPOINTS]
+    return [name for name, _ in TTS_CHECKPOINTS] + list(WHISPER_CHECKPOINTS)
 
 
 def repo_id_for(name: str) -> str:
-    """The Hugging Face id of a checkpoint name (an id is returned as is)."""
-    return name if "/" in name else f"{ORG}/{name}"
+    """The Hugging Face id of a checkpoint's folder name."""
+    short = name.split("/")[-1]
+    return WHISPER_CHECKPOINTS.get(short) or f"{ORG}/{short}"
 
 
 def check_name(name: str) -> str:
     """The checkpoint's folder name; an unknown name is an error listing the known ones."""
-    short = name.split("/")[-1]
+    short = name.rstrip("/").split("/")[-1]
     if short not in known_names():
         raise AudiobookError(f"There is no checkpoint called '{name}'; choose one of: {', '.join(known_names())}.")
     return short
@@ -150,7 +159,7 @@ def is_complete(folder: Path) -> bool:
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         return False
-    if (folder / "speech_tokenizer").exists() and not (folder / "speech_tokenizer" / "config.json").is_file():
+    if folder.name.startswith("Qwen3-TTS") and not (folder / "speech_tokenizer" / "config.json").is_file():
         return False
     return not _incomplete_files(folder / ".cache")
 
@@ -204,7 +213,7 @@ def checkpoint(name: str, models_dir: str | os.PathLike | None = None, purpose: 
     """Where ``name`` is on this computer: the models folder first, then the Hugging Face cache."""
     name = check_name(name)
     repo_id = repo_id_for(name)
-    purpose = purpose or dict(TTS_CHECKPOINTS).get(name, "")
+    purpose = purpose or dict(TTS_CHECKPOINTS).get(name, WHISPER_PURPOSE if name in WHISPER_CHECKPOINTS else "")
     local = Path(models_dir).expanduser() / name if models_dir else None
     if local is not None and is_complete(local):
         return Checkpoint(name, repo_id, purpose, True, str(local), folder_bytes(local))
@@ -220,9 +229,12 @@ def checkpoint(name: str, models_dir: str | os.PathLike | None = None, purpose: 
                       partial=blobs.is_dir() and any(blobs.iterdir()))
 
 
-def list_checkpoints(models_dir: str | os.PathLike | None = None) -> list[Checkpoint]:
-    """Every checkpoint the app can use, with its status."""
-    return [checkpoint(name, models_dir, purpose) for name, purpose in TTS_CHECKPOINTS]
+def list_checkpoints(models_dir: str | os.PathLike | None = None, whisper: str | None = None) -> list[Checkpoint]:
+    """Every checkpoint the app can use, with its status; ``whisper`` (a hub id) adds the one that checks takes."""
+    found = [checkpoint(name, models_dir, purpose) for name, purpose in TTS_CHECKPOINTS]
+    if whisper and whisper.split("/")[-1] in WHISPER_CHECKPOINTS:
+        found.append(checkpoint(whisper, models_dir, WHISPER_PURPOSE))
+    return found
 
 
 class MissingCheckpoint(AudiobookError):
@@ -280,6 +292,9 @@ def remote_files(name: str) -> list[tuple[str, int]]:
     except HfHubHTTPError as e:
         raise _unreachable(name, f"HTTP {e.response.status_code if e.response is not None else 'error'}") from None
     files = [(s.rfilename, int(s.size or 0)) for s in info.siblings or []]
+    has_safetensors = any(f.endswith(".safetensors") for f, _ in files)
+    files = [(f, size) for f, size in files if not f.endswith(_SKIPPED_SUFFIXES)
+             and not (has_safetensors and f.endswith(".bin") and "model" in f)]
     if not files:
         raise AudiobookError(f"The model hub lists no files for {repo_id_for(name)}; try again later.")
     return files
