@@ -10,6 +10,7 @@ composes them. Every handler turns AudiobookError into a readable page message.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import html
 import importlib.util
@@ -850,7 +851,9 @@ def served_files() -> ServedFiles:
     """A new folder for the page's copies of finished files, inside Gradio's upload folder (which it serves)."""
     from gradio.utils import get_upload_folder
 
-    return ServedFiles(Path(get_upload_folder()) / f"audiobook-{secrets.token_hex(8)}")
+    served = ServedFiles(Path(get_upload_folder()) / f"audiobook-{secrets.token_hex(8)}")
+    atexit.register(served.clear)  # the copies go when the app ends
+    return served
 
 
 def project_places(backend: Backend) -> list[Path]:

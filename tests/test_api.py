@@ -54,6 +54,7 @@ def test_without_the_login_there_is_no_client(server):
         Client(server.url, auth=("reader", "guess"), verbose=False, analytics_enabled=False)
 
 
+@pytest.mark.slow
 def test_a_whole_render_through_the_client(server, client, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
