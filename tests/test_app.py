@@ -243,3 +243,15 @@ def test_api_narrators_are_plain_names(backend):
     assert app.api_choice(backend, "voice:Anna") == "voice:Anna" and app.api_choice(backend, "") == ""
     with pytest.raises(AudiobookError, match="There is no voice called 'Anna'"):
         app.api_choice(backend, "Anna")
+
+
+def test_cast_table_and_the_parts_of_a_chapter():
+    from audiobook.books.cast import Cast, CastMember, label_book
+
+    book, _ = label_book(Book("T", [Chapter("One", '"Go," said Al.\n\n"No."')]), Cast([CastMember("Al", voice="ryan")]))
+    assert app.cast_rows(book) == [["Al", 1, "ryan", '"Go,"'], ["dialogue", 1, app.NO_VOICE, '"No."']]
+    marked, rows = app.span_parts(book, 0)
+    assert "".join(t for t, _ in marked) == book.chapters[0].text
+    assert [label for _, label in marked] == ["Al", None, "dialogue"]
+    assert rows == [[1, "Al", "", '"Go,"'], [2, "narrator", "", "said Al."], [3, "dialogue", "", '"No."']]
+    assert app.cast_rows(None) == [] and app.span_parts(book, None) == ([], [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import time
@@ -273,3 +274,61 @@ def test_a_page_on_the_network_asks_for_a_login_and_hands_out_only_finished_file
         page.close()
     finally:
         app.stop()
+
+
+def test_cast_map_a_character_to_a_saved_voice_render_and_see_who_spoke(browser, server, tmp_path):
+    import numpy as np
+
+    from audiobook import manifest as mf
+    from audiobook.voices import Voice, VoiceLibrary
+
+    t = np.arange(48000) / 24000
+    clip = (0.2 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)  # a tone, no person
+    VoiceLibrary(server.root / "voices").save(Voice(name="Alice voice", kind="cloned", reference_text="A tone."), clip,
+                                             overwrite=True)
+    book = tmp_path / "gate.txt"
+    book.write_text('Chapter 1: The Gate\n\n"Who goes there?" asked Alice. The gate was shut.\n\n'
+                    '"Only me," the keeper said.\n', encoding="utf-8")
+    page = new_page(browser, server.url)
+    page.locator("button", has_text="Refresh the list").click()
+    open_tab(page, "Book")
+    page.set_input_files("#book-file input[type=file]", str(book))
+    wait_for_text(page.locator("#book-chapters"), "The Gate")
+    page.locator("#cast-find").click()
+    wait_for_text(page.locator("#cast-message"), r"Found 2 speakers")
+    wait_for_text(page.locator("#cast-table"), r"Alice[\s\S]*dialogue")
+    page.locator("#cast-character input").click()
+    page.get_by_role("option", name="Alice", exact=True).click()
+    page.locator("#cast-voice input").click()
+    page.get_by_role("option", name="Alice voice", exact=True).click()
+    page.locator("#cast-map").click()
+    wait_for_text(page.locator("#cast-message"), "Alice is read by Alice voice")
+    wait_for_text(page.locator("#cast-table"), r"Alice\s+1\s+Alice voice")
+    assert json.loads((server.root / "output" / "gate" / "cast.json").read_text())["characters"][0]["voice"] == "Alice voice"
+
+    # The chapter's text shows who speaks what; one part gets another speaker and a style.
+    page.locator("#book-chapter input").click()
+    page.get_by_role("option", name="1. Chapter 1: The Gate").click()
+    wait_for_text(page.locator("#cast-spans"), r"Alice")
+    wait_for_text(page.locator("#cast-parts"), r"3\s+dialogue\s+\"Only me,\"")
+    page.locator("#cast-part input").fill("3")
+    page.locator("#cast-part-speaker input, #cast-part-speaker textarea").first.fill("Keeper")
+    page.locator("#cast-part-set").click()
+    wait_for_text(page.locator("#cast-message"), "Part 3 is now read as Keeper")
+    wait_for_text(page.locator("#cast-parts"), r"3\s+Keeper")
+    wait_for_text(page.locator("#cast-table"), r"Keeper\s+1")
+    screenshot(page, "book-cast")
+
+    open_tab(page, "Render")
+    page.locator("#render-narrator input").click()
+    page.get_by_role("option", name="Ryan (built-in speaker)").click()
+    page.locator("#render-start").click()
+    wait_for_text(page.locator("#render-progress"), r"Done .*100%", timeout=180)
+    speakers = wait_for_text(page.locator("#render-speakers"), r"Alice\s+Alice voice")
+    assert re.search(r"narrator\s+ryan\s+3", speakers) and re.search(r"Keeper\s+ryan\s+1", speakers), speakers
+    screenshot(page, "render-cast")
+    m = mf.load_manifest(server.root / "output" / "gate")
+    said = {s.text: (s.speaker, s.voice) for s in m.chunks.values()}
+    assert said['"Who goes there?"'] == ("Alice", "Alice voice") and said["the keeper said."] == ("narrator", "ryan")
+    assert said['"Only me,"'][0] == "Keeper"  # as the part was changed on the page
+    page.close()
