@@ -100,3 +100,38 @@ def full_size_models(out_dir: Path, configs_dir: Path, name: str = PRESET_MODEL,
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     marker.write_text(json.dumps(params))
     return out_dir
+
+
+def random_whisper(out_dir: Path, name: str, device: str = "cpu") -> Path:
+    """A random-weight Whisper with the released shapes of ``name`` (``audiobook.tiny.WHISPER_RELEASED``).
+
+    Tokenizer, feature extractor and generation config are the tiny checkpoint's (its
+    80 mel bins become the released count). Random weights never say end-of-text, so every
+    transcript runs to the checker's token cap: the timing is an upper bound.
+    """
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from audiobook.tiny import WHISPER_RELEASED, build_tiny_whisper
+
+    folder = out_dir / name
+    marker = folder / "full_size.json"
+    if marker.is_file() and json.loads(marker.read_text()) == {"name": name}:
+        return folder
+    tiny = build_tiny_whisper(out_dir / ".tiny", names=[name])[name]
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(tiny, folder)
+    config = WhisperConfig.from_pretrained(str(folder))
+    for key, value in WHISPER_RELEASED[name].items():
+        if key != "vocab_size":  # the tiny tokenizer's vocabulary; decoding cost is per step, not per word
+            setattr(config, key, value)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    for f in folder.glob("model*.safetensors"):
+        f.unlink()
+    model.save_pretrained(str(folder), safe_serialization=True)
+    shutil.copyfile(tiny / "generation_config.json", folder / "generation_config.json")  # languages and tasks
+    WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(str(folder))
+    marker.write_text(json.dumps({"name": name}))
+    return folder

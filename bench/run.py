@@ -41,7 +41,7 @@ from audiobook.render import order_for_batches  # noqa: E402
 from audiobook.settings import Settings  # noqa: E402
 from audiobook.text import plan_chunks  # noqa: E402
 from audiobook.tts import TTS, GenerationOptions, Narrator  # noqa: E402
-from bench.models import cpu_models, eos_scale_for, full_size_models, set_eos_scale  # noqa: E402
+from bench.models import cpu_models, eos_scale_for, full_size_models, random_whisper, set_eos_scale  # noqa: E402
 
 FRAME_SAMPLES = 1920  # 24 kHz audio, 12.5 frames a second
 FRAME_RATE = 12.5
@@ -279,6 +279,71 @@ def bench_model(models_dir: Path, model_label: str, texts: list[str], max_new_to
     return results
 
 
+@dataclass
+class CheckResult:
+    """The same render with the take check off and on (greedy, no retries: the same takes both times)."""
+
+    model: str
+    whisper: str
+    batch_size: int
+    chunks: int
+    audio_s: float
+    off_s: float
+    on_s: float
+
+    @property
+    def overhead(self) -> float:
+        """What the check adds, as a fraction of the render's wall time without it."""
+        return (self.on_s - self.off_s) / self.off_s if self.off_s else 0.0
+
+
+def bench_check(models_dir: Path, model_label: str, texts: list[str], max_new_tokens: int, cuda: bool,
+                whisper_dir: Path, batch_size: int = 5, eos_scale: float | None = None) -> CheckResult:
+    """Render ``texts`` (as a book) twice through ``render_events``: verify off, then on.
+
+    The Whisper checkpoint is the one ``verify_model=auto`` picks for the device, with
+    random weights of its released shapes (``bench.models.random_whisper``); both models
+    are loaded before the clock starts.
+    """
+    import tempfile
+
+    from audiobook import check
+    from audiobook.books import Book
+    from audiobook.render import RenderResult, render_events
+
+    whisper = (check.GPU_MODEL if cuda else check.CPU_MODEL).split("/")[-1]
+    folder = random_whisper(whisper_dir, whisper)
+    if not cuda:  # the voice check's speaker encoder comes from a Base checkpoint of the same size
+        from audiobook.tiny import build_tiny_models
+
+        build_tiny_models(models_dir, names=["Qwen3-TTS-12Hz-1.7B-Base"], size=model_label)
+    per = max(1, len(texts) // 3)
+    chapters = [Chapter(f"Part {i + 1}", "\n\n".join(texts[i * per:(i + 1) * per] if i < 2 else texts[2 * per:]))
+                for i in range(3)]
+    book = Book("Check bench", chapters, language="en")
+    base = dict(device="cuda" if cuda else "cpu", max_new_tokens=max_new_tokens, batch_size=batch_size,
+                do_sample=False, max_retries=0, models_dir=str(models_dir), verify_model=str(folder),
+                chunk_chars=max(map(len, texts)) + 1, make_m4b=False, engine="auto")
+    tts = TTS(Settings(**base))
+    model = tts.model("preset")
+    set_eos_scale(model, eos_scale or eos_scale_for(model.model.config.talker_config.hidden_size))
+    warm = check.TakeChecker(Settings(**base, verify="on"), tts.device(), NARRATOR, "en", tts=tts)
+    warm.transcriber.transcribe([__import__("numpy").zeros(24000, dtype="float32")], 24000, "en", [3])
+    times = {}
+    for verify in ("off", "on"):
+        settings = Settings(**base, verify=verify)
+        tts.settings = settings
+        with tempfile.TemporaryDirectory(prefix=f"check-bench-{verify}-") as out:
+            result = RenderResult(out_dir=Path(out))
+            t0 = time.perf_counter()
+            for _ in render_events(book, NARRATOR, settings, Path(out), tts, result):
+                pass
+            times[verify] = time.perf_counter() - t0
+            audio = result.audio_s
+        print(f"  check {verify}: {times[verify]:.1f}s for {result.generated} takes, {audio:.1f}s of audio")
+    return CheckResult(model_label, whisper, batch_size, len(texts), audio, times["off"], times["on"])
+
+
 def machine() -> str:
     """The machine in words, for the table."""
     import torch
@@ -326,6 +391,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--models-dir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "audiobook-bench-models"))
     p.add_argument("--configs", default=str(ROOT.parent / "shared" / "qwen3-tts-configs"),
                    help="released Qwen3-TTS configs (for full-size shapes)")
+    p.add_argument("--check", action="store_true",
+                   help="also render with the take check on beside the same render with it off (batch 5)")
+    p.add_argument("--check-only", action="store_true", help="only the check comparison, no engine comparison")
     args = p.parse_args(argv)
 
     import torch
@@ -350,6 +418,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     print(f"Workload: {len(texts)} chunks of {min(map(len, texts))}-{max(map(len, texts))} characters, "
           f"greedy, max_new_tokens {max_new}")
     results: list[Result] = []
+    checks: list[CheckResult] = []
     for size in sizes:
         full = cuda or size in FULL_SIZES
         if full:
@@ -358,15 +427,28 @@ def main(argv: list[str] | None = None) -> list[Result]:
                                       device="cuda" if cuda else "cpu")
         else:
             models = cpu_models(Path(args.models_dir) / size, size)
-        results += bench_model(models, size, texts, max_new, render_sizes, fast_sizes, cuda,
-                               model_size=size if full else "1.7B", eos_scale=args.eos_scale,
-                               sequential=not (cpu_full and full))
+        if not args.check_only:
+            results += bench_model(models, size, texts, max_new, render_sizes, fast_sizes, cuda,
+                                   model_size=size if full else "1.7B", eos_scale=args.eos_scale,
+                                   sequential=not (cpu_full and full))
+        if args.check or args.check_only:
+            checks.append(bench_check(models, size, texts, max_new, cuda, Path(args.models_dir) / "whisper",
+                                      eos_scale=args.eos_scale))
     print(f"\n{machine()}\n")
-    print(markdown_table(results))
+    if results:
+        print(markdown_table(results))
+    if checks:
+        print("\n| model | Whisper (random weights) | batch | chunks | audio s | check off s | check on s | check adds |")
+        print("|---|---|---|---|---|---|---|---|")
+        for c in checks:
+            print(f"| {c.model} | {c.whisper} | {c.batch_size} | {c.chunks} | {c.audio_s:.1f} | {c.off_s:.1f} | "
+                  f"{c.on_s:.1f} | {c.overhead:.0%} |")
     if args.json:
         records = [{k: v for k, v in asdict(r).items() if k != "lengths"} for r in results]
         Path(args.json).write_text(json.dumps({"machine": machine(), "chunks": len(texts), "max_new_tokens": max_new,
-                                               "results": records}, indent=2) + "\n")
+                                               "results": records,
+                                               "check": [{**asdict(c), "overhead": c.overhead} for c in checks]},
+                                              indent=2) + "\n")
     return results
 
 
