@@ -477,10 +477,26 @@ class Backend:
         review.render_inputs(out_dir, self.settings)  # fail before recording anything
         if text is not None:
             new_id = review.edit_chunk(out_dir, chunk, text)
+            if reroll:  # the new text's id where the chunk stands (a cast's chunk hashes its own voice and style)
+                new_id = self._planned_id(out_dir, chunk) or new_id
             redo = (new_id,) if reroll else ()
         else:
             redo = (chunk,)
         return self._render_recorded(out_dir, RenderOptions(redo_chunks=redo, assemble=assemble), on_progress)
+
+    def _planned_id(self, out_dir: Path, chunk: str) -> str | None:
+        """The id a render of ``out_dir`` now plans at the first place of ``chunk`` (after an edit of its text)."""
+        from audiobook.manifest import load_manifest
+        from audiobook.review import render_inputs
+
+        m = load_manifest(out_dir)
+        place = next(((ci, r.index) for ci, ch in enumerate(m.chapters) for r in ch.chunks if r.id == chunk), None)
+        if place is None:
+            return None
+        book, narrator, settings = render_inputs(out_dir, self.settings)
+        book, voicing = self.render_cast(book, narrator, out_dir, None, save=False)
+        planned = plan_book(book, narrator, settings, out_dir, voicing=voicing)
+        return planned.chapters[place[0]].chunks[place[1]].id
 
     def rebuild_book(self, out_dir: str | Path, on_progress: Callable[[Progress], None] | None = None) -> RenderResult:
         """Assemble the chapters of a rendered book whose chunks changed, then the book files."""
@@ -894,14 +910,15 @@ def cmd_review(args) -> int:
     if args.json:
         from audiobook.files import atomic_write_text
 
-        keys = ("id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity", "duration_s", "attempts")
+        keys = ("id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity", "duration_s", "attempts",
+                "speaker", "voice")
         atomic_write_text(Path(args.json), json.dumps([{k: r.to_dict()[k] for k in keys} for r in rows],
                                                       ensure_ascii=False, indent=1))
-    print("chapter\tchunk\tid\tstatus\tseconds\tWER\tvoice\ttakes\ttext")
+    print("chapter\tchunk\tid\tstatus\tseconds\tWER\tvoice\ttakes\tspeaker\ttext")
     for r in rows:
         text = r.text if len(r.text) <= 60 else r.text[:57] + "..."
         print(f"{r.chapter}\t{r.index}\t{r.id}\t{r.status}\t{r.duration_s:.1f}\t{_fmt_score(r.wer, '{:.0%}')}\t"
-              f"{_fmt_score(r.voice_similarity, '{:.2f}')}\t{r.attempts}\t{text}")
+              f"{_fmt_score(r.voice_similarity, '{:.2f}')}\t{r.attempts}\t{r.speaker or 'narrator'}\t{text}")
     flagged = sum(1 for r in rows if r.flagged)
     print(f"{len(rows)} chunks listed, {flagged} flagged.")
     return 0

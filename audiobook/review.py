@@ -37,6 +37,8 @@ class ReviewRow:
     reason: str = ""
     file: str = ""  # the take's audio, relative to the book folder
     edited: bool = False
+    speaker: str = ""  # who says it (a cast's character, "dialogue" or "narrator")
+    voice: str = ""  # the voice that read it
 
     @property
     def flagged(self) -> bool:
@@ -71,7 +73,8 @@ def review_rows(out_dir: str | Path, flagged: bool = False, chapter: int | None 
             seen.add(ref.id)
             s = m.chunks[ref.id]
             row = ReviewRow(ref.id, ci + 1, ref.index + 1, s.text, s.status, s.wer, s.transcript, s.voice_similarity,
-                            round(s.duration_s, 3), s.attempts, s.error, s.file if s.kept else "", s.text in edited)
+                            round(s.duration_s, 3), s.attempts, s.error, s.file if s.kept else "", s.text in edited,
+                            s.speaker, s.voice)
             if not flagged or row.flagged:
                 rows.append(row)
     return rows

@@ -51,7 +51,8 @@ def test_review_lists_flagged_chunks_and_writes_json(rendered, capsys):
     assert len(rows) == len(m.chunks) and f"{len(rows)} chunks listed, {len(rows)} flagged." in printed
     for r in rows:
         assert set(r) == {"id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity",
-                          "duration_s", "attempts"}
+                          "duration_s", "attempts", "speaker", "voice"}
+        assert r["speaker"] == "narrator"
         assert r["status"] == "suspect" and r["wer"] is not None and r["transcript"] is not None and r["attempts"] == 1
         assert r["id"] in printed
     assert [r["chapter"] for r in rows] == sorted(r["chapter"] for r in rows)

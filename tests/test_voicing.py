@@ -305,3 +305,21 @@ def test_cast_voices_get_profiles_of_their_own(tmp_path):
     assert not built_in.fixed
     checker.accepted(TakeCheck(0.0, "", None, "", np.ones(256)), bob)
     assert built_in._count == 1 and checker.voice._count == 0
+
+
+@pytest.mark.slow
+def test_review_lists_speakers_and_a_cast_line_is_fixed_in_its_own_voice(cast_backend, tmp_path):
+    b = cast_backend
+    b.apply_settings(b.settings.updated(engine="fast", verify="off"))
+    path = tmp_path / "gate.txt"
+    path.write_text(MARKUP_BOOK, encoding="utf-8")
+    out = tmp_path / "out"
+    b.render(path, "Storyteller", out_dir=out, cast=Cast([CastMember("Alice", voice="Alice voice"), CastMember("Bob", voice="vivian")]))
+    rows = b.review(out)
+    assert {r.text: (r.speaker, r.voice) for r in rows}["Who goes there at this hour of the night?"] == ("Alice", "Alice voice")
+    alice = next(r for r in rows if r.speaker == "Alice")
+    b.fix_chunk(out, alice.id, text="Who goes there, so late at night?", reroll=True)
+    m = mf.load_manifest(out)
+    fixed = [s for s in m.chunks.values() if s.text == "Who goes there, so late at night?"]
+    assert len(fixed) == 1 and (fixed[0].speaker, fixed[0].voice, fixed[0].status) == ("Alice", "Alice voice", mf.DONE)
+    assert fixed[0].attempts == 1 and alice.id not in {r.id for ch in m.chapters for r in ch.chunks}
