@@ -14,6 +14,7 @@ import atexit
 import functools
 import html
 import importlib.util
+import inspect
 import logging
 import os
 import secrets
@@ -28,6 +29,7 @@ import gradio as gr
 
 from audiobook.books import BOOK_EXTENSIONS, Book
 from audiobook.errors import AudiobookError
+from audiobook.models import MissingCheckpoint
 from audiobook.render import RenderState
 from audiobook.serving import ServedFiles, blocked_paths, serving_for
 from audiobook.settings import FOLDER_SETTINGS, Settings
@@ -367,11 +369,70 @@ def result_files(state: RenderState) -> dict[str, Any]:
     return {"chapters": list(state.chapter_files), "m4b": by_suffix.get(".m4b"), "srt": by_suffix.get(".srt")}
 
 
+# ---- checkpoints and the computer check -------------------------------------------------------
+
+
+def model_rows(backend: Backend) -> list[list[str]]:
+    """The Models panel's table: checkpoint, status, where, what it is for."""
+    return [[c.name, c.status, c.path, c.purpose] for c in backend.checkpoints()]
+
+
+def download_html(state) -> str:
+    """A progress bar (bytes and time left) for a checkpoint download, or its sentence when it failed."""
+    text = html.escape(state.describe())
+    if not state.name:
+        return ""
+    if state.error:
+        return f'<div class="download-error" data-state="error">{text}</div>'
+    fraction = state.progress.fraction if state.progress else 0.0
+    phase = "done" if state.done else "running"
+    return (f'<div class="download" data-state="{phase}" data-fraction="{fraction:.4f}">'
+            f'<progress max="1" value="{fraction:.4f}" style="width:100%"></progress>'
+            f'<div class="download-text">{text}</div></div>')
+
+
+DOWNLOAD_POLL_S = 0.5
+
+
+def follow_download(backend: Backend, name: str):
+    """Start downloading ``name`` and yield the progress bar's HTML until it ends (the last one says how)."""
+    import time
+
+    backend.start_download(name)
+    while True:
+        state = backend.download_state()
+        yield download_html(state), state
+        if not state.running:
+            return
+        time.sleep(DOWNLOAD_POLL_S)
+
+
+def doctor_markdown(report) -> str:
+    return "```\n" + report.summary() + "\n```"
+
+
 # ---- errors on the page, setting controls --------------------------------------------------
 
 
 def _page_errors(fn: Callable) -> Callable:
     """Show AudiobookError as its sentence in the page, anything else as one short line, never a traceback."""
+
+    if inspect.isgeneratorfunction(fn):  # a handler that streams updates (a download's progress bar)
+
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except AudiobookError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+            except Exception as e:  # a bug: the traceback goes to the terminal, one line to the page
+                log.exception("Unexpected error in %s", getattr(fn, "__name__", "handler"))
+                raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}); the details are in the terminal.",
+                               print_exception=False) from None
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -666,6 +727,9 @@ def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown)
                                           placeholder="Speak slowly, with a gentle smile")
                 language = gr.Dropdown(VOICE_LANGUAGES, value="auto", label="Language", elem_id="voice-language")
                 preview_btn = gr.Button("Generate preview", variant="primary", elem_id="voice-preview")
+                need_btn = gr.Button("Download the model", visible=False, elem_id="voice-need-download")
+                need_progress = gr.HTML(elem_id="voice-need-progress")
+                need_name = gr.State(None)
             with gr.Column(scale=2):
                 preview_audio = gr.Audio(label="Preview", type="filepath", interactive=False, elem_id="voice-preview-audio")
                 preview_msg = gr.Markdown(elem_id="voice-preview-message")
@@ -696,13 +760,26 @@ def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown)
     mode.change(on_mode, mode, [design_box, clone_box, preset_box], show_progress="hidden")
 
     def on_preview(m, desc, lang, text, sd, clip_path, trans, xv, spk, instr):
-        p = preview_voice(B, m, description=desc, language=lang, text=text, seed=sd, clip=clip_path,
-                          transcript=trans, x_vector_only=xv, speaker=spk, instruct=instr)
-        return p, serve(p.wav_path), preview_notes(p)
+        try:
+            p = preview_voice(B, m, description=desc, language=lang, text=text, seed=sd, clip=clip_path,
+                              transcript=trans, x_vector_only=xv, speaker=spk, instruct=instr)
+        except MissingCheckpoint as e:  # say which download it needs and offer it, instead of a silent wait
+            return (gr.skip(), gr.skip(), str(e), gr.update(visible=True, value=f"Download {e.name}"), e.name, "")
+        return p, serve(p.wav_path), preview_notes(p), gr.update(visible=False), None, gr.skip()
 
     preview_btn.click(_page_errors(on_preview),
                       [mode, description, language, ref_text, seed, clip, transcript, x_vector, speaker, instruct],
-                      [preview_state, preview_audio, preview_msg], **MODEL_WORK)
+                      [preview_state, preview_audio, preview_msg, need_btn, need_name, need_progress], **MODEL_WORK)
+
+    def on_need_download(name):
+        if not name:
+            raise AudiobookError("Generate a preview first; it says which model it needs.")
+        for bar, state in follow_download(B, name):
+            done = state.done and not state.running
+            yield bar, (gr.update(visible=False) if done else gr.skip()), (
+                f"{name} is on this computer now; press Generate preview." if done else gr.skip())
+
+    need_btn.click(_page_errors(on_need_download), need_name, [need_progress, need_btn, preview_msg])
 
     def library_view(keep: str | None = None):
         rows = voice_rows(B)
@@ -776,6 +853,8 @@ def build_settings_tab(backend: Backend) -> SimpleNamespace:
             save_btn = gr.Button("Save", variant="primary", elem_id="settings-save")
             reset_btn = gr.Button("Reset to defaults", elem_id="settings-reset")
         settings_msg = gr.Markdown(elem_id="settings-message")
+        models = build_models_panel(B)
+        build_doctor_panel(B, controls)
 
     inputs = [controls[n] for n in names]
     error_outputs = [errors[n] for n in names]
@@ -790,7 +869,68 @@ def build_settings_tab(backend: Backend) -> SimpleNamespace:
 
     save_btn.click(_page_errors(on_save), inputs, [settings_msg] + error_outputs)
     reset_btn.click(_page_errors(on_reset), None, [settings_msg] + inputs + error_outputs)
-    return SimpleNamespace(controls=controls, on_load=(inputs, lambda: settings_values(B.settings)))
+    return SimpleNamespace(controls=controls, on_load=(inputs + [models.table],
+                                                       lambda: settings_values(B.settings) + [model_rows(B)]))
+
+
+def build_models_panel(backend: Backend) -> SimpleNamespace:
+    """Models: every checkpoint with its status; download one with a progress bar (a broken one resumes)."""
+    B = backend
+    with gr.Accordion("Models", open=False, elem_id="models-panel") as panel:
+        gr.Markdown("Checkpoints download only when you ask, into the models folder when it is set, else into "
+                    "the Hugging Face cache. A download that broke off resumes where it stopped.")
+        table = gr.Dataframe(headers=["checkpoint", "status", "where", "used for"], value=[], interactive=False,
+                             wrap=True, elem_id="models-table")
+        with gr.Row():
+            pick = gr.Dropdown([c.name for c in B.checkpoints()], label="Checkpoint", scale=3, elem_id="models-pick")
+            download_btn = gr.Button("Download", scale=1, elem_id="models-download")
+        progress = gr.HTML(elem_id="models-progress")
+
+    def on_download(name):
+        if not name:
+            raise AudiobookError("Pick a checkpoint to download.")
+        for bar, state in follow_download(B, name):
+            yield bar, (model_rows(B) if not state.running else gr.skip())
+
+    download_btn.click(_page_errors(on_download), pick, [progress, table])
+    panel.expand(_page_errors(lambda: model_rows(B)), None, table)  # a preview may have downloaded one meanwhile
+    return SimpleNamespace(table=table)
+
+
+def build_doctor_panel(backend: Backend, controls: dict[str, gr.components.Component]) -> None:
+    """Check this computer: device, checkpoints, the fast engine against qwen_tts, speed, a batch size that fits."""
+    B = backend
+    with gr.Accordion("Check this computer", open=False, elem_id="doctor-panel"):
+        gr.Markdown("About 20 s on a GPU (longer on a CPU) with your built-in-speaker checkpoint: the fast engine "
+                    "against qwen_tts, speed at batch 1 and at your batch size, and the memory one more chunk in a "
+                    "batch costs, from which it suggests a batch size. Nothing else runs meanwhile.")
+        check_btn = gr.Button("Check this computer", elem_id="doctor-run")
+        report_md = gr.Markdown(elem_id="doctor-report")
+        use_btn = gr.Button("Use suggested batch size", visible=False, elem_id="doctor-use-batch")
+        use_msg = gr.Markdown(elem_id="doctor-use-message")
+        with gr.Accordion("Report as JSON (attach it to a bug report)", open=False):
+            report_json = gr.Code(language="json", interactive=False, elem_id="doctor-json")
+        suggested = gr.State(None)
+
+    def on_check():
+        import json
+
+        report = B.doctor()
+        n = report.suggested_batch_size
+        offer = bool(n) and n != B.settings.batch_size
+        use = gr.update(visible=offer, value=f"Use suggested batch size ({n})" if offer else "Use suggested batch size")
+        return (doctor_markdown(report), use, json.dumps(report.to_dict(), indent=2), n,
+                gr.update(value=B.settings.engine))
+
+    def on_use(n):
+        if not n:
+            raise AudiobookError("Run the check first; it suggests a batch size.")
+        B.save_settings(batch_size=int(n))
+        return f"Saved: batch size {int(n)}.", int(n), gr.update(visible=False)
+
+    check_btn.click(_page_errors(on_check), None, [report_md, use_btn, report_json, suggested, controls["engine"]],
+                    **MODEL_WORK)
+    use_btn.click(_page_errors(on_use), suggested, [use_msg, controls["batch_size"], use_btn])
 
 
 # ---- review -------------------------------------------------------------------------------------
