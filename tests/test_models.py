@@ -172,3 +172,18 @@ def test_only_loadable_weights_are_fetched(hub, tmp_path):
     assert got.present
     assert sorted(p.name for p in (tmp_path / "whisper-small").iterdir() if p.is_file()) == [
         "config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_models_command_lists_and_downloads(hub, tmp_path, capsys):
+    import backend
+
+    models_dir = tmp_path / "models"
+    assert backend.main(["models", "--models-dir", str(models_dir)]) == 0
+    listed = capsys.readouterr().out
+    assert f"{NAME}\tnot downloaded" in listed and "Qwen3-TTS-12Hz-1.7B-VoiceDesign" in listed
+    assert backend.main(["models", "--models-dir", str(models_dir), "--download", NAME]) == 0
+    assert f"Downloaded {NAME} to {models_dir / NAME}" in capsys.readouterr().out
+    assert backend.main(["models", "--models-dir", str(models_dir)]) == 0
+    assert f"{NAME}\ton disk" in capsys.readouterr().out
+    assert backend.main(["models", "--download", "Qwen3-TTS-12Hz-9B-Base"]) == 2
+    assert "no checkpoint called" in capsys.readouterr().err
