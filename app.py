@@ -935,7 +935,7 @@ def build_doctor_panel(backend: Backend, controls: dict[str, gr.components.Compo
 
 # ---- review -------------------------------------------------------------------------------------
 
-REVIEW_HEADERS = ["chunk", "text", "seconds", "WER", "voice", "status", "takes"]
+REVIEW_HEADERS = ["chunk", "speaker", "text", "seconds", "WER", "voice", "status", "takes"]
 
 
 def review_books(backend: Backend) -> list[str]:
@@ -963,7 +963,7 @@ def review_chapters(backend: Backend, name: str | None) -> list[tuple[str, int]]
 def review_table(backend: Backend, name: str | None, chapter: int | None, flagged: bool) -> tuple[list[list[Any]], list[str]]:
     """The chunk table of a chapter (rows for the page) and the chunk id of each row."""
     rows = backend.review(review_folder(backend, name), flagged=flagged, chapter=chapter)
-    table = [[r.index, r.text if len(r.text) <= 80 else r.text[:77] + "...", round(r.duration_s, 1),
+    table = [[r.index, r.speaker or "narrator", r.text if len(r.text) <= 80 else r.text[:77] + "...", round(r.duration_s, 1),
               "" if r.wer is None else f"{r.wer:.0%}", "" if r.voice_similarity is None else f"{r.voice_similarity:.2f}",
               r.status + (" (edited)" if r.edited else ""), r.attempts] for r in rows]
     return table, [r.id for r in rows]
@@ -985,7 +985,8 @@ def review_chunk(backend: Backend, name: str | None, chunk: str | None):
     language = load_manifest_language(folder)
     diff = marked_diff(row.text, row.transcript, language) if row.transcript is not None else [(row.text, None)]
     diff = [(word + " ", kind) for word, kind in diff]  # the page joins neighbouring words of one kind
-    note = (f"Chapter {row.chapter}, chunk {row.index} — {row.status}"
+    who = f" — {row.speaker}, read by {row.voice}" if row.speaker and row.speaker != "narrator" and row.voice else ""
+    note = (f"Chapter {row.chapter}, chunk {row.index}{who} — {row.status}"
             + (f": {row.reason}" if row.reason else "")
             + ("" if row.transcript is not None else " (not checked: no transcript)"))
     return audio, diff, row.text, note

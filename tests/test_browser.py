@@ -327,6 +327,18 @@ def test_cast_map_a_character_to_a_saved_voice_render_and_see_who_spoke(browser,
     speakers = wait_for_text(page.locator("#render-speakers"), r"Alice\s+Alice voice")
     assert re.search(r"narrator\s+ryan\s+3", speakers) and re.search(r"Keeper\s+ryan\s+1", speakers), speakers
     screenshot(page, "render-cast")
+
+    # The Review tab names each chunk's speaker, and the voice that read it.
+    open_tab(page, "Review")
+    page.locator("#review-refresh").click()
+    page.wait_for_function("document.querySelector('#review-book input').value === 'gate'")
+    page.locator("#review-flagged input").uncheck()
+    table = page.locator("#review-table")
+    wait_for_text(table, r"Alice\s+\"Who goes there\?\"")
+    assert re.search(r"Keeper\s+\"Only me,\"", table.inner_text())
+    table.get_by_text('"Who goes there?"').click()
+    wait_for_text(page.locator("#review-note"), r"Alice, read by Alice voice")
+    screenshot(page, "review-cast")
     m = mf.load_manifest(server.root / "output" / "gate")
     said = {s.text: (s.speaker, s.voice) for s in m.chunks.values()}
     assert said['"Who goes there?"'] == ("Alice", "Alice voice") and said["the keeper said."] == ("narrator", "ryan")
