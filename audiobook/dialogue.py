@@ -261,6 +261,7 @@ _NOT_NAMES = set(
     "i you he she it we they him her them his hers its our their me us one someone somebody everyone nobody "
     "the a an and but or then so now when as while if that this there here who what which where why how "
     "yes no oh ah well not also again still just only too very softly quietly loudly at last finally "
+    "once yet soon suddenly presently afterwards later meanwhile perhaps however thus indeed instead nevertheless "
     "er sie es ich du wir ihr man il elle ils elles on je tu nous vous ella él".split()
 )
 

@@ -4,6 +4,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,17 @@ def test_span_edits_and_chapter_edits_keep_speakers(tmp_path):
     assert join_spans(merged.chapters[0].spans) == merged.chapters[0].text
     assert merged.chapters[0].spans[-1] == Span('"No."', "Al", "angry")
     assert set_chapter_text(edited, 1, "Fresh words.").chapters[1].spans is None
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the shared EPUB corpus is not at {CORPUS}")
+def test_the_cast_of_a_real_book_of_fairy_tales():
+    book, _ = label_book(load_book(CORPUS / "childrens-literature.epub"))
+    for chapter in book.chapters:
+        assert join_spans(chapter.spans) == chapter.text
+    lines = {m.name: m.lines for m in book.cast.members}
+    assert lines["Gluck"] >= 30 and lines["Swallow"] >= 20 and lines["Emperor"] >= 20
+    assert not {"Once", "Yet", "He", "She", "Then"} & set(lines)  # words that start sentences are nobody's name
+    assert lines[DIALOGUE] > 0 and book.cast.members[-1].name == DIALOGUE
