@@ -19,7 +19,6 @@ The live check runs on the user's own built-in-speaker checkpoint:
 from __future__ import annotations
 
 import ctypes
-import logging
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -27,8 +26,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .tts import PRESET, TTS, GenerationOptions, checkpoint_name, language_name
-
-log = logging.getLogger(__name__)
 
 TEXTS = (
     "The lighthouse stood at the edge of the world.",
@@ -287,7 +284,7 @@ TOP1_NEEDED = 0.99  # teacher-forced share of equal picks that half precision mu
 
 
 def matches(compared: list[int], equal: list[int]) -> bool:
-    """float32: every frame of every text equal, lengths included."""
+    """float32: every frame of every text equal, lengths included (``equal`` is the leading frames that are)."""
     return all(e == c for e, c in zip(equal, compared))
 
 

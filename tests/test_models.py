@@ -1,6 +1,5 @@
 """Checkpoint status and the real download path: huggingface_hub over HTTP against a local hub."""
 
-import json
 import time
 
 import pytest
