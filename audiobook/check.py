@@ -435,6 +435,7 @@ class SpeakerEncoder:
         from qwen_tts.core.models.modeling_qwen3_tts import mel_spectrogram
 
         out = []
+        dtype = next(self.module.parameters()).dtype  # the narrating model's own encoder may be half precision
         with torch.inference_mode():
             for w in wavs:
                 w = _resample(w, sr, 24000)
@@ -442,7 +443,7 @@ class SpeakerEncoder:
                     w = np.pad(w, (0, 2048 - len(w)))
                 mels = mel_spectrogram(torch.from_numpy(np.clip(w, -1, 1)).unsqueeze(0), n_fft=1024, num_mels=128,
                                        sampling_rate=24000, hop_size=256, win_size=1024, fmin=0, fmax=12000)
-                emb = self.module(mels.transpose(1, 2).to(self.device).float())[0]
+                emb = self.module(mels.transpose(1, 2).to(self.device, dtype))[0]
                 out.append(emb.float().cpu().numpy())
         return out
 
