@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -60,8 +61,7 @@ class Backend:
         self.settings_path = Path(settings_path) if settings_path else self.root / SETTINGS_FILE
         self._models_dir_override = str(models_dir) if models_dir else None
         self.settings = self._with_overrides(load_settings(self.settings_path))
-        self.tts = TTS(self.settings)
-        self._render_lock = threading.Lock()  # one render at a time: there is one model
+        self.tts = TTS(self.settings)  # its ``lock`` is the one model lock: a render holds it throughout
         self._job: _RenderJob | None = None
         self._executor = None  # where the current (or last) render's batches run: workers.InProcess or WorkerPool
         self._download = None  # the page's background checkpoint download (models.DownloadState)
@@ -77,7 +77,9 @@ class Backend:
         self._refuse_folder_changes(changes)
         on_disk = load_settings(self.settings_path) if self.settings_path.exists() else Settings()
         new = on_disk.updated(**changes)
-        save_settings(new, self.settings_path)
+        self._check_model_settings_free(self._with_overrides(new))
+        with _file_errors(f"save the settings to {self.settings_path}"):
+            save_settings(new, self.settings_path)
         self.apply_settings(self._with_overrides(new))
         return new
 
@@ -119,7 +121,9 @@ class Backend:
         if self.lock_folders:
             on_disk = load_settings(self.settings_path) if self.settings_path.exists() else Settings()
             new = new.updated(**{k: getattr(on_disk, k) for k in FOLDER_SETTINGS})
-        save_settings(new, self.settings_path)
+        self._check_model_settings_free(self._with_overrides(new))
+        with _file_errors(f"save the settings to {self.settings_path}"):
+            save_settings(new, self.settings_path)
         self.apply_settings(self._with_overrides(new))
         return self.settings
 
@@ -133,13 +137,23 @@ class Backend:
                 "changed from a page served to the network; change it on this computer in user_settings.json, "
                 "or in a page started without --listen or --share.")
 
+    def _check_model_settings_free(self, new: Settings) -> None:
+        changed = [k for k in MODEL_KEYS if getattr(new, k) != getattr(self.settings, k)]
+        if changed and self.tts.lock.held_by_other():
+            raise AudiobookError(f"The setting '{changed[0]}' cannot change while the model is busy with "
+                                 f"{self.tts.lock.holder}; save it when that is done.")
+
     @property
     def models_dir_override(self) -> str | None:
         """The ``--models-dir`` of this process: used instead of the setting, never saved."""
         return self._models_dir_override
 
     def apply_settings(self, new: Settings) -> None:
-        """Use ``new`` in this process without saving it (unloads the model when device, dtype or attention change)."""
+        """Use ``new`` in this process without saving it (unloads the model when device, dtype or attention change).
+
+        Settings that change which model runs, or how, cannot change while a render holds the model.
+        """
+        self._check_model_settings_free(new)
         reload_keys = ("device", "dtype", "attention_mode")
         if any(getattr(new, k) != getattr(self.settings, k) for k in reload_keys):
             self.tts.unload()
@@ -190,21 +204,27 @@ class Backend:
         """
         from audiobook import previews
 
-        return self._keep_preview(previews.preview_design(self.tts, description, language, text, seed))
+        with self.tts.lock.hold("a voice preview"):  # refused with a sentence while a render holds the model
+            preview = previews.preview_design(self.tts, description, language, text, seed)
+        return self._keep_preview(preview)
 
     def preview_clone(self, audio_path: str | Path, transcript: str = "", language: str = "auto",
                       test_line: str | None = None) -> VoicePreview:
         """Check and prepare a clip, then speak a test line in its voice (x-vector only without transcript)."""
         from audiobook import previews
 
-        return self._keep_preview(previews.preview_clone(self.tts, audio_path, transcript, language, test_line))
+        with self.tts.lock.hold("a voice preview"):  # refused with a sentence while a render holds the model
+            preview = previews.preview_clone(self.tts, audio_path, transcript, language, test_line)
+        return self._keep_preview(preview)
 
     def preview_preset(self, speaker: str, instruct: str = "", language: str = "auto",
                        test_line: str | None = None) -> VoicePreview:
         """A built-in speaker speaks a test line; an instruction on a model that cannot follow one is an error."""
         from audiobook import previews
 
-        return self._keep_preview(previews.preview_preset(self.tts, speaker, instruct, language, test_line))
+        with self.tts.lock.hold("a voice preview"):  # refused with a sentence while a render holds the model
+            preview = previews.preview_preset(self.tts, speaker, instruct, language, test_line)
+        return self._keep_preview(preview)
 
     def _keep_preview(self, preview: VoicePreview) -> VoicePreview:
         """Write the preview audio where the page can play it; old previews are pruned."""
@@ -224,21 +244,26 @@ class Backend:
         from dataclasses import replace
 
         voice = replace(preview.voice, name=name, notes=preview.voice.notes if notes is None else notes)
-        return self.voices.save(voice, preview.reference, preview.audio, overwrite=overwrite)
+        with _file_errors(f"save the voice '{name}' in {self.voices.root}"):
+            return self.voices.save(voice, preview.reference, preview.audio, overwrite=overwrite)
 
     def rename_voice(self, old: str, new: str, overwrite: bool = False) -> Voice:
-        return self.voices.rename(old, new, overwrite=overwrite)
+        with _file_errors(f"rename the voice '{old}' in {self.voices.root}"):
+            return self.voices.rename(old, new, overwrite=overwrite)
 
     def delete_voice(self, name: str) -> None:
-        self.voices.delete(name)
+        with _file_errors(f"delete the voice '{name}' from {self.voices.root}"):
+            self.voices.delete(name)
 
     def import_voice(self, zip_path: str | Path, overwrite: bool = False, name: str | None = None) -> Voice:
         """Add a voice from an exported zip (safely extracted); a taken name is an error unless ``overwrite``."""
-        return self.voices.import_zip(zip_path, overwrite=overwrite, name=name)
+        with _file_errors(f"import the voice into {self.voices.root}"):
+            return self.voices.import_zip(zip_path, overwrite=overwrite, name=name)
 
     def export_voice(self, name: str, dest: str | Path | None = None) -> Path:
         """Zip a voice for sharing; returns the zip's path."""
-        return self.voices.export_zip(name, dest)
+        with _file_errors(f"export the voice '{name}'" + (f" to {dest}" if dest else "")):
+            return self.voices.export_zip(name, dest)
 
     def narrator_for(self, voice: str | Voice) -> Narrator:
         """The narrator of a saved voice (by name): designed/cloned clone their clip, presets name a speaker."""
@@ -335,12 +360,10 @@ class Backend:
         """
         from audiobook import doctor
 
-        if not self._render_lock.acquire(blocking=False):
+        if self.tts.lock.held_by_other() and self.tts.lock.holder.startswith("a render"):
             raise AudiobookError("A render is running; check this computer when it has finished or been stopped.")
-        try:
+        with self.tts.exclusive("a check of this computer"):
             report = doctor.run_doctor(self.tts, [c.to_dict() for c in self.checkpoints()], live, on_step)
-        finally:
-            self._render_lock.release()
         if report.engine_switched:
             self.save_settings(engine="qwen_tts")
         return report
@@ -407,16 +430,23 @@ class Backend:
         and assembles only those (the book files once every chapter is done). ``cast`` maps
         characters to voices (see ``render_cast``). Raises AudiobookError while another render runs.
         """
-        if not self._render_lock.acquire(blocking=False):
-            raise AudiobookError(RENDER_BUSY)
-        try:
-            book, narrator, target = self._render_inputs(book, narrator, out_dir)
+        book, narrator, target = self._render_inputs(book, narrator, out_dir)
+        with self._hold_for_render(book):
             book, voicing = self.render_cast(book, narrator, target, cast)
             options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete,
                                     tuple(int(n) for n in chapters))
             return self._render(book, narrator, target, options, on_progress, should_stop, voicing)
-        finally:
-            self._render_lock.release()
+
+    def _hold_for_render(self, book: Book | str, what: str = "a render"):
+        """Take the model lock for a render of ``book`` (a Book or its title); a render or preview
+        already holding it is a sentence."""
+        from audiobook.tts import ModelLock
+
+        lock: ModelLock = self.tts.lock
+        if lock.held_by_other() and lock.holder.startswith("a render"):
+            raise AudiobookError(RENDER_BUSY)
+        title = book.title if isinstance(book, Book) else book
+        return lock.hold(f"{what} of '{title or 'a book'}'")
 
     def _render_inputs(self, book, narrator, out_dir) -> tuple[Book, Narrator, Path]:
         if not isinstance(book, Book):
@@ -506,8 +536,12 @@ class Backend:
         """Render with the book, voice and settings recorded by the render in ``out_dir``."""
         from audiobook.review import render_inputs
 
-        if not self._render_lock.acquire(blocking=False):
-            raise AudiobookError(RENDER_BUSY)
+        with self._hold_for_render(out_dir.name):
+            return self._render_recorded_held(out_dir, options, on_progress)
+
+    def _render_recorded_held(self, out_dir: Path, options: RenderOptions, on_progress) -> RenderResult:
+        from audiobook.review import render_inputs
+
         saved = self.tts.settings
         try:
             book, narrator, settings = render_inputs(out_dir, self.settings)
@@ -522,7 +556,6 @@ class Backend:
             return result
         finally:
             self.tts.settings = saved
-            self._render_lock.release()
 
     def sample(self, book: Book | str | Path, narrator: Narrator | str, chapter: int = 1, seconds: float = 60.0,
                out_path: str | Path | None = None) -> Path:
@@ -530,14 +563,10 @@ class Backend:
         from audiobook.review import render_sample
 
         book, narrator, target = self._render_inputs(book, narrator, None)
-        if not self._render_lock.acquire(blocking=False):
-            raise AudiobookError(RENDER_BUSY)
-        try:
+        with self._hold_for_render(book, "a sample"):
             prompt = self.clone_prompt_for(narrator) if narrator.kind != PRESET else None
             out = Path(out_path) if out_path else target / "samples" / f"sample-chapter-{chapter}-{narrator_label(narrator)}.wav"
             return render_sample(book, narrator, self.settings, self.tts, chapter, seconds, out, prompt)
-        finally:
-            self._render_lock.release()
 
     def render_plan(self, book: Book | str | Path, narrator: Narrator | str, out_dir: str | Path | None = None,
                     cast: Cast | None = None) -> Manifest:
@@ -683,25 +712,30 @@ class Backend:
         Same arguments as ``render``. Raises AudiobookError when a render is already running
         or the book or voice cannot be read (before anything starts).
         """
-        if not self._render_lock.acquire(blocking=False):
-            raise AudiobookError(RENDER_BUSY)
+        book, narrator, target = self._render_inputs(book, narrator, out_dir)
+        options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
+        hold = self._hold_for_render(book)
+        hold.__enter__()  # taken here, so a busy model is refused before anything starts
+        handed = threading.Event()
         try:
-            book, narrator, target = self._render_inputs(book, narrator, out_dir)
             book, voicing = self.render_cast(book, narrator, target, cast)
-            options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
             job = _RenderJob(RenderState(running=True, book_title=book.title, out_dir=str(target)))
-            self._job = job
 
             def work() -> None:
+                handed.wait()
                 try:
                     job.run(lambda: self._render(book, narrator, target, options, job.update, job.stop.is_set, voicing))
                 finally:
-                    self._render_lock.release()
+                    hold.__exit__(None, None, None)
 
-            threading.Thread(target=work, name="render", daemon=True).start()
+            thread = threading.Thread(target=work, name="render", daemon=True)
+            thread.start()
+            self.tts.lock.hand_over(thread.ident)
         except BaseException:
-            self._render_lock.release()
+            hold.__exit__(None, None, None)
             raise
+        self._job = job
+        handed.set()
         return job.snapshot()
 
     def stop_render(self) -> RenderState:
@@ -724,6 +758,19 @@ class Backend:
         return self.render_state()
 
 
+@contextmanager
+def _file_errors(doing: str):
+    """Turn a failed file operation (full disk, no permission, missing folder) into a sentence."""
+    from audiobook.errors import os_error_sentence
+
+    try:
+        yield
+    except OSError as e:
+        raise AudiobookError(os_error_sentence(e, doing)) from None
+
+
+# Settings that pick the model or how it runs: they wait while a render holds the model.
+MODEL_KEYS = ("device", "dtype", "attention_mode", "model_size", "models_dir", "engine")
 RENDER_BUSY = "A render is already running; stop it or wait for it to finish before starting another."
 LOG_LINES_KEPT = 500  # the page shows the tail of the log; older lines stay in memory no longer
 
@@ -825,12 +872,18 @@ def _narrator_from_args(args, backend: Backend) -> Narrator:
     if getattr(args, "voice", None):
         return backend.narrator_for(args.voice)
     if getattr(args, "ref_audio", None):
+        from audiobook.voices import load_clip
+
+        load_clip(args.ref_audio)  # a missing or unreadable clip is a sentence before any model loads
         return Narrator(kind="clone", ref_audio=str(args.ref_audio), ref_text=args.ref_text or "",
                         x_vector_only=not args.ref_text)
+    if getattr(args, "ref_text", None):
+        raise AudiobookError("--ref-text is the transcript of a clip; give the clip with --ref-audio too.")
     speaker = getattr(args, "speaker", None)
     if not speaker:
-        speakers = backend.tts.speakers()
-        speaker = speakers[0] if speakers else ""
+        names = ", ".join(backend.speakers())
+        raise AudiobookError("Choose who narrates: --voice NAME (a saved voice, see `backend.py voices`), "
+                             f"--speaker NAME (a built-in speaker: {names}), or --ref-audio CLIP --ref-text WORDS.")
     return Narrator(kind=PRESET, speaker=speaker, instruct=getattr(args, "instruct", "") or "")
 
 
@@ -852,7 +905,7 @@ def _tqdm_progress(total_hint: int = 0):
 
 def cmd_render(args) -> int:
     backend = Backend(models_dir=args.models_dir)
-    if args.batch_size:
+    if args.batch_size is not None:
         backend.apply_settings(backend.settings.updated(batch_size=args.batch_size))
     if args.workers is not None or args.ray_address is not None:
         workers = backend.settings.workers if args.workers is None else args.workers
@@ -1023,7 +1076,7 @@ def cmd_selftest(args) -> int:
         book_path.write_text(SAMPLE_BOOK, encoding="utf-8")
         backend = Backend(root=tmp, settings_path=tmp / SETTINGS_FILE, models_dir=str(tmp / "models"))
         backend.apply_settings(backend.settings.updated(device="cpu", max_new_tokens=256, batch_size=5))
-        narrator = _narrator_from_args(argparse.Namespace(speaker=None), backend)
+        narrator = _narrator_from_args(argparse.Namespace(speaker=backend.speakers()[0]), backend)
         book = backend.load_book(book_path)
         result = backend.render(book, narrator, out_dir=tmp / "out", on_progress=lambda p: print(p.message) if p.message else None)
         print(f"Chapters: {len(book.chapters)}; chunks: {result.chunks}; batches: {result.batches}; "
@@ -1112,9 +1165,9 @@ def cmd_cast(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="backend.py", description="Render books into audiobooks with Qwen3-TTS.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="backend.py", description="Render books into audiobooks with Qwen3-TTS.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and print the traceback of an unexpected error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("render", help="render a book into chapter files")
     p.add_argument("book", help="the book file (.txt, .md, .epub, .pdf, .json)")
@@ -1125,11 +1178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-text", help="the transcript of --ref-audio (without it: x-vector-only cloning)")
     p.add_argument("--instruct", default="", help="a style instruction for a built-in speaker (1.7B only)")
     p.add_argument("--output", help="output folder (default: output/<book title>)")
-    p.add_argument("--batch-size", type=int, help="chunks per model call (1-20)")
-    p.add_argument("--workers", type=int, help="Ray workers, one model each on a GPU (or a CPU); 0 renders in this process")
+    p.add_argument("--batch-size", type=setting_arg("batch_size", "--batch-size"), help="chunks per model call (1-20)")
+    p.add_argument("--workers", type=setting_arg("workers", "--workers"), help="Ray workers, one model each on a GPU (or a CPU); 0 renders in this process")
     p.add_argument("--ray-address", help="join this running Ray cluster (default: a local Ray for the render)")
     p.add_argument("--models-dir", help="folder holding the checkpoints")
-    p.add_argument("--redo-chapter", type=int, action="append", metavar="N", help="render chapter N again (repeatable)")
+    p.add_argument("--redo-chapter", type=positive_int("--redo-chapter"), action="append", metavar="N", help="render chapter N again (repeatable)")
     p.add_argument("--redo-chunk", action="append", metavar="ID", help="render the chunk with this id again (repeatable)")
     p.add_argument("--rebuild", action="store_true", help="rebuild a damaged manifest.json from the chunk files")
     p.add_argument("--allow-incomplete", action="store_true", help="assemble chapters even when some chunks failed")
@@ -1184,7 +1237,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "design":
             a.add_argument("--description", required=True, help="what the voice sounds like")
             a.add_argument("--text", help="the reference passage it speaks (default: a built-in passage)")
-            a.add_argument("--seed", type=int, help="seed for the design (default: random)")
+            a.add_argument("--seed", type=setting_arg("seed", "--seed"), help="seed for the design (default: random)")
         elif action == "clone":
             a.add_argument("--audio", required=True, help="the clip: wav, mp3, flac, m4a or ogg")
             a.add_argument("--text", help="the words spoken in the clip (without: x-vector only, weaker likeness)")
@@ -1212,7 +1265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("book", help="the book file (.txt, .md, .epub, .pdf, .json)")
     p.add_argument("--json", metavar="OUT", help="also save the book in the JSON book format")
     p.add_argument("--chunks", action="store_true", help="print every chunk too")
-    p.add_argument("--chunk-chars", type=int, help="longest chunk in characters (default: the saved setting)")
+    p.add_argument("--chunk-chars", type=setting_arg("chunk_chars", "--chunk-chars"),
+                   help="longest chunk in characters, 50-2000 (default: the saved setting)")
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("doctor", help="check this computer: device, checkpoints, engine against qwen_tts, speed, batch size")
@@ -1244,9 +1298,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setting_arg(name: str, flag: str):
+    """An argparse type for a command-line value that must lie in a setting's range (a sentence when not)."""
+    from dataclasses import fields
+
+    meta = next(f.metadata for f in fields(Settings) if f.name == name)
+    lo, hi = meta["range"]
+    kind = Settings.kind(name)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a {'whole ' if kind is int else ''}number, not '{text}'.") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{flag} must be between {lo:g} and {hi:g}, not {text}.")
+        return value
+
+    return parse
+
+
+def positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, not '{text}'.") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} counts from 1, not {text}.")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that ends a refusal with one sentence (and the usage line), never a traceback."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        import re
+
+        message = re.sub(r"^argument [^:]+: (?=--)", "", message)  # our own sentences name their flag already
+        sentence = message[:1].upper() + message[1:]
+        self.exit(2, f"Error: {sentence if sentence.endswith('.') else sentence + '.'}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:
+        logging.getLogger("sox").setLevel(logging.ERROR)  # a library's import-time note about an optional tool
     try:
         return args.func(args)
     except AudiobookError as e:
@@ -1255,6 +1356,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
         return 130
+    except Exception as e:  # the last resort: one sentence here, the traceback in a log file (and here with -v)
+        from audiobook.errors import unexpected_sentence, write_error_log
+
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"Error: {unexpected_sentence(e, write_error_log(e, 'backend'))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

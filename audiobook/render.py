@@ -24,7 +24,7 @@ from . import audio
 from . import manifest as mf
 from .check import TakeCheck, TakeChecker
 from .books import Book
-from .errors import AudiobookError
+from .errors import AudiobookError, os_error_sentence
 from .text import Chunk, load_pronunciations, plan_chunks
 from .files import SAMPLE_RATE
 from .tts import FRAME_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
@@ -34,7 +34,8 @@ from .workers import InProcess
 log = logging.getLogger(__name__)
 
 SEED_STEP = 7919  # seed distance between takes of a chunk (any odd step gives fresh samples)
-FAST_WINDOW_BATCHES = 4  # the fast engine gets this many batches of texts per call, so freed slots refill at once
+MODEL_ERROR = "model error"  # how a chunk's error starts when the model raised on its batch
+MAX_FAILED_BATCHES = 3  # batches in a row whose every chunk hit a model error before the render gives up
 RECOVER_AFTER_BATCHES = 8  # batches at a reduced size after running out of memory before trying larger
 LENGTH_WINDOW_BATCHES = 16  # length ordering sorts this many batches at a time, so chapters finish as we go
 MIN_RATE_CHARS = 20  # shorter texts (titles) say too little about speaking rate to judge them
@@ -312,7 +313,12 @@ def render_events(
     r.prompt_source = clone_prompt
     r.executor = executor or InProcess(tts)
     r.voicing = voicing or Voicing(narrator)
-    yield from r.run()
+    try:
+        yield from r.run()
+    except OSError as e:  # a full disk, a folder we may not write to: the work done so far is on disk
+        log.info("Writing into %s failed", out_dir, exc_info=True)
+        raise AudiobookError(os_error_sentence(e, f"write the audiobook into {out_dir}",
+                                               "render again to continue where it stopped")) from None
 
 
 def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: RenderOptions = RenderOptions(),
@@ -367,6 +373,8 @@ class _Render:
         self.start = time.perf_counter()
         self.lines: list[str] = []  # log lines not yet reported in a Progress
         self.checker = TakeChecker.for_render(settings, tts, narrator, self.language, self._log)
+        self.model_errors: dict[str, str] = {}  # chunk id -> the model error of its last take, this render
+        self.failed_batches = 0  # batches in a row that failed entirely on model errors
 
     # ---- the loop ------------------------------------------------------------------
 
@@ -411,16 +419,16 @@ class _Render:
             nonlocal queue
             if not queue or self.should_stop():
                 return None
-            take = self.sizer.current * (FAST_WINDOW_BATCHES if self.fast else 1)
-            if self.executor.parallel > 1:  # leave some for the other workers
-                take = min(take, max(self.sizer.current, -(-len(queue) // self.executor.parallel)))
-            batch, queue = queue[:take], queue[take:]
+            # One batch is one model call of ``batch_size`` texts (the fast engine's slots), so a Stop
+            # and a manifest save come at least every ``batch_size`` chunks.
+            batch, queue = queue[: self.sizer.current], queue[self.sizer.current :]
             return batch
 
         for batch, seconds in self.executor.run(next_batch, self._render_batch, self._log):
             mf.save_manifest(self.m, self.out_dir)
             self.result.batches += 1
             self._log(batch_log_line(len(batch), seconds))
+            self._check_model_failures(batch)
             grown = self.sizer.batch_done()
             if grown:
                 self._log(grown)
@@ -455,6 +463,21 @@ class _Render:
         if self.options.chapters:
             return [n - 1 for n in self.options.chapters]
         return list(range(len(self.m.chapters)))
+
+    def _check_model_failures(self, batch: list[str]) -> None:
+        """Give up, with a sentence, once several batches in a row failed entirely on model errors."""
+        states = self.m.chunks
+        if not all(states[i].status == mf.FAILED and i in self.model_errors for i in batch):
+            self.failed_batches = 0
+            return
+        self.failed_batches += 1
+        last = self.model_errors[batch[-1]]
+        self._log(f"The model failed on a whole batch ({last}); its {len(batch)} chunks are marked failed.")
+        if self.failed_batches >= MAX_FAILED_BATCHES:
+            raise AudiobookError(
+                f"The model failed on {self.failed_batches} batches in a row ({last}), so the render stopped; "
+                "finished chunks are kept: check the voice and the Advanced Settings, then render again."
+            )
 
     @property
     def fast(self) -> bool:
@@ -501,7 +524,10 @@ class _Render:
                         self._keep(i, min(takes[i], key=lambda t: t.badness), mf.SUSPECT)
                     else:
                         st.status, st.error = mf.FAILED, _error_sentence(out)
+                        if st.error.startswith(MODEL_ERROR):
+                            self.model_errors[i] = st.error
                     continue
+                self.model_errors.pop(i, None)
                 duration = len(out) / SAMPLE_RATE
                 median = self.rate.median()
                 reason = check_take(duration, st.text, self.limits, median)
@@ -549,15 +575,21 @@ class _Render:
                 wavs = self.voicing.narrate(tts, cast, self.language, replace(self.opts, seed=seed), self.fast, **extra)
             else:
                 wavs = tts.narrate(self.narrator, texts, self.language, replace(self.opts, seed=seed), prompt=self.prompt, **extra)
+        except AudiobookError:
+            raise  # the user must fix something first (a missing model, an unknown speaker): every batch would fail
         except Exception as e:
             if not is_out_of_memory(e):
-                raise
+                # A model error on this batch: its chunks are marked failed with the error, the render goes on.
+                log.info("The model failed on a batch of %d chunks", len(ids), exc_info=True)
+                error = RuntimeError(f"{MODEL_ERROR}: {type(e).__name__}: {_error_sentence(e)}")
+                return {i: error for i in ids}
             oom = RuntimeError(str(e).splitlines()[0] if str(e) else "out of memory")  # drop the traceback's tensors
         if oom is not None:
             release_accelerator_memory()  # give the cached blocks back before the smaller retry
         if oom is None:
             if len(wavs) != len(ids):
-                raise RuntimeError(f"the model returned {len(wavs)} takes for {len(ids)} texts")
+                error = RuntimeError(f"{MODEL_ERROR}: it returned {len(wavs)} takes for {len(ids)} texts")
+                return {i: error for i in ids}
             return dict(zip(ids, wavs))
         if self.fast and self.sizer.current > 1:
             # The engine's memory grows with its slots, not with the texts it is given: fewer slots.

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -61,6 +62,19 @@ def missing_model_message(job: str, model_size: str, models_dir: str | None) -> 
         f"connect to the internet once, or run `huggingface-cli download {hub_id(job, model_size)} "
         f"--local-dir <models folder>/{name}` and set the models folder in Advanced Settings."
     )
+
+
+def load_error_message(e: BaseException, job: str, model_size: str, models_dir: str | None, source: str,
+                       local: bool) -> str:
+    """The sentence for a model that did not load: out of memory, not downloadable, or a damaged folder."""
+    if is_out_of_memory(e):
+        return (f"There is not enough memory to load the model {checkpoint_name(job, model_size)}; close other "
+                "programs that use the GPU, or choose the 0.6B model size or the cpu device in Advanced Settings.")
+    if not local and not Path(source).is_dir():
+        return missing_model_message(job, model_size, models_dir)
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    return (f"The model folder {source} could not be loaded ({reason}); it is incomplete or damaged, "
+            "so download it again.")
 
 
 # The built-in speakers of the released CustomVoice checkpoints (both sizes).
@@ -183,6 +197,83 @@ def file_sha1(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+class ModelLock:
+    """The one lock on the resident model, shared by every caller: render, preview, doctor, workers.
+
+    A caller holds it for as long as it needs the model and names itself in the user's words
+    ("a render of 'Dracula'"). A caller that finds it held by another thread is refused at
+    once with an AudiobookError naming the holder: a voice preview during a render is
+    refused, not queued, so the page never hangs on a click. The holding thread may take it
+    again (the render's own model calls do), and a holder may hand it to another thread (a
+    render started from the page runs in its own thread).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self.holder = ""  # what holds it now, in the user's words ("" when free)
+
+    def acquire(self, what: str, wait_s: float = 0.0) -> None:
+        """Take the lock for ``what``, waiting at most ``wait_s`` seconds; raise AudiobookError when busy."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            if self._owner is not None and wait_s > 0:
+                self._cond.wait_for(lambda: self._owner is None, timeout=wait_s)
+            if self._owner is not None:
+                raise AudiobookError(self.busy_message())
+            self._owner, self._depth, self.holder = me, 1, what
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("the model lock is released by a thread that does not hold it")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner, self.holder = None, ""
+                self._cond.notify_all()
+
+    def hand_over(self, thread_id: int) -> None:
+        """Give the lock (held once by this thread) to the thread ``thread_id``, which must release it."""
+        with self._cond:
+            if self._owner != threading.get_ident() or self._depth != 1:
+                raise RuntimeError("only a thread holding the model lock once can hand it over")
+            self._owner = thread_id
+
+    @contextmanager
+    def hold(self, what: str, wait_s: float = 0.0):
+        self.acquire(what, wait_s)
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def held_by_other(self) -> bool:
+        """True when another thread holds the lock (this thread would be refused)."""
+        with self._cond:
+            return self._owner is not None and self._owner != threading.get_ident()
+
+    def busy_message(self) -> str:
+        holder = self.holder or "another task"
+        way_out = ", or stop the render" if holder.startswith("a render") else ""
+        return f"The model is busy with {holder}; try again when it is done{way_out}."
+
+
+def _holding_model(method):
+    """Run a TTS method under the model lock (re-entrant for the thread that already holds it)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock.hold("speech generation"):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 @dataclass
 class LoadedModel:
     job: str
@@ -201,7 +292,7 @@ class TTS:
 
     settings: Any
     loaded: LoadedModel | None = None
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    lock: ModelLock = field(default_factory=ModelLock, repr=False)  # see ModelLock: every model user takes it
     # Called with (job, source) after each load; lets tests and the status line observe loads.
     on_load: Callable[[str, str], None] | None = None
     _engine_failed: bool = field(default=False, repr=False)
@@ -235,13 +326,17 @@ class TTS:
             raise AudiobookError("Attention 'flash_attention_2' needs the flash-attn package, which is not installed; use 'sdpa'.")
         return mode
 
-    def exclusive(self) -> threading.RLock:
-        """The model lock: hold it (``with tts.exclusive():``) to use the model with no other caller in between."""
-        return self._lock
+    def exclusive(self, what: str = "a check of this computer"):
+        """Hold the one model lock for ``what`` (``with tts.exclusive():``): no other caller in between;
+        refused with a sentence while another caller (a render) holds it."""
+        return self.lock.hold(what)
 
     def model(self, job: str):
-        """The qwen_tts model for ``job``, loading it (and unloading any other) when needed."""
-        with self._lock:
+        """The qwen_tts model for ``job``, loading it (and unloading any other) when needed.
+
+        Takes the model lock: while another thread holds it (a render), this raises AudiobookError.
+        """
+        with self.lock.hold("loading a model"):
             source = resolve_checkpoint(job, self.settings.model_size, self.settings.models_dir)
             if not Path(source).is_dir():
                 # Never a silent multi-gigabyte download: the cached snapshot, or a sentence naming the download.
@@ -261,18 +356,18 @@ class TTS:
         import torch
         from qwen_tts import Qwen3TTSModel
 
+        size, models_dir = self.settings.model_size, self.settings.models_dir
+        local = Path(source).is_dir()
         log.info("Loading %s on %s", source, self.device())
         kwargs = dict(device_map=self.device(), dtype=self.dtype(), attn_implementation=self.attention())
         try:
             model = Qwen3TTSModel.from_pretrained(source, **kwargs)
-        except (OSError, ValueError) as e:
-            if not Path(source).is_dir():
-                raise AudiobookError(missing_model_message(job, self.settings.model_size, self.settings.models_dir)) from None
-            raise AudiobookError(f"The model folder {source} could not be loaded ({e}); download it again.") from None
-        except Exception as e:
-            if "offline" in str(e).lower() or "connect" in str(e).lower():
-                raise AudiobookError(missing_model_message(job, self.settings.model_size, self.settings.models_dir)) from None
+        except AudiobookError:
             raise
+        except Exception as e:
+            release_accelerator_memory()
+            log.info("Loading %s failed", source, exc_info=True)
+            raise AudiobookError(load_error_message(e, job, size, models_dir, source, local)) from None
         got = getattr(model.model, "tts_model_type", None)
         if got != _JOB_MODEL_TYPE[job]:
             raise AudiobookError(f"The model at {source} is a '{got}' model, but {job} needs a '{_JOB_MODEL_TYPE[job]}' model.")
@@ -280,7 +375,7 @@ class TTS:
         return model
 
     def unload(self) -> None:
-        with self._lock:
+        with self.lock.hold("unloading the model"):
             if self.loaded is None:
                 return
             self.loaded = None
@@ -345,7 +440,7 @@ class TTS:
         from .engine import FastEngine
 
         slots = max(1, int(slots or self.settings.batch_size))
-        with self._lock:  # the engine's caches and graphs serve one call at a time
+        with self.lock.hold("speech generation"):  # the engine's caches and graphs serve one call at a time
             loaded = self.loaded
             try:
                 if loaded is None or loaded.model is not model:
@@ -367,6 +462,7 @@ class TTS:
     def _lang(self, model, language: str | None, n: int) -> list[str]:
         return [language_name(language, model.get_supported_languages())] * n
 
+    @_holding_model
     def design(self, texts: list[str], instruct: str, language: str | None, opts: GenerationOptions,
                slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` in a voice described by ``instruct`` (VoiceDesign model)."""
@@ -378,6 +474,7 @@ class TTS:
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
+    @_holding_model
     def clone_prompt(self, ref_audio: str | tuple, ref_text: str = "", x_vector_only: bool = False):
         """The Base model's clone prompt (speaker embedding, and reference codes in ICL mode)."""
         model = self.model(CLONE)
@@ -405,6 +502,7 @@ class TTS:
             save_clone_prompt(cache, key, prompt)
         return prompt
 
+    @_holding_model
     def clone(self, texts: list[str], prompt, language: str | None, opts: GenerationOptions,
               slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused.
@@ -419,6 +517,7 @@ class TTS:
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
+    @_holding_model
     def preset(self, texts: list[str], speaker: str | list[str], instruct: str | list[str], language: str | None, opts: GenerationOptions,
                slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` with a built-in CustomVoice speaker.
@@ -441,6 +540,7 @@ class TTS:
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
+    @_holding_model
     def narrate(self, narrator: Narrator | list[Narrator], texts: list[str], language: str | None, opts: GenerationOptions,
                 prompt=None, slots: int | None = None) -> list[np.ndarray]:
         """One batched call: one wav per text, in input order. ``prompt`` is the cached clone prompt;
