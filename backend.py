@@ -872,7 +872,7 @@ def _narrator_from_args(args, backend: Backend) -> Narrator:
     if getattr(args, "voice", None):
         return backend.narrator_for(args.voice)
     if getattr(args, "ref_audio", None):
-        from audiobook.voices import load_clip
+        from audiobook.clips import load_clip
 
         load_clip(args.ref_audio)  # a missing or unreadable clip is a sentence before any model loads
         return Narrator(kind="clone", ref_audio=str(args.ref_audio), ref_text=args.ref_text or "",

@@ -85,7 +85,9 @@ def disk_error(path: Path, e: OSError) -> AudiobookError:
     """The sentence for an ``OSError`` met while writing ``path``."""
     if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return AudiobookError(disk_full_sentence(path.name))
-    return AudiobookError(f"Could not write {path.name}: {e.strerror or e}.")
+    from .errors import os_error_sentence
+
+    return AudiobookError(os_error_sentence(e, f"write {path.name} in {path.parent}"))
 
 
 # ---- names --------------------------------------------------------------------------------

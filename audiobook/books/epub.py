@@ -238,7 +238,14 @@ def read_epub(path: Path) -> Book:
             continue
         if isinstance(item, epub.EpubNav) or "nav" in (getattr(item, "properties", None) or []):
             continue
-        root = _parse_xhtml(item.get_content())
+        content = item.get_content()
+        if not content.strip():
+            continue  # an empty chapter file: nothing to read (lxml refuses an empty document)
+        try:
+            root = _parse_xhtml(content)
+        except Exception:
+            raise AudiobookError(f"{path.name} is damaged: its part {item.file_name} cannot be read as a page; "
+                                 "repair the book (for example by converting it with Calibre) and load it again.") from None
         body = next((e for e in root.iter() if _local(e.tag) == "body"), root)
         stem_tokens = set(re.split(r"[-_. ]+", Path(item.file_name).stem.lower())) - {"index"}
         if (_tokens(body, "type", "role", "class") | _tokens(root, "type", "role") | stem_tokens) & _NON_BODY:

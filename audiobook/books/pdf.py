@@ -91,7 +91,7 @@ def read_pdf(path: Path) -> Book:
     are joined. A PDF with no text layer (a scan) is refused with advice.
     """
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import DependencyError, PdfReadError
 
     read_bytes(path)
     try:
@@ -101,8 +101,13 @@ def read_pdf(path: Path) -> Book:
         pages = [(page.extract_text() or "") for page in reader.pages]
     except AudiobookError:
         raise
+    except DependencyError as e:  # AES encryption needs a package this install may lack
+        raise AudiobookError(f"{path.name} is encrypted in a way that needs another package ({e}); install it into "
+                             "the app's environment, or save an unprotected copy of the PDF.") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
         raise AudiobookError(f"{path.name} is damaged or not a PDF ({type(e).__name__}).") from e
+    except Exception as e:  # pypdf's other complaints (limits, recursion, its own errors) mean the same to a reader
+        raise AudiobookError(f"{path.name} is damaged or not a PDF that can be read ({type(e).__name__}).") from None
     if sum(len(p.strip()) for p in pages) < max(20, 10 * len(pages)) // 2:
         raise AudiobookError(f"{path.name} has no text layer (it is probably scanned); run OCR first, for example with ocrmypdf.")
     page_lines = _strip_running_lines([[l.strip() for l in p.split("\n") if l.strip()] for p in pages])
