@@ -818,9 +818,11 @@ class _RenderJob:
                 st.stopped, st.finished = result.stopped, True
         except AudiobookError as e:
             self._fail(str(e))
-        except Exception as e:  # the thread must never die silently: the page shows the sentence
-            logging.getLogger(__name__).exception("render failed")
-            self._fail(f"The render stopped on an unexpected error ({type(e).__name__}: {e}); render again to continue.")
+        except Exception as e:  # the thread must never die silently: the page shows a sentence, the log the traceback
+            from audiobook.errors import unexpected_sentence, write_error_log
+
+            logging.getLogger(__name__).info("render failed", exc_info=True)
+            self._fail(unexpected_sentence(e, write_error_log(e, "render")))
         finally:
             with self.lock:
                 self.state.running = self.state.stopping = False

@@ -32,7 +32,9 @@ def os_error_sentence(e: OSError, doing: str, then: str = "try again") -> str:
         return f"Could not {doing}: the disk is full; free some space and {then}."
     if e.errno in _NOT_ALLOWED:
         return f"Could not {doing}: permission denied{path}; choose a folder you can write to, or fix its permissions, and {then}."
-    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"Could not {doing}: a file stands where a folder is needed{path}; choose another folder."
+    if e.errno == errno.ENOENT:
         return f"Could not {doing}: a folder on the way does not exist or cannot be made there{path}; choose another folder."
     reason = e.strerror or str(e) or type(e).__name__
     return f"Could not {doing}: {reason[:1].lower() + reason[1:]}{path}; check the folder and {then}."

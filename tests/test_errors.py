@@ -270,6 +270,24 @@ def test_background_render_error_reaches_the_page_as_the_sentence(tmp_path, tiny
     assert not state.running and state.error.startswith("The model failed on 3 batches in a row")
 
 
+def test_background_render_unexpected_error_is_one_sentence_with_a_log(tmp_path, tiny_models_dir, monkeypatch):
+    from audiobook import audio
+
+    monkeypatch.setenv("AUDIOBOOK_LOG_DIR", str(tmp_path / "logs"))
+
+    def broken(*a, **k):  # a bug nobody foresaw, in the middle of a render
+        raise KeyError("cues")
+
+    monkeypatch.setattr(audio, "assemble_chapter", broken)
+    be = backend_for(tmp_path, tiny_models_dir)
+    be.start_render(make_book(n_chapters=1, sentences=1), RYAN, out_dir=tmp_path / "out")
+    state = be.wait_render(300)
+    assert state.error.startswith("An unexpected error (KeyError) stopped this; the details are in ")
+    log = Path(state.error.split("the details are in ")[1].split(";")[0])
+    assert log.parent == tmp_path / "logs" and "KeyError: 'cues'" in log.read_text()
+    assert not be.tts.lock.held_by_other()  # the lock went back with the failed render
+
+
 # ---- books -----------------------------------------------------------------------------------
 
 
