@@ -420,7 +420,10 @@ def doctor_markdown(report) -> str:
 
 
 def _page_errors(fn: Callable) -> Callable:
-    """Show AudiobookError as its sentence in the page, anything else as one short line, never a traceback."""
+    """Show an AudiobookError as its sentence on the page; anything else as one sentence naming the log
+    file that holds its traceback. Never a traceback on the page."""
+    if getattr(fn, "_page_safe", False):
+        return fn
 
     if inspect.isgeneratorfunction(fn):  # a handler that streams updates (a download's progress bar)
 
@@ -432,11 +435,13 @@ def _page_errors(fn: Callable) -> Callable:
                 raise
             except AudiobookError as e:
                 raise gr.Error(str(e), print_exception=False) from None
-            except Exception as e:  # a bug: the traceback goes to the terminal, one line to the page
-                log.exception("Unexpected error in %s", getattr(fn, "__name__", "handler"))
-                raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}); the details are in the terminal.",
-                               print_exception=False) from None
+            except Exception as e:  # a bug: one sentence on the page, the traceback in a log file
+                from audiobook.errors import unexpected_sentence, write_error_log
 
+                log.info("Unexpected error in %s", getattr(fn, "__name__", "handler"), exc_info=True)
+                raise gr.Error(unexpected_sentence(e, write_error_log(e, "page")), print_exception=False) from None
+
+        streaming._page_safe = True
         return streaming
 
     @functools.wraps(fn)
@@ -447,12 +452,26 @@ def _page_errors(fn: Callable) -> Callable:
             raise gr.Error(str(e), print_exception=False) from None
         except gr.Error:
             raise
-        except Exception as e:  # a bug: the traceback goes to the terminal, one line to the page
-            log.exception("Unexpected error in %s", getattr(fn, "__name__", "handler"))
-            raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}); the details are in the terminal.",
-                           print_exception=False) from None
+        except Exception as e:  # a bug: one sentence on the page, the traceback in a log file
+            from audiobook.errors import unexpected_sentence, write_error_log
 
+            log.info("Unexpected error in %s", getattr(fn, "__name__", "handler"), exc_info=True)
+            raise gr.Error(unexpected_sentence(e, write_error_log(e, "page")), print_exception=False) from None
+
+    wrapper._page_safe = True
     return wrapper
+
+
+def _guard_every_handler(demo: gr.Blocks) -> None:
+    """Wrap every event handler of the page in ``_page_errors`` (those wired without it too)."""
+
+    for block_fn in demo.fns.values():
+        fn = block_fn.fn
+        if fn is None or getattr(fn, "_page_safe", False):
+            continue
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(f"the page handler {block_fn.name} must not be async to be guarded")
+        block_fn.fn = _page_errors(fn)
 
 
 def _setting_control(name: str, value: Any, locked: bool = False) -> gr.components.Component:
@@ -1167,6 +1186,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         _wire_page_load(demo, [status, render, voices, review, settings])
         build_api(backend, serve)
     hide_from_api(demo, API_NAMES)
+    _guard_every_handler(demo)
     return demo
 
 
@@ -1333,6 +1353,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from gradio.utils import get_upload_folder
 
+    try:
+        return _launch(args, serving, backend, get_upload_folder())
+    except AudiobookError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # the last resort: one sentence, the traceback in a log file
+        from audiobook.errors import unexpected_sentence, write_error_log
+
+        if isinstance(e, OSError) and "port" in str(e).lower():
+            print(f"Error: The port {args.port} is taken by another program; start with --port and another number, "
+                  "or stop that program.", file=sys.stderr)
+            return 2
+        print(f"Error: {unexpected_sentence(e, write_error_log(e, 'app'))}", file=sys.stderr)
+        return 1
+
+
+def _launch(args, serving, backend: Backend, upload_folder: str) -> int:
     demo = build_app(backend)
     demo.queue(default_concurrency_limit=1)  # each event one at a time; previews also share one 'model' slot
     if serving.login_line():
@@ -1343,7 +1382,7 @@ def main(argv: list[str] | None = None) -> int:
         share=serving.share,
         auth=serving.auth,
         allowed_paths=[],
-        blocked_paths=blocked_paths(project_places(backend), keep_open=[get_upload_folder()]),
+        blocked_paths=blocked_paths(project_places(backend), keep_open=[upload_folder]),
         css=CSS,
         footer_links=[],
         show_error=True,

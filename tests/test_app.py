@@ -190,17 +190,43 @@ def test_rerender_without_problems_says_so(backend, book):
         app.rerender_problems(backend, book, app.SPEAKER_PREFIX + "vivian")
 
 
-def test_page_errors_turn_audiobook_errors_into_page_messages():
+def test_page_errors_turn_audiobook_errors_into_page_messages(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOBOOK_LOG_DIR", str(tmp_path / "logs"))
+
     def bad():
         raise AudiobookError("The book is empty.")
 
     def bug():
         raise KeyError("x")
 
-    with pytest.raises(gr.Error, match="The book is empty."):
+    with pytest.raises(gr.Error) as shown:
         app._page_errors(bad)()
-    with pytest.raises(gr.Error, match="Something went wrong"):
+    assert shown.value.message == "The book is empty."
+    with pytest.raises(gr.Error) as shown:
         app._page_errors(bug)()
+    assert shown.value.message.startswith("An unexpected error (KeyError) stopped this; the details are in ")
+    log = Path(shown.value.message.split("the details are in ")[1].split(";")[0])
+    assert log.parent == tmp_path / "logs" and "KeyError: 'x'" in log.read_text()
+
+
+def test_every_page_handler_is_guarded(backend):
+    demo = app.build_app(backend)
+    handlers = [f for f in demo.fns.values() if f.fn is not None]
+    assert len(handlers) > 20
+    unguarded = [f.name for f in handlers if not getattr(f.fn, "_page_safe", False)]
+    assert unguarded == []
+
+
+def test_a_taken_port_is_one_sentence(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app.main(["--root", str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"Error: The port {port} is taken by another program" in err and "Traceback" not in err
 
 
 def test_fmt_duration():
