@@ -80,11 +80,6 @@ def check_spans(text: str, spans: list[Span], where: str = "this chapter") -> li
     return spans
 
 
-def speakers_of(spans: Iterable[Span]) -> Counter:
-    """How many spans with words each speaker has (the narrator included)."""
-    return Counter(s.speaker for s in spans if s.text.strip())
-
-
 # ---------------------------------------------------------------- markup
 
 _TAG = re.compile(r"\[\s*(voice|style)\s*:\s*([^\]\n]*?)\s*\]", re.IGNORECASE)
