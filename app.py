@@ -55,7 +55,8 @@ SETTING_GROUPS: list[tuple[str, list[str]]] = [
     ("Sampling", ["do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed"]),
     ("Quality checks", ["max_retries", "runaway_margin_s", "duration_outlier_factor", "verify", "verify_model",
                         "max_wer", "min_voice_similarity"]),
-    ("Pauses (milliseconds)", ["pause_chunk_ms", "pause_paragraph_ms", "pause_title_ms", "pause_chapter_ms"]),
+    ("Pauses (milliseconds)", ["pause_chunk_ms", "pause_paragraph_ms", "pause_title_ms", "pause_chapter_ms", "pause_speaker_ms"]),
+    ("Cast", ["llm_url", "llm_model", "llm_timeout_s"]),
     ("Output", ["loudness_lufs", "true_peak_db", "chapter_format", "make_m4b", "make_book_mp3", "output_dir", "voices_dir"]),
 ]
 
@@ -80,6 +81,10 @@ LABELS = {
     "pause_paragraph_ms": "After a paragraph",
     "pause_title_ms": "After a title",
     "pause_chapter_ms": "Between chapters",
+    "pause_speaker_ms": "Where another speaker takes over",
+    "llm_url": "Language model address (OpenAI-compatible, for finding who speaks)",
+    "llm_model": "Language model name",
+    "llm_timeout_s": "Language model timeout (seconds)",
     "loudness_lufs": "Loudness target (LUFS)",
     "true_peak_db": "True peak (dB)",
     "chapter_format": "Chapter file format",
