@@ -28,6 +28,7 @@ from audiobook.settings import FOLDER_SETTINGS, SETTINGS_FILE, Settings, load_se
 from audiobook.tts import PRESET, TTS, Narrator
 from audiobook.previews import VoicePreview
 from audiobook.voices import Voice, VoiceLibrary
+from audiobook.queue import QUEUE_FILE, QueueItem, RenderQueue, run_queue, settings_for, snapshot
 from audiobook.voicing import Voicing
 from audiobook.workers import WorkerInfo, WorkerPool, executor_for
 
@@ -455,18 +456,26 @@ class Backend:
             narrator = self.narrator_for(narrator)
         return book, narrator, Path(out_dir) if out_dir else self.book_dir(book)
 
-    def _render(self, book, narrator, target, options, on_progress, should_stop, voicing=None) -> RenderResult:
+    def _render(self, book, narrator, target, options, on_progress, should_stop, voicing=None,
+                settings=None) -> RenderResult:
+        """One render; ``settings`` (a queued book's snapshot) is used instead of the current ones."""
+        settings = settings or self.settings
         result = RenderResult(out_dir=target)
-        with executor_for(self.settings, self.tts) as executor:  # workers > 0: Ray workers render the batches
-            self._executor = executor
-            maker = executor if isinstance(executor, WorkerPool) else None
-            prompt = (lambda: self.clone_prompt_for(narrator, maker)) if narrator.kind != PRESET else None
-            if voicing is not None:
-                voicing.prompt_for = lambda voice: self.clone_prompt_for(voice, maker)
-            for progress in render_events(book, narrator, self.settings, target, self.tts, result, should_stop,
-                                          options, clone_prompt=prompt, executor=executor, voicing=voicing):
-                if on_progress:
-                    on_progress(progress)
+        self.tts.settings = settings
+        try:
+            with executor_for(settings, self.tts) as executor:  # workers > 0: Ray workers render the batches
+                self._executor = executor
+                maker = executor if isinstance(executor, WorkerPool) else None
+                prompt = (lambda: self.clone_prompt_for(narrator, maker)) if narrator.kind != PRESET else None
+                if voicing is not None:
+                    voicing.prompt_for = lambda voice: self.clone_prompt_for(voice, maker)
+                for progress in render_events(book, narrator, settings, target, self.tts, result, should_stop,
+                                              options, clone_prompt=prompt, executor=executor, voicing=voicing):
+                    if on_progress:
+                        on_progress(progress)
+        finally:
+            if self.tts.settings is settings:  # unless the settings were changed meanwhile
+                self.tts.settings = self.settings
         return result
 
     def worker_infos(self) -> list[WorkerInfo]:
@@ -758,6 +767,136 @@ class Backend:
         return self.render_state()
 
 
+    # ---- the queue ---------------------------------------------------------------------------
+
+    @property
+    def queue(self) -> RenderQueue:
+        """The render queue in ``<output>/queue.json``."""
+        return RenderQueue(self.output_root / QUEUE_FILE)
+
+    def queue_add(self, book: Book | str | Path, voice: str | None = None, speaker: str | None = None,
+                  instruct: str = "", output: str | Path | None = None) -> QueueItem:
+        """Queue a book (a file, or a loaded and perhaps edited Book) with a saved voice or a built-in speaker.
+
+        The current settings are kept with it. The book file is read when its turn comes, so a
+        damaged file fails then, with its sentence; a missing file or voice is refused now.
+        """
+        from audiobook.books import BOOK_EXTENSIONS, save_book_json
+        from audiobook.files import safe_filename
+
+        if bool(voice) == bool(speaker):
+            raise AudiobookError("Queue a book with either a saved voice or a built-in speaker.")
+        if voice:
+            self.get_voice(voice)
+        else:
+            known = self.speakers()
+            if known and speaker.lower() not in known:
+                raise AudiobookError(f"There is no built-in speaker called '{speaker}'; choose one of: {', '.join(known)}.")
+            self.tts.check_instruct(instruct)
+        if isinstance(book, Book):  # the page's book, with the user's edits: kept as a JSON book
+            import uuid
+
+            path = self.output_root / "queued-books" / f"{safe_filename(book.title or 'book')}-{uuid.uuid4().hex[:8]}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_book_json(book, path)
+            title = book.title or path.stem
+        else:
+            path = self.resolve(str(book)).resolve()
+            if not path.is_file():
+                raise AudiobookError(f"There is no book file at {path}.")
+            if path.suffix.lower() not in BOOK_EXTENSIONS:
+                raise AudiobookError(f"Cannot read '{path.suffix or path.name}' files; use {', '.join(BOOK_EXTENSIONS)}.")
+            title = path.stem
+        item = QueueItem(book=str(path), title=title, voice=voice or "", speaker=(speaker or "").lower(),
+                         instruct=instruct or "", output=str(self.resolve(str(output))) if output else "",
+                         settings=snapshot(self.settings))
+        return self.queue.add(item)
+
+    def queue_items(self) -> list[QueueItem]:
+        return self.queue.items()
+
+    def queue_remove(self, n: int) -> QueueItem:
+        """Remove item ``n`` (1-based); its rendered files stay where they are."""
+        return self.queue.remove(n)
+
+    def queue_move(self, n: int, to: int) -> list[QueueItem]:
+        """Move item ``n`` to position ``to`` (1-based)."""
+        return self.queue.move(n, to)
+
+    def queue_retry(self, n: int) -> QueueItem:
+        """Put a failed item back in line."""
+        return self.queue.retry(n)
+
+    def run_queue(self, on_progress: Callable[[Progress], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
+                  on_item: Callable[[QueueItem], None] | None = None) -> list[QueueItem]:
+        """Render the queued books one after another (blocking); returns the items at the end.
+
+        The book in progress when a run was killed continues from its manifest; a book that
+        fails is marked failed with its sentence and the next one starts.
+        """
+        if not self._render_lock.acquire(blocking=False):
+            raise AudiobookError(RENDER_BUSY)
+        try:
+            return run_queue(self.queue, lambda item, progress: self._render_item(item, progress, on_progress, should_stop),
+                             should_stop, on_item)
+        finally:
+            self._render_lock.release()
+
+    def _render_item(self, item: QueueItem, progress, on_progress, should_stop) -> RenderResult:
+        book = load_book(item.book)
+        narrator = self.narrator_for(item.voice) if item.voice else Narrator(kind=PRESET, speaker=item.speaker,
+                                                                              instruct=item.instruct)
+        target = Path(item.output) if item.output else self.book_dir(book)
+        if book.title and book.title != item.title:
+            self.queue.update(item.id, title=book.title)
+
+        def report(p: Progress) -> None:
+            progress(p)
+            if on_progress:
+                on_progress(p)
+
+        return self._render(book, narrator, target, RenderOptions(), report, should_stop,
+                            settings=settings_for(item, self.settings))
+
+    def start_queue(self) -> RenderState:
+        """Run the queue in a background thread (the page); follow it with ``render_state`` and ``queue_items``."""
+        if not self._render_lock.acquire(blocking=False):
+            raise AudiobookError(RENDER_BUSY)
+        try:
+            if self.queue.next_item() is None:
+                raise AudiobookError("There is no book waiting in the queue; add one first.")
+            job = _RenderJob(RenderState(running=True, book_title="Queue"))
+            self._job = job
+            last = [RenderResult(out_dir=self.output_root)]
+
+            def on_item(item: QueueItem) -> None:
+                with job.lock:
+                    st = job.state
+                    st.book_title, st.out_dir, st.chunks_done, st.chunks_total = item.title, item.output, 0, 0
+                    st.log = (st.log + [f"Queue: rendering {item.title} with {item.narrator_label}."])[-LOG_LINES_KEPT:]
+
+            def render_item(item: QueueItem, progress) -> RenderResult:
+                try:
+                    last[0] = self._render_item(item, progress, job.update, job.stop.is_set)
+                except AudiobookError as e:
+                    with job.lock:
+                        job.state.log = (job.state.log + [f"Queue: {item.title} failed: {e}"])[-LOG_LINES_KEPT:]
+                    raise
+                return last[0]
+
+            def work() -> None:
+                try:
+                    job.run(lambda: (run_queue(self.queue, render_item, job.stop.is_set, on_item), last[0])[1])
+                finally:
+                    self._render_lock.release()
+
+            threading.Thread(target=work, name="queue", daemon=True).start()
+        except BaseException:
+            self._render_lock.release()
+            raise
+        return job.snapshot()
+
+
 @contextmanager
 def _file_errors(doing: str):
     """Turn a failed file operation (full disk, no permission, missing folder) into a sentence."""
@@ -909,10 +1048,7 @@ def cmd_render(args) -> int:
     backend = Backend(models_dir=args.models_dir)
     if args.batch_size is not None:
         backend.apply_settings(backend.settings.updated(batch_size=args.batch_size))
-    if args.workers is not None or args.ray_address is not None:
-        workers = backend.settings.workers if args.workers is None else args.workers
-        address = backend.settings.ray_address if args.ray_address is None else args.ray_address
-        backend.apply_settings(backend.settings.updated(workers=workers, ray_address=address))
+    _apply_worker_args(backend, args)
     if args.verify:
         backend.apply_settings(backend.settings.updated(verify=args.verify))
     chapters = parse_chapters(args.chapters) if args.chapters else ()
@@ -1001,6 +1137,68 @@ def cmd_sample(args) -> int:
     narrator = _narrator_from_args(args, backend)
     print(backend.sample(book, narrator, chapter=args.chapter, seconds=args.seconds, out_path=args.output))
     return 0
+
+
+def _apply_worker_args(backend: Backend, args) -> None:
+    """``--workers`` and ``--ray-address`` for this run only (not saved)."""
+    workers, address = getattr(args, "workers", None), getattr(args, "ray_address", None)
+    if workers is not None or address is not None:
+        backend.apply_settings(backend.settings.updated(
+            workers=backend.settings.workers if workers is None else workers,
+            ray_address=backend.settings.ray_address if address is None else address))
+
+
+def cmd_queue(args) -> int:
+    """queue add|list|remove|move|retry|run: the books that render one after another (output/queue.json)."""
+    backend = Backend(models_dir=getattr(args, "models_dir", None))
+    if args.action == "add":
+        item = backend.queue_add(args.book, voice=args.voice, speaker=args.speaker, instruct=args.instruct or "",
+                                 output=args.output)
+        print(f"Queued '{item.title}' with {item.narrator_label} as item {len(backend.queue_items())}.")
+        return 0
+    if args.action == "list":
+        items = backend.queue_items()
+        if not items:
+            print(f"The queue is empty ({backend.queue.path}).")
+        for n, item in enumerate(items, 1):
+            print("\t".join(str(x) for x in item.row(n)))
+            for f in item.book_files:
+                print(f"\t{f}")
+        return 0
+    if args.action == "remove":
+        item = backend.queue_remove(args.n)
+        print(f"Removed '{item.title}' from the queue.")
+        return 0
+    if args.action == "move":
+        backend.queue_move(args.n, args.to)
+        print(f"Moved item {args.n} to position {args.to}.")
+        return 0
+    if args.action == "retry":
+        item = backend.queue_retry(args.n)
+        print(f"'{item.title}' is queued again.")
+        return 0
+    _apply_worker_args(backend, args)
+    bar, report = _tqdm_progress()
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first_ctrl_c(signum, frame):
+        stop.set()
+        bar.write("Stopping after the batch in flight (Ctrl-C again to quit now)...")
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, first_ctrl_c)
+    try:
+        items = backend.run_queue(on_progress=report, should_stop=stop.is_set,
+                                  on_item=lambda item: bar.write(f"Rendering '{item.title}' with {item.narrator_label}."))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    for n, item in enumerate(items, 1):
+        print("\t".join(str(x) for x in item.row(n)))
+    if stop.is_set():
+        print("Stopped; run `backend.py queue run` again to continue.")
+    return 0 if all(i.status == "done" for i in items) else 1
 
 
 def _print_voice(voice: Voice) -> None:
@@ -1220,6 +1418,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="wav file to write (default: output/<book>/samples/...)")
     p.add_argument("--models-dir", help="folder holding the checkpoints")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("queue", help="books that render one after another (output/queue.json)")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="queue a book with a voice and the current settings")
+    a.add_argument("book", help="the book file (.txt, .md, .epub, .pdf, .json)")
+    who = a.add_mutually_exclusive_group(required=True)
+    who.add_argument("--voice", help="a saved voice (see `backend.py voices`)")
+    who.add_argument("--speaker", help="a built-in speaker of the CustomVoice model")
+    a.add_argument("--instruct", default="", help="a style instruction for a built-in speaker (1.7B only)")
+    a.add_argument("--output", help="output folder (default: output/<book title>)")
+    actions.add_parser("list", help="show the queue: book, voice, status, progress")
+    a = actions.add_parser("remove", help="take item N out of the queue")
+    a.add_argument("n", type=int)
+    a = actions.add_parser("move", help="move item N to position TO")
+    a.add_argument("n", type=int)
+    a.add_argument("to", type=int)
+    a = actions.add_parser("retry", help="put a failed item N back in line")
+    a.add_argument("n", type=int)
+    a = actions.add_parser("run", help="render the queued books one after another (continues after a crash)")
+    a.add_argument("--workers", type=int, help="Ray workers, one model each on a GPU (or a CPU); 0 renders in this process")
+    a.add_argument("--ray-address", help="join this running Ray cluster (default: a local Ray for each book)")
+    for action in actions.choices.values():
+        action.add_argument("--models-dir", help="folder holding the checkpoints")
+        action.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("voices", help="list the saved voices")
     p.add_argument("--models-dir", help="folder holding the checkpoints")
