@@ -145,6 +145,7 @@ class WorkerPool:
         self._info_lock = threading.Lock()
         self._free: queue.Queue[int] = queue.Queue()
         self._prompts: dict[int, tuple[Any, Any]] = {}  # id(prompt) -> (prompt, its object ref)
+        self._local = threading.local()  # .lease: the worker a batch thread holds
 
     # ---- life -----------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ class WorkerPool:
         in_flight, error, dealing = 0, None, True
 
         def work(batch: list[str], i: int) -> None:
-            lease = _Lease(self, i)
+            lease = self._local.lease = _Lease(self, i)
             t0 = time.perf_counter()
             failure = None
             with self._driver:
@@ -382,7 +383,14 @@ class WorkerPool:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def clone_prompt(self, ref_audio, ref_text: str = "", x_vector_only: bool = False):
-        """A clone prompt made by a worker's model (so this process loads none); used before the batches start."""
+        """A clone prompt made by a worker's model (so this process loads none).
+
+        Called before the batches start, or inside a batch (a cast's voice met on the way), where
+        the batch's own worker makes it.
+        """
+        held = getattr(self._local, "lease", None)
+        if held is not None:
+            return self._call(held, "making a voice's clone prompt", "clone_prompt", ref_audio, ref_text, x_vector_only)
         if not self.workers:
             self.start()
         lease = _Lease(self, self._free.get())
