@@ -30,10 +30,12 @@ import gradio as gr
 from audiobook.books import BOOK_EXTENSIONS, Book
 from audiobook.errors import AudiobookError
 from audiobook.models import MissingCheckpoint
+from audiobook.queue import COLUMNS as QUEUE_COLUMNS
 from audiobook.render import RenderState
 from audiobook.serving import ServedFiles, blocked_paths, serving_for
 from audiobook.settings import FOLDER_SETTINGS, Settings
 from audiobook.tts import LANGUAGES, PRESET, Narrator
+from audiobook.workers import WORKER_COLUMNS
 from audiobook.previews import DEFAULT_REFERENCE_TEXT, VoicePreview
 from backend import ROOT, Backend
 
@@ -49,7 +51,7 @@ MODEL_WORK = dict(concurrency_id="model", concurrency_limit=1)  # one model call
 
 # Advanced Settings, grouped as a user thinks of them; fields not named here land in "Other".
 SETTING_GROUPS: list[tuple[str, list[str]]] = [
-    ("Speed and memory", ["batch_size", "attention_mode", "max_new_tokens", "engine", "batch_order"]),
+    ("Speed and memory", ["batch_size", "attention_mode", "max_new_tokens", "engine", "batch_order", "workers", "ray_address"]),
     ("Model", ["model_size", "models_dir", "device", "dtype", "language"]),
     ("Text", ["chunk_chars"]),
     ("Sampling", ["do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed"]),
@@ -92,6 +94,8 @@ LABELS = {
     "make_book_mp3": "Make one .mp3 of the whole book",
     "output_dir": "Output folder",
     "voices_dir": "Voices folder",
+    "workers": "Workers (Ray)",
+    "ray_address": "Ray cluster address",
 }
 
 CSS = """
@@ -100,6 +104,9 @@ CSS = """
 .render-progress .bar { height: 18px; border-radius: 9px; background: var(--neutral-200, #e5e7eb); overflow: hidden; }
 .render-progress .fill { height: 100%; background: var(--color-accent, #f97316); }
 .render-progress .numbers { margin-top: 6px; font-variant-numeric: tabular-nums; }
+.queue-table { width: 100%; border-collapse: collapse; font-size: 0.92em; }
+.queue-table th, .queue-table td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary, #e5e7eb); }
+.queue-empty { opacity: 0.75; font-size: 0.92em; padding: 4px 0; }
 .render-progress .render-error { margin-top: 6px; color: var(--error-text-color, #b91c1c); }
 """
 
@@ -421,6 +428,128 @@ def doctor_markdown(report) -> str:
     return "```\n" + report.summary() + "\n```"
 
 
+# ---- queue and workers --------------------------------------------------------------------
+
+
+def add_to_queue(backend: Backend, book: Book | None, choice: str | None) -> tuple[str, list[list[Any]]]:
+    """Queue the loaded book (with the page's edits) and narrator with the current settings."""
+    if book is None:
+        raise AudiobookError("Load a book first: drop a .txt, .md, .epub, .pdf or .json file in the Book file box.")
+    if not choice:
+        raise AudiobookError("Choose a narrator first: a saved voice or a built-in speaker.")
+    if choice.startswith(VOICE_PREFIX):
+        item = backend.queue_add(book, voice=choice[len(VOICE_PREFIX):])
+    elif choice.startswith(SPEAKER_PREFIX):
+        item = backend.queue_add(book, speaker=choice[len(SPEAKER_PREFIX):])
+    else:
+        raise AudiobookError(f"Unknown narrator {choice!r}; choose one from the list.")
+    rows = queue_rows(backend)
+    return f"Queued “{item.title}” with {item.narrator_label} as item {len(rows)}.", rows
+
+
+def queue_rows(backend: Backend) -> list[list[Any]]:
+    """The queue table: #, book, voice, status, progress."""
+    return [item.row(n) for n, item in enumerate(backend.queue_items(), 1)]
+
+
+def _item_number(n: float | None) -> int:
+    if n is None or int(n) < 1:
+        raise AudiobookError("Type the number of a queue item (its # in the table) first.")
+    return int(n)
+
+
+def move_queue_item(backend: Backend, n: float | None, step: int) -> tuple[str, list[list[Any]], int]:
+    """Move item ``n`` up (step -1) or down (+1); returns (message, rows, its new number)."""
+    n = _item_number(n)
+    count = len(backend.queue_items())
+    to = max(1, min(count, n + step))
+    backend.queue_move(n, to)
+    return f"Moved item {n} to position {to}.", queue_rows(backend), to
+
+
+def remove_queue_item(backend: Backend, n: float | None) -> tuple[str, list[list[Any]]]:
+    item = backend.queue_remove(_item_number(n))
+    return f"Removed “{item.title}” from the queue; its rendered files stay.", queue_rows(backend)
+
+
+def retry_queue_item(backend: Backend, n: float | None) -> tuple[str, list[list[Any]]]:
+    item = backend.queue_retry(_item_number(n))
+    return f"“{item.title}” is queued again.", queue_rows(backend)
+
+
+def run_queue(backend: Backend) -> str:
+    """Render the queued books one after another in the background (Stop stops it after a batch)."""
+    backend.start_queue()
+    waiting = sum(1 for i in backend.queue_items() if i.status in ("queued", "running"))
+    return f"Rendering the queue: {waiting} book{'s' if waiting != 1 else ''} to go. Stop pauses it; Run the queue goes on."
+
+
+def table_html(headers: list[str], rows: list[list[Any]], empty: str) -> str:
+    """A small read-only table (the queue, the workers) as HTML."""
+    if not rows:
+        return f"<div class='queue-empty'>{html.escape(empty)}</div>"
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table class='queue-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def queue_html(backend: Backend) -> str:
+    return table_html(QUEUE_COLUMNS, queue_rows(backend), "The queue is empty: load a book, pick a narrator, press Add to queue.")
+
+
+def workers_html(backend: Backend) -> str:
+    return table_html(WORKER_COLUMNS, worker_rows(backend), "No Ray workers: the render runs in this process (workers = 0).")
+
+
+def worker_rows(backend: Backend) -> list[list[Any]]:
+    """The Ray workers of the current render: worker, doing, device, node, pid, calls, takes, restarts."""
+    return backend.render_state().workers
+
+
+def build_queue_panel(backend: Backend, add_btn: gr.Button, book_state: gr.State, narrator: gr.Dropdown,
+                      message: gr.Markdown) -> SimpleNamespace:
+    """The render queue (table, reorder, remove, run) and the workers of the running render."""
+    B = backend
+    with gr.Accordion("Queue", open=True, elem_id="queue-box"):
+        table = gr.HTML(queue_html(B), elem_id="queue-table")
+        with gr.Row():
+            item = gr.Number(label="Item #", value=1, precision=0, minimum=1, scale=1, elem_id="queue-item")
+            up_btn = gr.Button("Move up", size="sm", elem_id="queue-up")
+            down_btn = gr.Button("Move down", size="sm", elem_id="queue-down")
+            remove_btn = gr.Button("Remove", size="sm", elem_id="queue-remove")
+            retry_btn = gr.Button("Queue again", size="sm", elem_id="queue-retry")
+            run_btn = gr.Button("Run the queue", variant="primary", elem_id="queue-run")
+    with gr.Accordion("Workers", open=False, elem_id="workers-box"):
+        gr.Markdown("With the `workers` setting above 0, each Ray worker holds a model on its own GPU (or CPU); "
+                    "this shows what each is doing.")
+        workers = gr.HTML(workers_html(B), elem_id="workers-table")
+
+    def html_of(handler):  # the handlers return rows; the page shows them as a table
+        def run(*args):
+            out = list(handler(*args))
+            out[1] = table_html(QUEUE_COLUMNS, out[1], "The queue is empty.")
+            return tuple(out)
+        return run
+
+    add_btn.click(_page_errors(html_of(functools.partial(add_to_queue, B))), [book_state, narrator], [message, table])
+    up_btn.click(_page_errors(html_of(lambda n: move_queue_item(B, n, -1))), item, [message, table, item])
+    down_btn.click(_page_errors(html_of(lambda n: move_queue_item(B, n, +1))), item, [message, table, item])
+    remove_btn.click(_page_errors(html_of(functools.partial(remove_queue_item, B))), item, [message, table])
+    retry_btn.click(_page_errors(html_of(functools.partial(retry_queue_item, B))), item, [message, table])
+    run_btn.click(_page_errors(functools.partial(run_queue, B)), None, message)
+
+    def on_tick():
+        try:
+            return queue_html(B), workers_html(B)
+        except AudiobookError:  # a damaged queue file: the buttons say so when used
+            return gr.skip(), workers_html(B)
+
+    timer = gr.Timer(POLL_S)
+    timer.tick(on_tick, None, [table, workers], show_progress="hidden", concurrency_id="poll-queue",
+               concurrency_limit=2, trigger_mode="always_last")
+    return SimpleNamespace(table=table, workers=workers, on_load=([table, workers], on_tick))
+
+
 # ---- errors on the page, setting controls --------------------------------------------------
 
 
@@ -536,6 +665,7 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
             render_btn = gr.Button("3. Render", variant="primary", elem_id="render-start")
             stop_btn = gr.Button("Stop", variant="stop", elem_id="render-stop")
             resume_btn = gr.Button("Resume", elem_id="render-resume")
+            queue_add_btn = gr.Button("Add to queue", elem_id="render-queue-add")
         render_msg = gr.Markdown(elem_id="render-message")
         progress = gr.HTML(progress_html(RenderState()), elem_id="render-progress")
         log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False, elem_id="render-log")
@@ -554,6 +684,7 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
             speakers = gr.Dataframe(headers=["speaker", "voice", "chunks", "seconds"], value=[], interactive=False,
                                     label="Who spoke", elem_id="render-speakers")
         results_key = gr.State(None)
+        queue = build_queue_panel(B, queue_add_btn, book_state, narrator, render_msg)
 
     def on_narrators():
         choices = narrator_choices(B)
@@ -590,7 +721,8 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
         choices = narrator_choices(B)
         return [gr.update(choices=choices, value=choices[0][1] if choices else None)]
 
-    return SimpleNamespace(book_file=book_file, book_info=book_info, narrator=narrator, on_load=([narrator], on_load))
+    return SimpleNamespace(book_file=book_file, book_info=book_info, narrator=narrator, queue=queue,
+                           on_load=([narrator], on_load))
 
 
 def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, render: SimpleNamespace) -> SimpleNamespace:
@@ -1188,7 +1320,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         voices = build_voice_tab(backend, serve, render.narrator)
         review = build_review_tab(backend, serve, book_state)
         settings = build_settings_tab(backend)
-        _wire_page_load(demo, [status, render, voices, review, settings])
+        _wire_page_load(demo, [status, render, render.queue, voices, review, settings])
         build_api(backend, serve)
     hide_from_api(demo, API_NAMES)
     _guard_every_handler(demo)

@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--eos-scale", type=float, help="norm of the talker's EOS row (default: by hidden size)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run slower)")
+    p.add_argument("--workers", type=int,
+                   help="instead: one process against this many CPU Ray workers rendering the same book (default size medium)")
     p.add_argument("--models-dir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "audiobook-bench-models"))
     p.add_argument("--configs", default=str(ROOT.parent / "shared" / "qwen3-tts-configs"),
                    help="released Qwen3-TTS configs (for full-size shapes)")
@@ -402,6 +404,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     cuda = args.gpu
     if cuda and not torch.cuda.is_available():
         p.error("--gpu needs a CUDA GPU")
+    if args.workers:
+        return _bench_workers(args)
     sizes = (args.sizes or ("1.7B" if cuda else "tiny,medium")).split(",")
     # Full-size shapes on a CPU run at about real time or slower: a few chunks, the seed design against
     # the engine at the same batch size, no sequential run, unless asked for.
@@ -449,6 +453,27 @@ def main(argv: list[str] | None = None) -> list[Result]:
                                                "results": records,
                                                "check": [{**asdict(c), "overhead": c.overhead} for c in checks]},
                                               indent=2) + "\n")
+    return results
+
+
+def _bench_workers(args) -> list:
+    """``--workers N``: the same book rendered by one process and by N Ray workers (bench/workers.py)."""
+    from bench.workers import bench_workers, eos_scaled_copy, markdown_table, records
+
+    print(f"Machine: {machine()}")
+    results = []
+    for size in (args.sizes or "medium").split(","):
+        models = cpu_models(Path(args.models_dir) / size, size)
+        import json as _json
+
+        hidden = _json.loads((models / "Qwen3-TTS-12Hz-1.7B-CustomVoice" / "config.json").read_text())["talker_config"]["hidden_size"]
+        models = eos_scaled_copy(models, args.eos_scale or eos_scale_for(hidden))
+        results.append(bench_workers(models, size, STORY, args.repeat or 2, args.max_new_tokens or 160, args.workers,
+                                     chunk_chars=args.chunk_chars))
+    print(f"\n{machine()}\n")
+    print(markdown_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "results": records(results)}, indent=2) + "\n")
     return results
 
 

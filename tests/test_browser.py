@@ -343,4 +343,32 @@ def test_cast_map_a_character_to_a_saved_voice_render_and_see_who_spoke(browser,
     said = {s.text: (s.speaker, s.voice) for s in m.chunks.values()}
     assert said['"Who goes there?"'] == ("Alice", "Alice voice") and said["the keeper said."] == ("narrator", "ryan")
     assert said['"Only me,"'][0] == "Keeper"  # as the part was changed on the page
+
+
+def test_queue_two_books_on_the_page_and_watch_both_finish(browser, server, tmp_path):
+    books = {"ropes": "Chapter 1: Ropes\n\nThe ropes were coiled on the quay.\n\nChapter 2: Sails\n\nThe sails were mended.\n",
+             "lamps": "Chapter 1: Lamps\n\nThe lamps were lit at dusk.\n\nChapter 2: Bells\n\nThe bells rang twice.\n"}
+    page = new_page(browser, server.url)
+    page.wait_for_function("document.querySelector('#render-narrator input').value !== ''")
+    for title, text in books.items():
+        path = tmp_path / f"{title}.txt"
+        path.write_text(text, encoding="utf-8")
+        if title != "ropes":  # the file box holds the first book: clear it for the next
+            page.locator("#render-book-file button[aria-label='Clear']").click()
+        page.set_input_files("#render-book-file input[type=file]", str(path))
+        wait_for_text(page.locator("#render-book-info"), title)
+        page.locator("#render-queue-add").click()
+        wait_for_text(page.locator("#render-message"), f"Queued “{title}”")
+    table = page.locator("#queue-table")
+    wait_for_text(table, r"ropes[\s\S]*queued[\s\S]*lamps[\s\S]*queued")
+    screenshot(page, "queue-added")
+
+    page.locator("#queue-run").click()
+    wait_for_text(page.locator("#render-message"), "Rendering the queue: 2 books to go")
+    wait_for_text(table, r"ropes[\s\S]*done[\s\S]*lamps[\s\S]*done", timeout=300)
+    screenshot(page, "queue-done")
+    for title in books:
+        assert len(list((server.root / "output" / title).glob("*.m4b"))) == 1, title
+    queue = (server.root / "output" / "queue.json").read_text(encoding="utf-8")
+    assert queue.count('"status": "done"') == 2
     page.close()

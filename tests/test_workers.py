@@ -179,3 +179,16 @@ def test_render_command_joins_a_running_cluster(tmp_path, tiny_models_dir, ray_c
     final = mf.load_manifest(tmp_path / "out")
     assert final.count(mf.DONE, mf.SUSPECT) == len(final.chunks)
     assert sorted(p.name for p in (tmp_path / "out").glob("0*.wav")) == ["01 - Part 1.wav", "02 - Part 2.wav"]
+
+
+def test_workers_benchmark_runs_and_checks_equal_work(tmp_path, tiny_models_dir, ray_cluster):
+    sys.path.insert(0, str(ROOT))
+    from bench.run import STORY
+    from bench.workers import bench_workers, eos_scaled_copy, markdown_table
+
+    models = eos_scaled_copy(tiny_models_dir, 0.3)
+    result = bench_workers(models, "tiny", STORY[:1], 1, 24, 2, log=lambda *a, **k: None)
+    assert result.same_work and result.chunks >= 4 and result.frames > 0
+    assert result.one_process_s > 0 and result.workers_s > 0 and result.ratio == round(result.one_process_s / result.workers_s, 3)
+    assert len(result.per_worker_takes) == 2 and sum(result.per_worker_takes) >= result.chunks
+    assert "| tiny |" in markdown_table([result])
