@@ -31,7 +31,8 @@ from .errors import AudiobookError
 
 log = logging.getLogger(__name__)
 
-MAX_DEALS = 4  # a call whose actor dies this many times in a row ends the render with a sentence
+MAX_DEALS = 8  # a call that finds its worker dead this many times in a row ends the render with a sentence
+RESTART_WAIT_S = 1.0  # a call that met a worker still restarting waits this long before it is dealt again
 START_TIMEOUT_S = 300.0  # actors must be placed and answering within this (a busy cluster may queue them)
 # Ray's own dashboard and usage statistics are off unless the user turns them on in the environment.
 RAY_DEFAULT_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
@@ -368,18 +369,23 @@ class WorkerPool:
                     raise AudiobookError("The workers were stopped while a batch was in flight; render again to continue.")
                 with self._info_lock:
                     info = self.workers[i].info
-                    info.state, info.restarts, info.pid = "restarting", info.restarts + 1, None
+                    fresh = info.pid is not None  # a death not seen yet (a restarting worker has no pid until it answers)
+                    info.state, info.pid = "restarting", None
+                    info.restarts += 1 if fresh else 0
                 if deal == MAX_DEALS:
                     raise AudiobookError(f"A batch lost its worker {MAX_DEALS} times in a row (killed or out of memory); "
                                          "set fewer workers or a smaller batch size, then render again.")
-                # Deal it again: hand the dead worker back (Ray holds calls to it until it is restarted)
-                # and take whichever worker is free first.
+                # Deal it again: hand the dead worker back (Ray restarts it) and take whichever worker is
+                # free first; when that is one still restarting, give it a moment.
+                if not fresh:
+                    time.sleep(RESTART_WAIT_S)
                 self._free.put(i)
                 lease.worker = self._free.get()
             finally:
                 self._driver.acquire()
-            self._log(f"{self.workers[i].info.name.capitalize()} died ({died[:160]}); Ray restarts it, and its batch "
-                      f"went to {self.workers[lease.worker].info.name}.")
+            if fresh:
+                self._log(f"{self.workers[i].info.name.capitalize()} died ({died[:160]}); Ray restarts it, and its batch "
+                          f"went to {self.workers[lease.worker].info.name}.")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def clone_prompt(self, ref_audio, ref_text: str = "", x_vector_only: bool = False):

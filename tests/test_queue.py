@@ -18,7 +18,7 @@ from backend import Backend
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
-SETTINGS = dict(device="cpu", max_new_tokens=64, batch_size=2, chunk_chars=60, make_m4b=True, engine="qwen_tts",
+SETTINGS = dict(device="cpu", max_new_tokens=64, batch_size=1, chunk_chars=60, make_m4b=True, engine="fast",
                 duration_outlier_factor=20.0, runaway_margin_s=0.0, max_retries=0)
 
 
@@ -38,7 +38,7 @@ def project(tmp_path, **settings) -> Path:
     return root
 
 
-def cli(root, *args, timeout=600):
+def cli(root, *args, timeout=1500):
     return subprocess.run([sys.executable, str(root / "backend.py"), *args], cwd=root, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 

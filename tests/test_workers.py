@@ -187,8 +187,9 @@ def test_workers_benchmark_runs_and_checks_equal_work(tmp_path, tiny_models_dir,
     from bench.workers import bench_workers, eos_scaled_copy, markdown_table
 
     models = eos_scaled_copy(tiny_models_dir, 0.3)
-    result = bench_workers(models, "tiny", STORY[:1], 1, 24, 2, log=lambda *a, **k: None)
+    result = bench_workers(models, "tiny", STORY[:1], 1, 64, 2, log=lambda *a, **k: None)
     assert result.same_work and result.chunks >= 4 and result.frames > 0
-    assert result.one_process_s > 0 and result.workers_s > 0 and result.ratio == round(result.one_process_s / result.workers_s, 3)
+    assert result.one_process_s > 0 and result.workers_s > 0
+    assert result.ratio == pytest.approx(result.one_process_s / result.workers_s, abs=0.01)
     assert len(result.per_worker_takes) == 2 and sum(result.per_worker_takes) >= result.chunks
     assert "| tiny |" in markdown_table([result])
