@@ -834,13 +834,9 @@ class Backend:
         The book in progress when a run was killed continues from its manifest; a book that
         fails is marked failed with its sentence and the next one starts.
         """
-        if not self._render_lock.acquire(blocking=False):
-            raise AudiobookError(RENDER_BUSY)
-        try:
+        with self._hold_for_render("the queue"):
             return run_queue(self.queue, lambda item, progress: self._render_item(item, progress, on_progress, should_stop),
                              should_stop, on_item)
-        finally:
-            self._render_lock.release()
 
     def _render_item(self, item: QueueItem, progress, on_progress, should_stop) -> RenderResult:
         book = load_book(item.book)
@@ -860,13 +856,13 @@ class Backend:
 
     def start_queue(self) -> RenderState:
         """Run the queue in a background thread (the page); follow it with ``render_state`` and ``queue_items``."""
-        if not self._render_lock.acquire(blocking=False):
-            raise AudiobookError(RENDER_BUSY)
+        if self.queue.next_item() is None:
+            raise AudiobookError("There is no book waiting in the queue; add one first.")
+        hold = self._hold_for_render("the queue")
+        hold.__enter__()  # taken here, so a busy model is refused before anything starts
+        handed = threading.Event()
         try:
-            if self.queue.next_item() is None:
-                raise AudiobookError("There is no book waiting in the queue; add one first.")
             job = _RenderJob(RenderState(running=True, book_title="Queue"))
-            self._job = job
             last = [RenderResult(out_dir=self.output_root)]
 
             def on_item(item: QueueItem) -> None:
@@ -885,15 +881,20 @@ class Backend:
                 return last[0]
 
             def work() -> None:
+                handed.wait()
                 try:
                     job.run(lambda: (run_queue(self.queue, render_item, job.stop.is_set, on_item), last[0])[1])
                 finally:
-                    self._render_lock.release()
+                    hold.__exit__(None, None, None)
 
-            threading.Thread(target=work, name="queue", daemon=True).start()
+            thread = threading.Thread(target=work, name="queue", daemon=True)
+            thread.start()
+            self.tts.lock.hand_over(thread.ident)
         except BaseException:
-            self._render_lock.release()
+            hold.__exit__(None, None, None)
             raise
+        self._job = job
+        handed.set()
         return job.snapshot()
 
 
