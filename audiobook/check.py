@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import AudiobookError
+from .files import SAMPLE_RATE
 from .text import base_language, expand_abbreviations, is_cjk, numbers_to_words
 
 log = logging.getLogger(__name__)
@@ -438,11 +439,11 @@ class SpeakerEncoder:
         dtype = next(self.module.parameters()).dtype  # the narrating model's own encoder may be half precision
         with torch.inference_mode():
             for w in wavs:
-                w = _resample(w, sr, 24000)
+                w = _resample(w, sr, SAMPLE_RATE)
                 if len(w) < 2048:
                     w = np.pad(w, (0, 2048 - len(w)))
                 mels = mel_spectrogram(torch.from_numpy(np.clip(w, -1, 1)).unsqueeze(0), n_fft=1024, num_mels=128,
-                                       sampling_rate=24000, hop_size=256, win_size=1024, fmin=0, fmax=12000)
+                                       sampling_rate=SAMPLE_RATE, hop_size=256, win_size=1024, fmin=0, fmax=12000)
                 emb = self.module(mels.transpose(1, 2).to(self.device, dtype))[0]
                 out.append(emb.float().cpu().numpy())
         return out

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .files import SAMPLE_RATE
 from .tts import PRESET, TTS, GenerationOptions, checkpoint_name, language_name
 
 TEXTS = (
@@ -297,7 +298,7 @@ def measure_speed(tts: TTS, speaker: str, batch: int, frames: int) -> float:
     wavs = tts.preset(texts, speaker, "", "en", opts, slots=batch)
     _sync(tts)
     wall = time.perf_counter() - t0
-    audio_s = sum(len(w) for w in wavs) / 24000
+    audio_s = sum(len(w) for w in wavs) / SAMPLE_RATE
     return round(audio_s / wall, 3) if wall > 0 else 0.0
 
 
