@@ -95,6 +95,8 @@ class Result:
     extra_mem_mb: float = 0.0  # peak above the loaded model: what generating and decoding needed
     generation_mem_mb: float = 0.0  # of that, the peak before audio decoding: the generation loop's own
     decode_s: float = 0.0  # of wall_s, the speech tokenizer turning codes into audio (same work everywhere)
+    cpu_s: float = 0.0  # CPU time of the process over the run: what the work cost, whatever else shares the machine
+    ratio_cpu_to_seed_design: float = 0.0  # the seed design's cpu_s over this one's (same work: > 1 is cheaper)
     same_lengths: bool = True  # every item produced as many frames as in the seed design
     lengths: list[int] = field(default_factory=list)
 
@@ -222,7 +224,7 @@ def run_engine(tts: TTS, label: str, engine: str, batch_size: int, texts: list[s
     tokenizer.decode = timed_decode
     try:
         with mem:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for group in _groups(engine, batch_size, texts):
                 wavs = tts.narrate(NARRATOR, [texts[i] for i in group], "en", opts)
                 for i, wav in zip(group, wavs):
@@ -230,13 +232,14 @@ def run_engine(tts: TTS, label: str, engine: str, batch_size: int, texts: list[s
             if cuda:
                 torch.cuda.synchronize()
             wall = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
     finally:
         del tokenizer.decode
     frames = sum(lengths)
     return Result(label, batch_size, round(wall, 3), round(frames / wall, 2), round(frames / FRAME_RATE / wall, 3),
                   round(mem.peak_mb, 1), frames=frames, extra_mem_mb=round(mem.extra_mb, 1),
                   generation_mem_mb=round(mem.generation_mb, 1),
-                  decode_s=round(decode_s[0], 3), lengths=lengths)
+                  decode_s=round(decode_s[0], 3), cpu_s=round(cpu, 3), lengths=lengths)
 
 
 def bench_model(models_dir: Path, model_label: str, texts: list[str], max_new_tokens: int, render_sizes: list[int],
@@ -265,7 +268,7 @@ def bench_model(models_dir: Path, model_label: str, texts: list[str], max_new_to
         log(f"  {model_label:>6} {label:<12} {r.wall_s:8.2f} s  {r.frames_per_s:8.1f} frames/s  "
             f"{r.x_real_time:7.2f}x real time  peak {r.peak_mem_mb:8.1f} MB (+{r.extra_mem_mb:.1f}, "
             f"generation +{r.generation_mem_mb:.1f})  "
-            f"decode {r.decode_s:.2f} s", flush=True)
+            f"decode {r.decode_s:.2f} s  CPU {r.cpu_s:.2f} s", flush=True)
     seed = results[0]
     spread = sorted(seed.lengths)
     log(f"  {model_label:>6} frames per chunk: min {spread[0]}, median {spread[len(spread) // 2]}, max {spread[-1]} "
@@ -274,6 +277,7 @@ def bench_model(models_dir: Path, model_label: str, texts: list[str], max_new_to
         # Throughput ratio: the wall-time ratio when the work is the same (same_lengths), and
         # still fair in bf16, where greedy lengths drift with batch shape even inside qwen_tts.
         r.ratio_to_seed_design = round(r.frames_per_s / seed.frames_per_s, 3) if seed.frames_per_s else 0.0
+        r.ratio_cpu_to_seed_design = round(seed.cpu_s / r.cpu_s, 3) if r.cpu_s else 0.0
         r.same_lengths = r.lengths == seed.lengths
     tts.unload()
     return results
@@ -363,12 +367,13 @@ def machine() -> str:
 
 def markdown_table(results: list[Result]) -> str:
     """The README table."""
-    rows = ["| model | engine | batch | wall s | of it decode s | frames/s | x real time | peak MB | +MB all | +MB generation | vs seed | same work |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    rows = ["| model | engine | batch | wall s | of it decode s | CPU s | frames/s | x real time | peak MB | +MB all | "
+            "+MB generation | vs seed | vs seed (CPU) | same work |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
-        rows.append(f"| {r.model} | {r.engine} | {r.batch_size} | {r.wall_s:.2f} | {r.decode_s:.2f} | {r.frames_per_s:.1f} | "
+        rows.append(f"| {r.model} | {r.engine} | {r.batch_size} | {r.wall_s:.2f} | {r.decode_s:.2f} | {r.cpu_s:.2f} | {r.frames_per_s:.1f} | "
                     f"{r.x_real_time:.2f} | {r.peak_mem_mb:.0f} | {r.extra_mem_mb:.0f} | {r.generation_mem_mb:.0f} | "
-                    f"{r.ratio_to_seed_design:.2f}x | "
+                    f"{r.ratio_to_seed_design:.2f}x | {r.ratio_cpu_to_seed_design:.2f}x | "
                     f"{'yes' if r.same_lengths else 'NO'} |")
     return "\n".join(rows)
 

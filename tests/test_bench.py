@@ -4,7 +4,8 @@ import json
 
 from bench.run import main, workload
 
-KEYS = {"engine", "batch_size", "wall_s", "frames_per_s", "x_real_time", "peak_mem_mb", "ratio_to_seed_design"}
+KEYS = {"engine", "batch_size", "wall_s", "frames_per_s", "x_real_time", "peak_mem_mb", "ratio_to_seed_design",
+        "cpu_s", "ratio_cpu_to_seed_design"}
 
 
 def test_benchmark_smoke(tmp_path):
@@ -16,10 +17,10 @@ def test_benchmark_smoke(tmp_path):
     assert [r["engine"] for r in records] == ["seed_design", "sequential", "render_bs1", "render_bs2", "fast_bs2"]
     for r in records:
         assert KEYS <= set(r), r
-        assert r["wall_s"] > 0 and r["frames"] > 0 and r["peak_mem_mb"] > 0
+        assert r["wall_s"] > 0 and r["frames"] > 0 and r["peak_mem_mb"] > 0 and r["cpu_s"] > 0
         assert r["same_lengths"], f"{r['engine']} did different work than the seed design"
         assert abs(r["frames_per_s"] - r["frames"] / r["wall_s"]) < 0.01 * r["frames_per_s"] + 0.01
-    assert records[0]["ratio_to_seed_design"] == 1.0
+    assert records[0]["ratio_to_seed_design"] == 1.0 and records[0]["ratio_cpu_to_seed_design"] == 1.0
     assert data["machine"] and data["chunks"] == 2
 
 
