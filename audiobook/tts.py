@@ -54,27 +54,18 @@ def resolve_checkpoint(job: str, model_size: str, models_dir: str | os.PathLike 
     return hub_id(job, model_size)
 
 
-def missing_model_message(job: str, model_size: str, models_dir: str | None) -> str:
+def load_error_message(e: BaseException, job: str, model_size: str, source: str) -> str:
+    """The sentence for a model on disk that did not load: out of memory, or an incomplete or damaged folder.
+
+    (A model that is not on disk never gets here: ``models.require`` names its download first.)
+    """
     name = checkpoint_name(job, model_size)
-    where = f" in the models folder {models_dir}" if models_dir else ""
-    return (
-        f"The model {hub_id(job, model_size)} is not on this computer{where} and could not be downloaded; "
-        f"connect to the internet once, or run `huggingface-cli download {hub_id(job, model_size)} "
-        f"--local-dir <models folder>/{name}` and set the models folder in Advanced Settings."
-    )
-
-
-def load_error_message(e: BaseException, job: str, model_size: str, models_dir: str | None, source: str,
-                       local: bool) -> str:
-    """The sentence for a model that did not load: out of memory, not downloadable, or a damaged folder."""
     if is_out_of_memory(e):
-        return (f"There is not enough memory to load the model {checkpoint_name(job, model_size)}; close other "
-                "programs that use the GPU, or choose the 0.6B model size or the cpu device in Advanced Settings.")
-    if not local and not Path(source).is_dir():
-        return missing_model_message(job, model_size, models_dir)
+        return (f"There is not enough memory to load the model {name}; close other programs that use the GPU, "
+                "or choose the 0.6B model size or the cpu device in Advanced Settings.")
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-    return (f"The model folder {source} could not be loaded ({reason}); it is incomplete or damaged, "
-            "so download it again.")
+    return (f"The model folder {source} could not be loaded ({reason}); it is incomplete or damaged, so download "
+            f"it again in the Models panel or with `backend.py models --download {name}`.")
 
 
 # The built-in speakers of the released CustomVoice checkpoints (both sizes).
@@ -356,8 +347,6 @@ class TTS:
         import torch
         from qwen_tts import Qwen3TTSModel
 
-        size, models_dir = self.settings.model_size, self.settings.models_dir
-        local = Path(source).is_dir()
         log.info("Loading %s on %s", source, self.device())
         kwargs = dict(device_map=self.device(), dtype=self.dtype(), attn_implementation=self.attention())
         try:
@@ -367,7 +356,7 @@ class TTS:
         except Exception as e:
             release_accelerator_memory()
             log.info("Loading %s failed", source, exc_info=True)
-            raise AudiobookError(load_error_message(e, job, size, models_dir, source, local)) from None
+            raise AudiobookError(load_error_message(e, job, self.settings.model_size, source)) from None
         got = getattr(model.model, "tts_model_type", None)
         if got != _JOB_MODEL_TYPE[job]:
             raise AudiobookError(f"The model at {source} is a '{got}' model, but {job} needs a '{_JOB_MODEL_TYPE[job]}' model.")

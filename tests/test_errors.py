@@ -145,7 +145,9 @@ def test_truncated_checkpoint_is_a_sentence(tmp_path, tiny_models_dir):
     weights = tmp_path / "models" / name / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     be = backend_for(tmp_path, tmp_path / "models")
-    with pytest.raises(AudiobookError, match=r"^The model folder .* could not be loaded \(.*\); it is incomplete or damaged, so download it again\.$"):
+    with pytest.raises(AudiobookError, match=r"^The model folder .* could not be loaded \(.*\); it is incomplete or damaged, so download it "
+                                             r"again in the Models panel or with `backend.py models --download "
+                                             r"Qwen3-TTS-12Hz-1.7B-CustomVoice`\.$"):
         be.tts.model(PRESET)
     assert be.tts.loaded is None
 
