@@ -463,11 +463,11 @@ def test_kill_mid_render_then_resume_generates_no_finished_chunk_twice(tmp_path,
     script = KILL_SCRIPT.format(root=str(ROOT), tmp=str(tmp_path), models=str(tiny_models_dir),
                                 book=str(book_path), out=str(out))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
+    deadline = time.time() + 420  # a hang guard: a loaded machine can take minutes to load and render
     try:
         while time.time() < deadline:
             m = mf.load_manifest(out) if mf.manifest_path(out).exists() else None
-            if m is not None and m.count(mf.DONE) >= 4:
+            if m is not None and m.count(mf.DONE) >= 2:  # one batch of two is on disk
                 break
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.05)
@@ -477,7 +477,7 @@ def test_kill_mid_render_then_resume_generates_no_finished_chunk_twice(tmp_path,
     killed = mf.load_manifest(out)
     done_before = {i for i, st in killed.chunks.items() if st.status == mf.DONE}
     files_before = {p.name: p.stat().st_mtime_ns for p in (out / "chunks").glob("*.wav")}
-    assert 4 <= len(done_before) < len(killed.chunks)
+    assert 2 <= len(done_before) < len(killed.chunks)
 
     be = backend_for(tmp_path, tiny_models_dir, batch_size=2)
     real, generated = be.tts.narrate, []
