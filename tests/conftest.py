@@ -1,6 +1,13 @@
 """Shared pytest fixtures."""
 
+import os
+
 import pytest
+
+# Child processes (the app, the command line, a render killed mid-way, workers) use one torch
+# thread, as this process does: on a shared CPU extra threads spin-wait, and a tiny render that
+# takes seconds alone takes minutes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
