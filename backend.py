@@ -723,21 +723,35 @@ class Backend:
         """
         book, narrator, target = self._render_inputs(book, narrator, out_dir)
         options = RenderOptions(tuple(redo_chunks), tuple(int(n) for n in redo_chapters), rebuild, allow_incomplete)
-        hold = self._hold_for_render(book)
-        hold.__enter__()  # taken here, so a busy model is refused before anything starts
-        handed = threading.Event()
-        try:
+
+        def prepare():
+            nonlocal book
             book, voicing = self.render_cast(book, narrator, target, cast)
             job = _RenderJob(RenderState(running=True, book_title=book.title, out_dir=str(target)))
+            return job, lambda: self._render(book, narrator, target, options, job.update, job.stop.is_set, voicing)
+
+        return self._start_job(self._hold_for_render(book), prepare, "render")
+
+    def _start_job(self, hold, prepare, name: str) -> RenderState:
+        """Run a render-like job in a background thread that holds the model lock.
+
+        ``hold`` is taken here, so a busy model is refused before anything starts; ``prepare()``
+        returns the job and the function its thread runs. The lock passes to that thread and is
+        released when it ends.
+        """
+        hold.__enter__()
+        handed = threading.Event()
+        try:
+            job, body = prepare()
 
             def work() -> None:
                 handed.wait()
                 try:
-                    job.run(lambda: self._render(book, narrator, target, options, job.update, job.stop.is_set, voicing))
+                    job.run(body)
                 finally:
                     hold.__exit__(None, None, None)
 
-            thread = threading.Thread(target=work, name="render", daemon=True)
+            thread = threading.Thread(target=work, name=name, daemon=True)
             thread.start()
             self.tts.lock.hand_over(thread.ident)
         except BaseException:
@@ -858,10 +872,8 @@ class Backend:
         """Run the queue in a background thread (the page); follow it with ``render_state`` and ``queue_items``."""
         if self.queue.next_item() is None:
             raise AudiobookError("There is no book waiting in the queue; add one first.")
-        hold = self._hold_for_render("the queue")
-        hold.__enter__()  # taken here, so a busy model is refused before anything starts
-        handed = threading.Event()
-        try:
+
+        def prepare():
             job = _RenderJob(RenderState(running=True, book_title="Queue"))
             last = [RenderResult(out_dir=self.output_root)]
 
@@ -880,22 +892,9 @@ class Backend:
                     raise
                 return last[0]
 
-            def work() -> None:
-                handed.wait()
-                try:
-                    job.run(lambda: (run_queue(self.queue, render_item, job.stop.is_set, on_item), last[0])[1])
-                finally:
-                    hold.__exit__(None, None, None)
+            return job, lambda: (run_queue(self.queue, render_item, job.stop.is_set, on_item), last[0])[1]
 
-            thread = threading.Thread(target=work, name="queue", daemon=True)
-            thread.start()
-            self.tts.lock.hand_over(thread.ident)
-        except BaseException:
-            hold.__exit__(None, None, None)
-            raise
-        self._job = job
-        handed.set()
-        return job.snapshot()
+        return self._start_job(self._hold_for_render("the queue"), prepare, "queue")
 
 
 @contextmanager

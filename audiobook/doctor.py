@@ -136,9 +136,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            _trim_heap()
-            _reset_peak_rss()
-            self.base = _status_kb("VmRSS") * 1024
+            trim_heap()
+            reset_peak_rss()
+            self.base = status_kb("VmRSS") * 1024
         return self
 
     def __exit__(self, *exc):
@@ -148,11 +148,11 @@ class PeakMemory:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
         else:
-            peak = _status_kb("VmHWM") * 1024
+            peak = status_kb("VmHWM") * 1024
         self.bytes = max(0, peak - self.base)
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Hand freed heap pages back to the system, so an earlier run's leftovers don't hide this one's peak."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -160,7 +160,7 @@ def _trim_heap() -> None:
         pass
 
 
-def _reset_peak_rss() -> None:
+def reset_peak_rss() -> None:
     """Linux resets the peak RSS (VmHWM) to the current RSS when 5 is written to clear_refs."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -168,7 +168,7 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _status_kb(key: str) -> int:
+def status_kb(key: str) -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(key + ":"):

@@ -23,7 +23,6 @@ the wall-time ratio whenever the work is the same.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from audiobook.books import Chapter  # noqa: E402
+from audiobook.doctor import reset_peak_rss, status_kb, trim_heap  # noqa: E402
 from audiobook.render import order_for_batches  # noqa: E402
 from audiobook.settings import Settings  # noqa: E402
 from audiobook.text import plan_chunks  # noqa: E402
@@ -126,7 +126,7 @@ class PeakMemory:
         if self.cuda:
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated()
-        return _status_kb("VmHWM") * 1024
+        return status_kb("VmHWM") * 1024
 
     def _reset(self) -> None:
         import torch
@@ -135,7 +135,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
-            _reset_peak_rss()
+            reset_peak_rss()
 
     def mark_generation_end(self) -> None:
         self._generation = max(self._generation, self._sample())
@@ -152,8 +152,8 @@ class PeakMemory:
             torch.cuda.empty_cache()
             self.base = torch.cuda.memory_allocated()
         else:
-            _trim_heap()
-            self.base = _status_kb("VmRSS") * 1024
+            trim_heap()
+            self.base = status_kb("VmRSS") * 1024
         self._reset()
         return self
 
@@ -162,29 +162,6 @@ class PeakMemory:
         self.peak_mb = peak / 2**20
         self.extra_mb = max(0.0, peak - self.base) / 2**20
         self.generation_mb = max(0.0, (self._generation or peak) - self.base) / 2**20
-
-
-def _trim_heap() -> None:
-    """Hand freed heap pages back to the OS, so one run's leftovers don't hide the next run's peak."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
-def _reset_peak_rss() -> None:
-    """Linux resets VmHWM to the current RSS when 5 is written to clear_refs."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:  # pragma: no cover - without it the peak is the whole process's
-        pass
-
-
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def _groups(engine: str, batch_size: int, texts: list[str]) -> list[list[int]]:
