@@ -24,3 +24,24 @@ def tiny_models_dir(tmp_path_factory):
     build_tiny_models(out)
     build_tiny_whisper(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for every browser test of the session (Playwright's sync API allows one per thread)."""
+    import tempfile
+
+    from browser_helpers import CHROMIUM_ARGS, chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        pytest.fail("Chromium is not installed; `make browser` installs Debian's chromium.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=exe, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1280, "height": 900}, accept_downloads=True,
+        )
+        yield context
+        context.close()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, AppServer, chromium_path, new_project_root, screenshot
+from browser_helpers import AppServer, new_project_root, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -32,22 +31,6 @@ The baker closed his shutters early. Children chased a dog along the quay.
 def models_dir(request, tmp_path_factory) -> Path:
     """The suite's tiny checkpoints."""
     return Path(request.getfixturevalue("tiny_models_dir"))
-
-
-@pytest.fixture(scope="session")
-def browser():
-    exe = chromium_path()
-    if exe is None:
-        pytest.fail("Chromium is not installed; `make browser` installs Debian's chromium.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=exe, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1280, "height": 900}, accept_downloads=True,
-        )
-        yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from browser_helpers import AppServer, new_project_root, screenshot
-from test_browser import browser, new_page, open_tab, wait_for_text  # noqa: F401  (browser is a fixture)
+from test_browser import new_page, open_tab, wait_for_text
 from tests.hub_server import LocalHub
 
 pytestmark = pytest.mark.browser
@@ -40,7 +40,7 @@ def wait_done(page, selector: str, timeout: float = 120.0) -> str:
     return page.locator(selector).inner_text()
 
 
-def test_missing_checkpoint_download_models_panel_and_check_this_computer(browser, hub, tmp_path):  # noqa: F811
+def test_missing_checkpoint_download_models_panel_and_check_this_computer(browser, hub, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     app = AppServer(new_project_root(tmp_path / "project", {"batch_size": 2}), models).start()

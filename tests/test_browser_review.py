@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, AppServer, chromium_path, new_project_root, screenshot
+from browser_helpers import AppServer, new_project_root, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -34,10 +33,7 @@ def wait_for_text(locator, pattern: str, timeout: float = 90.0) -> str:
     raise AssertionError(f"waited {timeout}s for {pattern!r}; last text: {text!r}")
 
 
-def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_models_dir):
-    exe = chromium_path()
-    if exe is None:
-        pytest.fail("Chromium is not installed; `make browser` installs Debian's chromium.")
+def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_models_dir, browser):
     import backend
     from audiobook import manifest as mf
     from audiobook.tts import Narrator
@@ -55,52 +51,47 @@ def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_model
     assert flagged
 
     app = AppServer(root, tiny_models_dir).start()
-    from playwright.sync_api import sync_playwright
-
+    page = browser.new_page()
     try:
-        with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-            browser = pw.chromium.launch_persistent_context(profile, executable_path=exe, args=CHROMIUM_ARGS,
-                                                            headless=True, viewport={"width": 1280, "height": 1000},
-                                                            accept_downloads=True)
-            page = browser.new_page()
-            page.set_default_timeout(60_000)
-            page.goto(app.url)
-            page.get_by_role("tab", name="Review").click()
-            table = page.locator("#review-table")
-            wait_for_text(table, "suspect")
-            deadline = time.monotonic() + 30
-            while table.inner_text().count("suspect") != len(flagged) and time.monotonic() < deadline:
-                time.sleep(0.3)
-            assert table.inner_text().count("suspect") == len(flagged)  # one row per flagged chunk
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(app.url)
+        page.get_by_role("tab", name="Review").click()
+        table = page.locator("#review-table")
+        wait_for_text(table, "suspect")
+        deadline = time.monotonic() + 30
+        while table.inner_text().count("suspect") != len(flagged) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert table.inner_text().count("suspect") == len(flagged)  # one row per flagged chunk
 
-            # Open the first flagged chunk: its take plays and its text is editable.
-            table.get_by_text("Chapter one: The Harbour").click()
-            wait_for_text(page.locator("#review-note"), r"Chapter 1, chunk 1 — suspect")
-            page.locator("#review-player button[aria-label='Play']").first.click()
-            page.locator("#review-player button[aria-label='Pause']").first.wait_for()  # it really plays
-            assert page.locator("#review-heard").inner_text().strip()  # the transcript against the text
-            page.locator("#review-text textarea").fill("The harbour at dawn, fixed by hand.")
-            page.locator("#review-render").click()
-            wait_for_text(page.locator("#review-message"), "Rendered the chunk")
-            screenshot(page, "review-rendered")
+        # Open the first flagged chunk: its take plays and its text is editable.
+        table.get_by_text("Chapter one: The Harbour").click()
+        wait_for_text(page.locator("#review-note"), r"Chapter 1, chunk 1 — suspect")
+        page.locator("#review-player button[aria-label='Play']").first.click()
+        page.locator("#review-player button[aria-label='Pause']").first.wait_for()  # it really plays
+        assert page.locator("#review-heard").inner_text().strip()  # the transcript against the text
+        page.locator("#review-text textarea").fill("The harbour at dawn, fixed by hand.")
+        page.locator("#review-render").click()
+        wait_for_text(page.locator("#review-message"), "Rendered the chunk")
+        screenshot(page, "review-rendered")
 
-            page.locator("#review-rebuild").click()
-            wait_for_text(page.locator("#review-rebuild-message"), r"Rebuilt: .*harbour\.m4b")
-            link = page.locator("#review-m4b a").first
-            link.wait_for()
-            with page.expect_download() as d:
-                link.click()
-            got = Path(d.value.path()).read_bytes()
-            assert got == (out / "harbour.m4b").read_bytes() and got != old_m4b
+        page.locator("#review-rebuild").click()
+        wait_for_text(page.locator("#review-rebuild-message"), r"Rebuilt: .*harbour\.m4b")
+        link = page.locator("#review-m4b a").first
+        link.wait_for()
+        with page.expect_download() as d:
+            link.click()
+        got = Path(d.value.path()).read_bytes()
+        assert got == (out / "harbour.m4b").read_bytes() and got != old_m4b
 
-            # The edit is in the manifest, and the flags come back after a reload.
-            m = mf.load_manifest(out)
-            assert "The harbour at dawn, fixed by hand." in m.edits.values()
-            page.reload()
-            page.get_by_role("tab", name="Review").click()
-            wait_for_text(page.locator("#review-table"), "suspect")
-            assert page.locator("#review-table").inner_text().count("suspect") == len(flagged)
-            screenshot(page, "review-after-reload")
-            browser.close()
+        # The edit is in the manifest, and the flags come back after a reload.
+        m = mf.load_manifest(out)
+        assert "The harbour at dawn, fixed by hand." in m.edits.values()
+        page.reload()
+        page.get_by_role("tab", name="Review").click()
+        wait_for_text(page.locator("#review-table"), "suspect")
+        assert page.locator("#review-table").inner_text().count("suspect") == len(flagged)
+        screenshot(page, "review-after-reload")
     finally:
+        page.close()
         app.stop()
