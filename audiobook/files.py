@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -75,6 +76,17 @@ def atomic_outputs(paths: Sequence[Path]) -> Iterator[list[Path]]:
     finally:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)  # only our own temporary files
+
+
+def read_json_file(path: Path, what: str, missing: str, encoding: str = "utf-8"):
+    """Parse a JSON file the user named; AudiobookError with ``missing`` when it is not there,
+    else "The {what} NAME is not valid JSON." when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding=encoding))
+    except FileNotFoundError:
+        raise AudiobookError(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise AudiobookError(f"The {what} {path.name} is not valid JSON.") from None
 
 
 def disk_full_sentence(name: str) -> str:

@@ -11,7 +11,6 @@ Two steps, kept apart so each can be tested alone:
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Callable, Iterable
 
 from .dialogue import NARRATOR
 from .errors import AudiobookError
+from .files import read_json_file
 
 DEFAULT_CHUNK_CHARS = 500
 MIN_CHUNK_CHARS = 1
@@ -137,12 +137,7 @@ class Pronunciations:
 def load_pronunciations(path: str | Path) -> Pronunciations:
     """Read a pronunciation dictionary JSON file (see ``Pronunciations`` for the rules)."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AudiobookError(f"There is no pronunciation dictionary at {p}.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise AudiobookError(f"The pronunciation dictionary {p.name} is not valid JSON.") from None
+    data = read_json_file(p, "pronunciation dictionary", f"There is no pronunciation dictionary at {p}.")
     return Pronunciations.from_dict(data)
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 from ..dialogue import DIALOGUE, NARRATOR, Span, discover_names, find_dialogue, join_spans, merge_spans, speaker_name
 from ..errors import AudiobookError
+from ..files import read_json_file
 
 CAST_FILE = "cast.json"
 CAST_FORMAT = "audiobook-cast"
@@ -97,12 +98,7 @@ class Cast:
 def load_cast(path: str | Path) -> Cast:
     """Read a ``cast.json`` (or a JSON book, whose ``cast`` is used); AudiobookError when it is not one."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise AudiobookError(f"There is no cast file at {p}.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise AudiobookError(f"The cast file {p.name} is not valid JSON.") from None
+    data = read_json_file(p, "cast file", f"There is no cast file at {p}.", encoding="utf-8-sig")
     if isinstance(data, dict) and data.get("format") == "audiobook-book":
         data = data.get("cast") or []
     return Cast.from_dict(data, p.name)
