@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 import pytest
 
 from browser_helpers import AppServer, new_project_root, screenshot
+from test_browser import wait_for_text
 
 pytestmark = pytest.mark.browser
 
@@ -20,17 +20,6 @@ Chapter 2: The Market
 
 By noon the fish were sold. Someone was singing by the well.
 """
-
-
-def wait_for_text(locator, pattern: str, timeout: float = 90.0) -> str:
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        text = locator.inner_text()
-        if re.search(pattern, text):
-            return text
-        time.sleep(0.3)
-    raise AssertionError(f"waited {timeout}s for {pattern!r}; last text: {text!r}")
 
 
 def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_models_dir, browser):
@@ -58,7 +47,7 @@ def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_model
         page.goto(app.url)
         page.get_by_role("tab", name="Review").click()
         table = page.locator("#review-table")
-        wait_for_text(table, "suspect")
+        wait_for_text(table, "suspect", timeout=90)
         deadline = time.monotonic() + 30
         while table.inner_text().count("suspect") != len(flagged) and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -66,17 +55,17 @@ def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_model
 
         # Open the first flagged chunk: its take plays and its text is editable.
         table.get_by_text("Chapter one: The Harbour").click()
-        wait_for_text(page.locator("#review-note"), r"Chapter 1, chunk 1 — suspect")
+        wait_for_text(page.locator("#review-note"), r"Chapter 1, chunk 1 — suspect", timeout=90)
         page.locator("#review-player button[aria-label='Play']").first.click()
         page.locator("#review-player button[aria-label='Pause']").first.wait_for()  # it really plays
         assert page.locator("#review-heard").inner_text().strip()  # the transcript against the text
         page.locator("#review-text textarea").fill("The harbour at dawn, fixed by hand.")
         page.locator("#review-render").click()
-        wait_for_text(page.locator("#review-message"), "Rendered the chunk")
+        wait_for_text(page.locator("#review-message"), "Rendered the chunk", timeout=90)
         screenshot(page, "review-rendered")
 
         page.locator("#review-rebuild").click()
-        wait_for_text(page.locator("#review-rebuild-message"), r"Rebuilt: .*harbour\.m4b")
+        wait_for_text(page.locator("#review-rebuild-message"), r"Rebuilt: .*harbour\.m4b", timeout=90)
         link = page.locator("#review-m4b a").first
         link.wait_for()
         with page.expect_download() as d:
@@ -89,7 +78,7 @@ def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_model
         assert "The harbour at dawn, fixed by hand." in m.edits.values()
         page.reload()
         page.get_by_role("tab", name="Review").click()
-        wait_for_text(page.locator("#review-table"), "suspect")
+        wait_for_text(page.locator("#review-table"), "suspect", timeout=90)
         assert page.locator("#review-table").inner_text().count("suspect") == len(flagged)
         screenshot(page, "review-after-reload")
     finally:
