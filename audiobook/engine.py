@@ -35,6 +35,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .step import FusedStep
+
 log = logging.getLogger(__name__)
 
 CODE_GROUPS = 16
@@ -274,7 +276,8 @@ class FastEngine:
     (``graph_checks``); on a mismatch graphs are off for the session (``cuda_graphs_off``).
     """
 
-    def __init__(self, qmodel, slots: int = 8, cuda_graphs: bool | None = None):
+    def __init__(self, qmodel, slots: int = 8, cuda_graphs: bool | None = None, fused: bool = True,
+                 int8: bool = False):
         self.qmodel = qmodel
         self.talker = qmodel.talker
         self.cp = self.talker.code_predictor
@@ -300,6 +303,8 @@ class FastEngine:
         cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
         probe = torch.zeros(1, device=self.device, dtype=self.dtype)
         self._cp_cos, self._cp_sin = self.cp.model.rotary_emb(probe, cp_pos)
+        # The step's layer math on fused weights (audiobook/step.py); None: through the model's modules.
+        self.fused = FusedStep(self.talker, int8=int8) if fused or int8 else None
 
     # ---- public -------------------------------------------------------------------------
 
@@ -643,8 +648,12 @@ class FastEngine:
             if g > 0:
                 x = cp.model.codec_embedding[g - 1](codes[-1])[:, None]
             start = 0 if g == 0 else g + 1
-            h = self._cp_layers(st, cp.small_to_mtp_projection(x), start)
-            logits = cp.lm_head[g](h[:, -1]).float()
+            if self.fused is not None:
+                h = self.fused.code_predictor(self.fused.project(x), st.cp_kv, start, self._cp_cos, self._cp_sin)
+                logits = self.fused.lm_heads[g](h).float()
+            else:
+                h = self._cp_layers(st, cp.small_to_mtp_projection(x), start)
+                logits = cp.lm_head[g](h[:, -1]).float()
             pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p)
             if force is not None:
                 picks.append(pick)
@@ -675,6 +684,8 @@ class FastEngine:
 
     def _talker_step(self, st: _State, x: torch.Tensor, kv_len: int) -> torch.Tensor:
         """One talker position per slot at ``st.pos``; returns the normed last hidden ``[S, D]``."""
+        if self.fused is not None:
+            return self.fused.talker(x[:, 0], st.kv, st.rows, st.write_index(), st.pos, kv_len)
         from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
 
         slots = x.shape[0]
