@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from audiobook.engine import FastEngine, _choose, draw_keys
 from audiobook.settings import Settings
@@ -126,3 +127,36 @@ def test_counter_based_draws_follow_the_softmax():
     assert torch.equal(picks, again)  # a pure function of the keys
     shifted = _choose(logits, True, 0.9, 0, 1.0, draw_keys(torch.arange(40000), torch.full((40000,), 4), 1))
     assert not torch.equal(picks, shifted)  # another frame draws afresh
+
+
+class _Ops(TorchDispatchMode):
+    """Every operator dispatched inside the block, with its arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, args, kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+SYNCING = {"_local_scalar_dense", "item", "nonzero", "is_nonzero", "equal", "_to_copy"}
+
+
+def test_a_steady_state_step_never_waits_for_the_host(preset):
+    """Which slots ended is copied without waiting and read a step later: no scalar read, no blocking copy."""
+    model, prompts, s = preset
+    session = _session(model, replace(s, suppress=s.suppress + (s.eos_id,)))  # every take runs to its limit
+    for n, p in enumerate(prompts[:3]):
+        session.submit(Request(p, seed=n, limit=40, tag=n))
+    for _ in range(3):
+        assert not session.step()  # admitted, prefilled, and a couple of frames in
+    with _Ops() as ops:
+        assert not session.step()
+    names = [f.__name__.split(".")[0] for f, _, _ in ops.calls]
+    assert not SYNCING & set(names), sorted(SYNCING & set(names))
+    host = {t.data_ptr() for t in session._host}
+    to_host = [(a, k) for f, a, k in ops.calls if f is torch.ops.aten.copy_.default and a[0].data_ptr() in host]
+    assert len(to_host) == 1 and (to_host[0][0][2:] == (True,) or to_host[0][1].get("non_blocking"))
+    assert {"linear", "addmm", "mm"} & set(names)  # the step itself ran under the mode
