@@ -64,11 +64,22 @@ class Matrix:
             self.q = (w / scales[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
             self.scales = scales.to(weight.dtype)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ W.T (+ bias)``, plus ``residual`` when given.
+
+        In half precision the residual rides in the product (``addmm``: one operator); in
+        float32 it is added after it, which is bitwise what the model's modules compute
+        (a CPU ``addmm`` accumulates in another order).
+        """
         if self.wt is not None:
-            return torch.mm(x, self.wt) if self.bias is None else torch.addmm(self.bias, x, self.wt)
-        y = torch.ops.aten._weight_int8pack_mm(x, self.q, self.scales)
-        return y if self.bias is None else y + self.bias
+            if residual is not None and self.bias is None and residual.dtype != torch.float32:
+                return torch.addmm(residual, x, self.wt)
+            y = torch.mm(x, self.wt) if self.bias is None else torch.addmm(self.bias, x, self.wt)
+        else:
+            y = torch.ops.aten._weight_int8pack_mm(x, self.q, self.scales)
+            if self.bias is not None:
+                y = y + self.bias
+        return y if residual is None else residual + y
 
 
 def _fused_weight(modules: list, name: str) -> torch.Tensor:
@@ -149,8 +160,11 @@ def _detach(t):
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """``x * cos + rotate_half(x) * sin``: rotate_half is ``cat(-x2, x1)``, a roll with the sign in the sine."""
-    return x * cos + torch.roll(x, x.shape[-1] // 2, -1) * signed_sin
+    """``x * cos + rotate_half(x) * sin``: rotate_half is ``cat(-x2, x1)``, a roll with the sign in the sine.
+
+    ``addcmul`` rounds the product and then the sum, as the two operators it replaces do.
+    """
+    return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, -1), signed_sin)
 
 
 def _signed(sin: torch.Tensor) -> torch.Tensor:
@@ -209,6 +223,10 @@ class FusedStep:
         rope = talker.model.rotary_emb
         self.inv_freq, self.rope_scaling = rope.inv_freq.detach().float(), rope.attention_scaling
         self.dtype = talker.codec_head.weight.dtype
+        tables = list(cp.model.codec_embedding)
+        self.code_table = _fused_weight(tables, "_fused_codes")  # [15 * codebook, D]: every group's codes, one table
+        sizes = torch.tensor([0] + [t.weight.shape[0] for t in tables[:-1]])
+        self.code_offsets = sizes.cumsum(0).to(self.code_table.device)  # row where each group's codes start
         self._cp_tables: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---- rotary tables --------------------------------------------------------------------
@@ -247,9 +265,9 @@ class FusedStep:
 
     def _finish(self, L: _Layer, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """Output projection, residual, MLP, residual."""
-        x = x + L.o(o)
+        x = L.o(o, residual=x)
         gu = L.gate_up(rms_norm(x, L.ln2, L.eps))
-        return x + L.down(F.silu(gu[:, : L.intermediate]) * gu[:, L.intermediate :])
+        return L.down(F.silu(gu[:, : L.intermediate]) * gu[:, L.intermediate :], residual=x)
 
     def talker(self, x: torch.Tensor, kv: list, rows: torch.Tensor, at: torch.Tensor, pos: torch.Tensor,
                kv_len: int) -> torch.Tensor:
@@ -281,6 +299,14 @@ class FusedStep:
             o = attend(q, kc[:, :, :end], vc[:, :, :end], None, L.scaling, t > 1)
             x = self._finish(L, x, o)
         return rms_norm(x.view(s, t, -1)[:, -1], self.cp_norm, self.cp_norm_eps)
+
+    def embed_frame(self, first: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The talker's next input: the first code's embedding ``first [S, D]`` plus the 15 groups' ``codes [S, 15]``.
+
+        One lookup in the joined table, then qwen_tts's stack-and-sum over the 16 embeddings.
+        """
+        rest = F.embedding(codes + self.code_offsets, self.code_table)  # [S, 15, D]
+        return torch.cat([first[:, None], rest], 1).sum(1)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The code predictor's input projection (talker width to its own) of ``x [S, T, D]``."""
