@@ -358,7 +358,8 @@ class FastEngine:
         probe = torch.zeros(1, device=self.device, dtype=self.dtype)
         self._cp_cos, self._cp_sin = self.cp.model.rotary_emb(probe, cp_pos)
         # The step's layer math on fused weights (audiobook/step.py); None: through the model's modules.
-        self.fused = FusedStep(self.talker, int8=int8) if fused or int8 else None
+        self.int8 = bool(int8)
+        self.fused = FusedStep(self.talker, int8=self.int8) if fused or int8 else None
 
     # ---- public -------------------------------------------------------------------------
 

@@ -40,18 +40,6 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
     return y if weight is None else weight * y
 
 
-def int8_supported() -> bool:
-    """Whether this torch has the weight-only int8 matrix product on the CPU."""
-    if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
-        return False
-    try:
-        w = torch.ones(8, 32, dtype=torch.int8)
-        torch.ops.aten._weight_int8pack_mm(torch.ones(1, 32), w, torch.ones(8))
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: not on this machine
-        return False
-
-
 class Matrix:
     """One weight ``[out, in]`` ready for ``x @ W.T``: a transposed view, or int8 rows with scales."""
 
