@@ -33,7 +33,7 @@ from audiobook.models import MissingCheckpoint
 from audiobook.queue import COLUMNS as QUEUE_COLUMNS
 from audiobook.render import RenderState
 from audiobook.serving import ServedFiles, blocked_paths, serving_for
-from audiobook.settings import FOLDER_SETTINGS, Settings
+from audiobook.settings import BATCH_SLIDER_MAX, FOLDER_SETTINGS, Settings
 from audiobook.tts import LANGUAGES, PRESET, Narrator
 from audiobook.workers import WORKER_COLUMNS
 from audiobook.previews import DEFAULT_REFERENCE_TEXT, VoicePreview
@@ -617,7 +617,7 @@ def _setting_control(name: str, value: Any, locked: bool = False) -> gr.componen
         note = "Set on the computer running the app: a page served to the network cannot change folders."
         return gr.Textbox(value=value, label=label, info=note, interactive=False, elem_id=elem_id)
     if name == "batch_size":
-        lo, hi = f.metadata["range"]
+        lo, hi = f.metadata["range"][0], max(BATCH_SLIDER_MAX, int(value or 0))  # more after the doctor finds room
         return gr.Slider(lo, hi, value=value, step=1, label=label, elem_id=elem_id,
                          info="Chunks sent to the model at once. If you run out of GPU memory, lower this.")
     if name == "attention_mode":
@@ -1087,7 +1087,8 @@ def build_doctor_panel(backend: Backend, controls: dict[str, gr.components.Compo
         if not n:
             raise AudiobookError("Run the check first; it suggests a batch size.")
         B.save_settings(batch_size=int(n))
-        return f"Saved: batch size {int(n)}.", int(n), gr.update(visible=False)
+        slider = gr.update(value=int(n), maximum=max(BATCH_SLIDER_MAX, int(n)))  # the measured room, past 20 on a big GPU
+        return f"Saved: batch size {int(n)}.", slider, gr.update(visible=False)
 
     check_btn.click(_page_errors(on_check), None, [report_md, use_btn, report_json, suggested, controls["engine"]],
                     **MODEL_WORK)

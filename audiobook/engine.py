@@ -40,6 +40,7 @@ from .step import FusedStep
 log = logging.getLogger(__name__)
 
 CODE_GROUPS = 16
+MAX_SLOTS = 64  # most items one engine decodes at once (the batch_size setting's limit)
 _KV_ROUND = 256  # KV capacity grows in whole blocks of this many positions
 _TRAIL_MIN = 8
 _DECODE_GROUP = 8  # most items decoded to audio in one padded batch
@@ -339,7 +340,7 @@ class FastEngine:
         cc = self.cp.config
         first = self.talker.model.layers[0].self_attn
         cp_first = self.cp.model.layers[0].self_attn
-        self.slots = max(1, int(slots))
+        self.slots = max(1, min(MAX_SLOTS, int(slots)))
         self.device = self.talker.codec_head.weight.device
         self.dtype = self.talker.codec_head.weight.dtype
         self.layers, self.hidden, self.vocab = tc.num_hidden_layers, tc.hidden_size, tc.vocab_size
@@ -973,7 +974,8 @@ def _layer_kv(cache, layer: int):
     return cache.key_cache[layer], cache.value_cache[layer]  # pragma: no cover - older transformers
 
 
-def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = None) -> Agreement:
+def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = None, engine_model=None,
+                          int8: bool = False) -> Agreement:
     """Run one greedy qwen_tts wrapper call through qwen_tts's own ``generate`` and judge the engine by it.
 
     ``qmodel`` is the loaded ``Qwen3TTSForConditionalGeneration`` (``Qwen3TTSModel.model``);
@@ -985,6 +987,8 @@ def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = N
     also generates on its own (with CUDA graphs where they are on). Returns an ``Agreement``;
     in float32 expect ``top1_agreement == 1.0`` and ``codes_equal``, in bf16 expect
     ``top1_agreement`` of 0.99 or more and a ``max_logit_diff`` of the order of the logits' bf16 step.
+    ``engine_model`` (the same checkpoint loaded in another dtype) and ``int8`` judge another
+    precision of the engine against ``qmodel``'s: qwen_tts's prompts are cast to its dtype.
     Raises ``ValueError`` when the call samples or never reaches ``generate``.
     """
     box: dict[str, Any] = {}
@@ -1014,7 +1018,10 @@ def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = N
     engine_device = qmodel.talker.codec_head.weight.device
     refs = [c.to(engine_device) for c in box["codes"]]
     ref_logits = torch.stack([step.float() for step in box["logits"]]).to(engine_device)  # [steps, items, V]
-    forced = FastEngine(qmodel, slots=len(prompts), cuda_graphs=False)._teacher_forced(prompts, s, refs)
+    target = qmodel if engine_model is None else engine_model
+    dt = target.talker.codec_head.weight.dtype
+    prompts = [Prompt(p.embeds.to(dt), p.trailing.to(dt), p.pad.to(dt)) for p in prompts]
+    forced = FastEngine(target, slots=len(prompts), cuda_graphs=False, int8=int8)._teacher_forced(prompts, s, refs)
     max_frames = s.max_new_tokens - 1
     agree_first = agree_groups = frames = groups = 0
     max_diff = 0.0
@@ -1028,7 +1035,7 @@ def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = N
             max_diff = max(max_diff, float((logits[:judged] - ref_logits[:judged, i]).abs().max()))
         agree_groups += int((group_picks == ref[:, 1:]).sum())
         groups += group_picks.numel()
-    free = FastEngine(qmodel, slots=slots or len(prompts)).generate_codes(prompts, s)
+    free = FastEngine(target, slots=slots or len(prompts), int8=int8).generate_codes(prompts, s)
     equal_frames = []
     for ref, got in zip(refs, free):
         n = min(ref.shape[0], got.shape[0])

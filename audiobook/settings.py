@@ -22,6 +22,7 @@ OUTPUT_FORMATS = ("wav", "flac", "mp3")
 BATCH_ORDERS = ("length", "book")
 ENGINES = ("auto", "fast", "qwen_tts")
 VERIFY_MODES = ("off", "auto", "on")
+BATCH_SLIDER_MAX = 20  # the page's batch size slider ends here unless the doctor measured room for more
 
 
 def _num(lo: float, hi: float, help: str = "") -> dict:
@@ -37,7 +38,7 @@ class Settings:
     """Every user setting, with its default. Field metadata holds the allowed values."""
 
     # Generation
-    batch_size: int = field(default=5, metadata=_num(1, 20, "Chunks sent to the model at once. If you run out of GPU memory, lower this."))
+    batch_size: int = field(default=5, metadata=_num(1, 64, "Chunks sent to the model at once. If you run out of GPU memory, lower this."))
     attention_mode: str = field(default="sdpa", metadata=_choice(ATTENTION_MODES, "Attention kernel used by the model."))
     max_new_tokens: int = field(default=4096, metadata=_num(64, 8192, "Longest a chunk may run, in 12.5 Hz frames (4096 is about 5.5 minutes)."))
     model_size: str = field(default="1.7B", metadata=_choice(MODEL_SIZES, "1.7B sounds best; 0.6B is faster and smaller."))
