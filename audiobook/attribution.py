@@ -100,7 +100,7 @@ def _trim_forward(words: list[str]) -> list[str]:
         if lw == "of" and out and out[-1].lower() == "one":
             out.append(w)
             continue
-        if lw in _STOP or lw == "of" or (lw.endswith("ly") and len(lw) > 3 and lw not in ("lily", "emily", "molly", "polly", "sally", "kelly", "holly")):
+        if (lw in _STOP and not (not out and lw in DETERMINERS)) or lw == "of" or (lw.endswith("ly") and len(lw) > 3 and lw not in ("lily", "emily", "molly", "polly", "sally", "kelly", "holly")):
             break
         out.append(w)
     while out and out[-1].lower() in DETERMINERS | {"of", "one"}:

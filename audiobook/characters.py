@@ -239,14 +239,16 @@ def guess_genders(characters: CharacterList, text: str, quote_spans: list[tuple[
     if pattern is None:
         return
     votes: dict[str, Counter] = {}
-    for m in pattern.finditer(text):
+    found = list(pattern.finditer(text))
+    for n, m in enumerate(found):
         c = characters.resolve(m.group(0))
         if c is None:
             continue
-        tail = re.split(r"[.!?;\u201c\u201d\"]", text[m.end():m.end() + 120], maxsplit=1)[0]
-        words = re.findall(r"[a-z]+", tail.lower())
+        # The words after the name, up to the next name or quote mark: its first "he" or "she" votes.
+        end = min(found[n + 1].start() if n + 1 < len(found) else len(text), m.end() + 100)
+        tail = re.split(r"[\u201c\u201d\"\u00ab\u00bb]", text[m.end():end], maxsplit=1)[0]
         v = votes.setdefault(c.name, Counter())
-        for w in words[:14]:
+        for w in re.findall(r"[a-z]+", tail.lower())[:14]:
             if w in ("he", "him", "his", "himself"):
                 v[MALE] += 1
                 break
