@@ -235,3 +235,59 @@ def test_the_cast_of_a_real_book_of_fairy_tales():
     assert lines["Gluck"] >= 30 and lines["Swallow"] >= 20 and lines["Emperor"] >= 20
     assert not {"Once", "Yet", "He", "She", "Then"} & set(lines)  # words that start sentences are nobody's name
     assert lines[DIALOGUE] > 0 and book.cast.members[-1].name == DIALOGUE
+
+
+# ---- the user edits the character list ------------------------------------------------------------
+
+STORY = ('"Come in," said Mr. Knightley. He held the door.\n\n"Thank you," said Emma.\n\n'
+         '"Sit down," said George.\n\n"Hush," whispered the old gentleman.')
+
+
+def test_merge_rename_split_and_hide_characters_and_label_again():
+    from audiobook.books.cast import relabel_book
+    from audiobook.dialogue import strip_markup
+
+    marked, spans, _ = strip_markup("[voice: Emma]\nMarked up.")
+    book, _ = label_book(Book("T", [Chapter("One", STORY), Chapter("Two", marked, spans)]))
+    assert {m.name for m in book.cast.members} == {"Mr. Knightley", "Emma", "George", "Old gentleman"}
+    assert book.cast.get("Mr. Knightley").gender == "male"
+    assert book.cast.get("Emma").lines == 2  # one quote, one marked-up paragraph
+
+    merged = book.cast.merged("Mr. Knightley", "George")
+    assert merged.get("Mr. Knightley").aliases == ["George"] and merged.get("George") is None
+    book2, _ = relabel_book(book, merged)
+    assert [s.speaker for s in book2.chapters[0].spans if s.text.startswith('"')] == [
+        "Mr. Knightley", "Emma", "Mr. Knightley", "Old gentleman"]
+    assert book2.chapters[1].spans == book.chapters[1].spans  # markup stays
+
+    renamed = merged.renamed("Mr. Knightley", "George Knightley")
+    book3, _ = relabel_book(book2, renamed)
+    assert book3.cast.get("George Knightley").lines == 2 and "Mr. Knightley" in book3.cast.get("George Knightley").aliases
+    assert book3.cast.get("George Knightley").aliases == ["Mr. Knightley", "George"]
+
+    split = book3.cast.split("George Knightley", "George")
+    book4, _ = relabel_book(book3, split)
+    assert book4.cast.get("George").lines == 1 and book4.cast.get("George Knightley").lines == 1
+
+    hidden = book4.cast.hidden("Old gentleman")
+    book5, _ = relabel_book(book4, hidden)
+    assert book5.chapters[0].spans[-2].text == '"Hush,"' and book5.chapters[0].spans[-2].speaker == DIALOGUE
+    assert book5.cast.get("Old gentleman").hidden and book5.cast.get("Old gentleman").lines == 0
+    assert Cast.from_dict(json.loads(json.dumps(book5.cast.to_dict()))) == book5.cast  # the JSON cast keeps it all
+    shown, _ = relabel_book(book5, book5.cast.hidden("Old gentleman", False))
+    assert shown.chapters[0].spans[-2].speaker == "Old gentleman"
+
+
+def test_cast_edits_give_sentences():
+    cast = Cast([CastMember("Emma", aliases=["Miss Woodhouse"]), CastMember("Harriet")])
+    with pytest.raises(AudiobookError, match="no character 'Nobody'.*Emma, Harriet"):
+        cast.merged("Emma", "Nobody")
+    with pytest.raises(AudiobookError, match="already a character called Harriet; merge"):
+        cast.renamed("Emma", "Harriet")
+    with pytest.raises(AudiobookError, match="'Emmy' is not one of Emma's other names .*Miss Woodhouse"):
+        cast.split("Emma", "Emmy")
+    with pytest.raises(AudiobookError, match="two different characters"):
+        cast.merged("Emma", "Emma")
+    bad = {"characters": [{"name": "X", "aliases": "Y"}]}
+    with pytest.raises(AudiobookError, match='"aliases" as a list'):
+        Cast.from_dict(bad)
