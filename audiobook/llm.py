@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from .attribution import label_spans
 from .characters import Character, CharacterList
-from .dialogue import DIALOGUE, NARRATOR, Span, join_spans, merge_spans, speaker_name
+from .dialogue import DIALOGUE, NARRATOR, Span, join_spans, merge_spans, quote_ranges, speaker_name
 from .errors import AudiobookError
 
 LLM_WINDOW_CHARS = 4000  # text sent to the model at once, cut at paragraph ends
@@ -162,8 +162,8 @@ class LLM:
         for window in _windows(text, self.window_chars):
             start, pos = pos, pos + len(window)
             mine = _slice_spans(hints, start, pos)
-            if not window.strip():
-                spans += mine
+            if not window.strip() or not quote_ranges(window):
+                spans += mine  # no one speaks here: nothing to ask
                 continue
             prompt = f"{who}{_hint_lines(mine)}Text:\n{window}"
             for attempt in (1, 2):

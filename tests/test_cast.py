@@ -2,8 +2,6 @@
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,47 +21,6 @@ GOOD = [  # what a model that labels well answers (its quotes straightened, as m
     {"speaker": "Boy", "text": "\"Will it?\""},
     {"speaker": "narrator", "text": "asked the boy."},
 ]
-
-
-class ChatServer:
-    """A small OpenAI-compatible chat endpoint: answers with what the test sets, records what it was asked."""
-
-    def __init__(self):
-        self.answer = ""
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, **body})
-                data = json.dumps({"id": "x", "object": "chat.completion", "model": body.get("model"),
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": server.answer}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def chat_server():
-    server = ChatServer()
-    yield server
-    server.close()
 
 
 def test_a_good_answer_is_used(chat_server):
@@ -291,3 +248,32 @@ def test_cast_edits_give_sentences():
     bad = {"characters": [{"name": "X", "aliases": "Y"}]}
     with pytest.raises(AudiobookError, match='"aliases" as a list'):
         Cast.from_dict(bad)
+
+
+def test_the_model_gets_the_characters_and_the_rules_labels_as_hints(chat_server):
+    chat_server.answer = json.dumps({"spans": GOOD})
+    book, warnings = label_book(Book("T", [Chapter("Storm", CHAPTER)]), Cast([CastMember("Keeper", aliases=["the keeper"])]),
+                                llm=LLM(chat_server.url, "m"))
+    asked = chat_server.requests[0]["messages"][-1]["content"]
+    assert "- Keeper (also the keeper)" in asked
+    assert '\u201cHold fast,\u201d -> Keeper' in asked and '\u201cWill it?\u201d -> Boy' in asked and '- Boy (male)' in asked
+    assert warnings == [] and [s.rule for s in book.chapters[0].spans if s.speaker == "Boy"] == ["llm"]
+
+
+def test_a_failing_model_is_asked_again_then_reported_with_its_chapter(chat_server):
+    chat_server.answer = ["not json", json.dumps({"spans": GOOD})]  # wrong once, then right
+    book, warnings = label_book(Book("T", [Chapter("Storm", CHAPTER)]), llm=LLM(chat_server.url, "m"))
+    assert warnings == [] and len(chat_server.requests) == 2 and book.chapters[0].spans[-2].speaker == "Boy"
+
+    chat_server.requests.clear()
+    chat_server.answer = "still not json"
+    book, warnings = label_book(Book("T", [Chapter("Calm", "Quiet."), Chapter("Storm", CHAPTER)]), llm=LLM(chat_server.url, "m"))
+    assert len(chat_server.requests) == 2  # the stormy chapter twice; one with no quotes is not sent
+    assert warnings == ["Chapter 2 (Storm): the language model's answer was not the JSON list of spans asked for twice, "
+                        "so it was rejected and the speakers found by the rules are kept for that part."]
+
+    chat_server.requests.clear()
+    chat_server.status = 500
+    with pytest.raises(AudiobookError, match=r"answered with error 500 .* It failed twice, on chapter 1 \(Storm\)\.$"):
+        label_book(Book("T", [Chapter("Storm", CHAPTER)]), llm=LLM(chat_server.url, "m"))
+    assert len(chat_server.requests) == 2

@@ -274,7 +274,10 @@ def label_book(book, cast: Cast | None = None, llm: "LLM | None" = None, progres
         text = chapters[i].text
         spans = label_spans(text, characters)
         if llm is not None:
-            spans, why = llm.label(text, characters, hints=spans)
+            try:
+                spans, why = llm.label(text, characters, hints=spans)
+            except AudiobookError as e:  # already asked twice
+                raise AudiobookError(f"{e} It failed twice, on chapter {i + 1} ({chapters[i].title}).") from None
             warnings += [f"Chapter {i + 1} ({chapters[i].title}): {w}" for w in why]
         chapters[i] = replace(chapters[i], spans=spans)
         if progress:
