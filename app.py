@@ -24,7 +24,7 @@ from audiobook.page.book import build_book_tab
 from audiobook.page.render import build_render_tab
 from audiobook.page.review import build_review_tab
 from audiobook.page.settings import build_settings_tab
-from audiobook.page.voices import build_voice_tab
+from audiobook.page.voice_lab import build_voice_tab
 from audiobook.page.widgets import CSS, build_status_line, guard_every_handler, page_errors
 from audiobook.serving import ServedFiles, blocked_paths, serving_for
 from backend import ROOT, Backend

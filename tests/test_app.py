@@ -14,7 +14,7 @@ from audiobook.page import book as book_page
 from audiobook.page import cast as cast_page
 from audiobook.page import render as render_page
 from audiobook.page import settings as settings_page
-from audiobook.page import voices as voices_page
+from audiobook.page import voice_lab as voice_lab_page
 from audiobook.page import widgets as widgets_page
 from audiobook.books import Book, Chapter
 from audiobook.errors import AudiobookError
@@ -128,32 +128,32 @@ def test_save_book_writes_json_under_output(backend, book):
 
 
 def test_narrator_choices_and_narrators(backend):
-    choices = voices_page.narrator_choices(backend)
+    choices = voice_lab_page.narrator_choices(backend)
     assert choices and all(v.startswith(widgets_page.SPEAKER_PREFIX) for _, v in choices)
-    narrator = voices_page.narrator_for(backend, choices[0][1])
+    narrator = voice_lab_page.narrator_for(backend, choices[0][1])
     assert narrator.kind == "preset" and narrator.speaker
     with pytest.raises(AudiobookError, match="Choose a narrator"):
-        voices_page.narrator_for(backend, None)
+        voice_lab_page.narrator_for(backend, None)
 
 
 def test_design_preview_save_and_library(backend):
-    preview = voices_page.preview_voice(backend, voices_page.MODE_DESIGN, description="A bright young voice", seed=3,
+    preview = voice_lab_page.preview_voice(backend, voice_lab_page.MODE_DESIGN, description="A bright young voice", seed=3,
                                 text="Hello there, this is a test of the voice.")
-    assert preview.wav_path.is_file() and "seed 3" in voices_page.preview_notes(preview)
-    assert "Saved the voice" in voices_page.save_voice(backend, preview, "Bright")
-    assert voices_page.voice_rows(backend)[0][:2] == ["Bright", "designed"]
-    assert Path(voices_page.voice_audio(backend, "Bright")).is_file()
-    assert any(v == widgets_page.VOICE_PREFIX + "Bright" for _, v in voices_page.narrator_choices(backend))
-    assert voices_page.narrator_for(backend, widgets_page.VOICE_PREFIX + "Bright").kind == "clone"
+    assert preview.wav_path.is_file() and "seed 3" in voice_lab_page.preview_notes(preview)
+    assert "Saved the voice" in voice_lab_page.save_voice(backend, preview, "Bright")
+    assert voice_lab_page.voice_rows(backend)[0][:2] == ["Bright", "designed"]
+    assert Path(voice_lab_page.voice_audio(backend, "Bright")).is_file()
+    assert any(v == widgets_page.VOICE_PREFIX + "Bright" for _, v in voice_lab_page.narrator_choices(backend))
+    assert voice_lab_page.narrator_for(backend, widgets_page.VOICE_PREFIX + "Bright").kind == "clone"
 
 
 def test_voice_errors_are_sentences(backend):
     with pytest.raises(AudiobookError, match="preview first"):
-        voices_page.save_voice(backend, None, "X")
+        voice_lab_page.save_voice(backend, None, "X")
     with pytest.raises(AudiobookError, match="Upload or record"):
-        voices_page.preview_voice(backend, voices_page.MODE_CLONE, clip=None)
+        voice_lab_page.preview_voice(backend, voice_lab_page.MODE_CLONE, clip=None)
     with pytest.raises(AudiobookError, match="Pick a voice"):
-        voices_page.voice_audio(backend, None)
+        voice_lab_page.voice_audio(backend, None)
 
 
 # ---- render ----

@@ -8,7 +8,7 @@ import gradio as gr
 
 from audiobook.books import BOOK_EXTENSIONS
 from audiobook.page.render import render_phase, result_files, start_render, stop_render
-from audiobook.page.voices import MODE_CLONE, MODE_DESIGN, MODE_PRESET, preview_notes, preview_voice, save_voice
+from audiobook.page.voice_lab import MODE_CLONE, MODE_DESIGN, MODE_PRESET, preview_notes, preview_voice, save_voice
 from audiobook.page.widgets import SPEAKER_PREFIX, VOICE_PREFIX, Backend, page_errors
 from audiobook.render import RenderState
 from audiobook.serving import ServedFiles

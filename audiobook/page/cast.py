@@ -9,7 +9,7 @@ import gradio as gr
 
 from audiobook.books import Book
 from audiobook.errors import AudiobookError
-from audiobook.page.voices import narrator_for
+from audiobook.page.voice_lab import narrator_for
 from audiobook.page.widgets import Backend, page_errors
 from audiobook.serving import ServedFiles
 

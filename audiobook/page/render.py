@@ -13,7 +13,7 @@ import gradio as gr
 from audiobook.books import BOOK_EXTENSIONS, Book
 from audiobook.errors import AudiobookError
 from audiobook.page.queue import build_queue_panel
-from audiobook.page.voices import narrator_choices, narrator_for
+from audiobook.page.voice_lab import narrator_choices, narrator_for
 from audiobook.page.widgets import LOG_LINES, POLL_S, Backend, fmt_duration, page_errors, status_text
 from audiobook.render import RenderState
 from audiobook.serving import ServedFiles

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from audiobook.errors import AudiobookError
-from audiobook.page.voices import narrator_choices, narrator_for
+from audiobook.page.voice_lab import narrator_choices, narrator_for
 from audiobook.page.widgets import Backend, page_errors
 from audiobook.serving import ServedFiles
 
