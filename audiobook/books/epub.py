@@ -9,8 +9,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import AudiobookError
-from .common import TocNode, chapter_entries, words_of
+from .common import TocNode, chapter_entries, chapters_from_blocks, drop_title_page, words_of
 from .model import FRONT_MATTER_TITLE, Book, Chapter
+from .reading import ReadReport
 from .xhtml import Block, Split, XhtmlText, local_name, parse_xhtml, tokens
 
 # A spine document whose type, class or file name says it is one of these is not read.
@@ -136,14 +137,22 @@ def read_epub(path: Path) -> Book:
     title = _first_meta(book, "title") or path.stem
     creators = [c for c, _ in book.get_metadata("DC", "creator") if c and c.strip()]
     author = " and ".join(creators) if len(creators) <= 2 else ", ".join(creators)
+    blocks = [b for b in stream if isinstance(b, Block)]
+    if len(chapters) == 1 and sum(b.heading for b in blocks) >= 2:
+        # One file under one contents entry (a converted book): its headings make the chapters.
+        _, chapters = chapters_from_blocks(drop_title_page(blocks, title, author), title)
     from ..text import base_language
 
     language = _first_meta(book, "language")
+    known = set(words_of(f"{title} {author}"))
+    if len(chapters) > 1 and {w for w in words_of(f"{chapters[0].title} {chapters[0].text}") if not w.isdigit()} <= known:
+        chapters = chapters[1:]  # a title page: the title and author are in the book's tags, not its narration
     cover, mime = _epub_cover(book)
     year = re.search(r"\b(1[5-9]\d\d|2[01]\d\d)\b", _first_meta(book, "date"))
     return Book(title=" ".join(title.split()), chapters=chapters, author=" ".join(author.split()),
                 language=base_language(language) if language else "", cover=cover, cover_mime=mime,
-                year=year.group(1) if year else "", genre=" ".join(_first_meta(book, "subject").split()))
+                year=year.group(1) if year else "", genre=" ".join(_first_meta(book, "subject").split()),
+                report=ReadReport(reader="EPUB"))
 
 
 def _epub_chapters(stream: list, entries: list[TocNode], doc_titles: list[tuple[int, str]]) -> list[Chapter]:

@@ -76,7 +76,8 @@ class XhtmlText:
             self.flush()
             self.out.append(Split(self.targets[el.get("id")]))
         types = tokens(el, "type", "role")
-        if not tag or tag in _XHTML_SKIP or types & _SKIP_TYPES or tokens(el, "class") & _SKIP_CLASSES or self._is_note_mark(el, tag, types):
+        if (not tag or tag in _XHTML_SKIP or types & _SKIP_TYPES or tokens(el, "class") & _SKIP_CLASSES
+                or self._is_note_mark(el, tag, types) or self._is_back_link(el, tag)):
             pass  # not read; its tail still is
         elif tag == "aside" and types & _NOTE_TYPES:
             inner = XhtmlText({})
@@ -120,6 +121,11 @@ class XhtmlText:
         return links and ("note" in classes or "fn" in classes or tag == "sup"
                           or (parent is not None and local_name(parent.tag) == "sup") or el.find(".//{*}sup") is not None
                           or el.find(".//sup") is not None or text.startswith(("[", "(")) or not text.isalnum())
+
+    @staticmethod
+    def _is_back_link(el, tag: str) -> bool:
+        """A link back from a note to its marker ("↩"): a sign, not words."""
+        return tag == "a" and (el.get("href") or "").startswith("#") and not re.search(r"\w", "".join(el.itertext()))
 
     @staticmethod
     def _is_line_group(el) -> bool:
