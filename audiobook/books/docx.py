@@ -75,6 +75,7 @@ def read_docx(path: Path) -> Book:
     text); the Title, Author and Date paragraphs of a title page are not read.
     """
     from docx import Document
+    from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
 
     raw = read_bytes(path)
@@ -83,7 +84,7 @@ def read_docx(path: Path) -> Book:
                              "save an unprotected copy as .docx and load that.")
     try:
         document = Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as e:
         raise AudiobookError(f"{path.name} is damaged or not a Word document ({type(e).__name__}).") from None
     except Exception as e:  # python-docx and lxml complain in many ways about a broken package
         raise AudiobookError(f"{path.name} could not be read as a Word document ({type(e).__name__}: {str(e)[:120]}).") from None
