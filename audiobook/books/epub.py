@@ -5,13 +5,14 @@ from __future__ import annotations
 import posixpath
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import AudiobookError
 from .common import TocNode, chapter_entries, chapters_from_blocks, drop_title_page, words_of
 from .model import FRONT_MATTER_TITLE, Book, Chapter
-from .reading import ReadReport
+from .reading import OnProgress, ReadReport
 from .xhtml import Block, Split, XhtmlText, local_name, parse_xhtml, tokens
 
 # A spine document whose type, class or file name says it is one of these is not read.
@@ -73,12 +74,13 @@ def _is_copyright_page(blocks: list[Block]) -> bool:
     return len(text.split()) < 300 and len(set(h.lower() for h in hits)) >= 2
 
 
-def read_epub(path: Path) -> Book:
+def read_epub(path: Path, on_progress: OnProgress | None = None) -> Book:
     """An EPUB 2 or 3 book: spine order, chapters from the nav document or NCX.
 
     Cover pages, navigation, contents lists and copyright pages are not read;
     footnote markers are removed and inline footnotes are read after their chapter's
-    text; page numbers and line numbers are not read.
+    text; page numbers and line numbers are not read. A page that is only an image is
+    read by OCR (``on_progress`` hears each image) when the words found look like text.
     """
     import ebooklib
     from ebooklib import epub
@@ -123,7 +125,11 @@ def read_epub(path: Path) -> Book:
         walker.flush()
         doc = walker.out + walker.notes
         blocks = [b for b in doc if isinstance(b, Block)]
-        if not blocks and not any(isinstance(b, Split) for b in doc):
+        if not blocks:
+            pictures = _pictures(book, item.file_name, body)
+            if pictures:  # a page that is only an image (a scanned or drawn page): read by OCR below
+                doc.append(_Pictures(pictures, item.file_name))
+        if not blocks and not any(isinstance(b, (Split, _Pictures)) for b in doc):
             continue
         if blocks and not any(isinstance(b, Split) for b in doc) and _is_copyright_page(blocks):
             continue
@@ -131,6 +137,9 @@ def read_epub(path: Path) -> Book:
         doc_titles.append((len(stream), " ".join("".join(title_el.itertext()).split()) if title_el is not None else ""))
         stream += doc
 
+    report = ReadReport(reader="EPUB")
+    if any(isinstance(piece, _Pictures) for piece in stream):
+        stream = _ocr_pictures(path, stream, _first_meta(book, "language"), report, on_progress)
     chapters = _epub_chapters(stream, entries, doc_titles)
     if not chapters:
         raise AudiobookError(f"{path.name} has no readable text (only images, or an empty book).")
@@ -152,7 +161,65 @@ def read_epub(path: Path) -> Book:
     return Book(title=" ".join(title.split()), chapters=chapters, author=" ".join(author.split()),
                 language=base_language(language) if language else "", cover=cover, cover_mime=mime,
                 year=year.group(1) if year else "", genre=" ".join(_first_meta(book, "subject").split()),
-                report=ReadReport(reader="EPUB"))
+                report=report)
+
+
+@dataclass
+class _Pictures:
+    """The images of a page that has no text, to be read by OCR."""
+
+    images: list[bytes]
+    name: str
+
+
+def _pictures(book, file_name: str, body) -> list[bytes]:
+    """The bytes of the images a page shows (<img src>, SVG <image href>), in page order."""
+    out = []
+    for el in body.iter():
+        tag = local_name(el.tag)
+        href = el.get("src") if tag == "img" else next((v for k, v in el.attrib.items() if local_name(k) == "href"), None) if tag == "image" else None
+        if not href or href.startswith("data:"):
+            continue
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(file_name), unquote(href.split("#")[0])))
+        item = book.get_item_with_href(target)
+        if item is not None and item.get_content():
+            out.append(item.get_content())
+    return out
+
+
+def _ocr_pictures(path: Path, stream: list, language: str, report: ReadReport, on_progress: OnProgress | None) -> list:
+    """The stream with each image-only page's pictures replaced by the text OCR finds in them.
+
+    Pictures where OCR finds no words, or only words it is unsure of (an illustration),
+    are left out. Without Tesseract the pages are left out with a warning.
+    """
+    from ..text import base_language
+    from .ocr import LOW_CONFIDENCE, image_for_ocr, ocr_language, ocr_pages, ocr_paragraphs, page_key
+
+    pictures = [(piece, data) for piece in stream if isinstance(piece, _Pictures) for data in piece.images]
+    try:
+        lang, warnings = ocr_language(base_language(language) if language else "")
+    except AudiobookError as e:
+        if not any(isinstance(p, Block) for p in stream):
+            raise AudiobookError(f"{path.name} has only images of its pages: {e}") from None
+        report.warnings.append(f"{len(pictures)} pages that are only images were left out: {e}")
+        return [p for p in stream if not isinstance(p, _Pictures)]
+    read = ocr_pages(((f"image:{page_key(data)}", lambda data=data: image_for_ocr(data)) for _, data in pictures),
+                     len(pictures), lang, on_progress, what="image")
+    text: dict[int, list[Block]] = {}
+    kept = 0
+    for (piece, _), page in zip(pictures, read):
+        words = sum(len(line.split()) for line in page.lines)
+        if words >= 3 and page.confidence >= LOW_CONFIDENCE:
+            kept += 1
+            text.setdefault(id(piece), []).extend(Block(p) for p in ocr_paragraphs(page.lines))
+    report.ocr_pages, report.ocr_cached, report.ocr_language = kept, sum(p.cached for p in read), lang
+    if kept:
+        report.warnings += [w.replace("scanned pages", "image pages") for w in warnings]
+    out = []
+    for piece in stream:
+        out += text.get(id(piece), []) if isinstance(piece, _Pictures) else [piece]
+    return out
 
 
 def _epub_chapters(stream: list, entries: list[TocNode], doc_titles: list[tuple[int, str]]) -> list[Chapter]:

@@ -211,3 +211,37 @@ def _collect(pending: dict, results: list) -> int:
         _write_cache(key, page)
         results[i] = page
     return len(finished)
+
+
+def image_for_ocr(data: bytes) -> bytes:
+    """An image file's bytes (PNG, JPEG, GIF, WebP...) as a grey PNM on white, which Tesseract always reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.load()
+            if picture.mode in ("RGBA", "LA", "P"):
+                picture = picture.convert("RGBA")
+                white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+                picture = Image.alpha_composite(white, picture)
+            grey = picture.convert("L")
+    except (UnidentifiedImageError, OSError, ValueError):
+        grey = Image.new("L", (8, 8), 255)  # an image Pillow cannot read has no words to find
+    out = io.BytesIO()
+    grey.save(out, format="PPM")
+    return out.getvalue()
+
+
+def ocr_paragraphs(lines: list[str]) -> list[str]:
+    """An OCR page's lines ("" between paragraphs) as paragraphs, words hyphenated at a line end made whole."""
+    out, current = [], ""
+    for line in lines + [""]:
+        if not line:
+            if current:
+                out.append(current)
+            current = ""
+        elif current.endswith("-") and current[-2:-1].isalpha() and line[:1].islower():
+            current = current[:-1] + line
+        else:
+            current = f"{current} {line}".strip()
+    return out

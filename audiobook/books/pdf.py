@@ -24,55 +24,60 @@ _NOTE_MARK = re.compile(r"^[\d*\u2020\u2021\u00a7\u00b6]{1,3}$")
 _SCANNED_CHARS = 20  # a page with an image and fewer characters of text than this is a scan
 
 
-def _strip_running_lines(pages: list[list[str]], report: ReadReport | None = None) -> list[list[str]]:
-    """Remove running headers, footers and page numbers from the first/last lines of each page.
+def _number_key(line: str, page: int) -> tuple[str, int] | None:
+    """(text around the number, number - page index) of a line that carries a number at one end."""
+    m = re.match(r"^(.*?)\s*(\d{1,4})\s*$|^\s*(\d{1,4})\s*(.*)$", line)
+    if not m:
+        return None
+    rest = (m.group(1) if m.group(2) else m.group(4)) or ""
+    return _PAGE_WORD.sub("", rest.lower()).strip(), int(m.group(2) or m.group(3)) - page
 
-    A line goes when its text repeats at the page edge on many pages, or when it is a
-    number that counts up with the pages ("12", "Page 12", "My Book 12").
+
+def _strip_running_lines(pages: list[list[str]], report: ReadReport | None = None) -> list[list[str]]:
+    """Remove running heads, footers and page numbers from the first/last lines of each page.
+
+    An edge line goes when its text repeats at the page edge on many pages (the book's
+    title), when it repeats on every page or every other page after its first showing
+    (a chapter's title as the head of its pages; the first showing is the chapter's
+    heading), or when it is a number that counts up with the pages ("12", "Page 12",
+    "My Book 12"). "" lines (paragraph breaks of OCR pages) are not counted as edges.
     """
     n = len(pages)
     threshold = max(3, int(0.3 * n)) if n >= 3 else n + 1
-    exact: Counter = Counter()
-    numbered: Counter = Counter()  # (text around the number, number - page index)
+    edges = []
+    for lines in pages:
+        filled = [k for k, line in enumerate(lines) if line]
+        edges.append(sorted(set(filled[:_EDGE_LINES] + filled[-_EDGE_LINES:])))
+    shown: dict[str, list[int]] = {}  # edge line -> the pages it is on an edge of
+    numbered: Counter = Counter()
     for i, lines in enumerate(pages):
-        filled = [line for line in lines if line]  # "" marks a paragraph break (OCR pages)
-        edge = set(filled[:_EDGE_LINES] + filled[-_EDGE_LINES:])
-        for line in edge:
-            exact[line.lower()] += 1
-            m = re.match(r"^(.*?)\s*(\d{1,4})\s*$|^\s*(\d{1,4})\s*(.*)$", line)
-            if m:
-                rest = (m.group(1) if m.group(2) else m.group(4)) or ""
-                num = int(m.group(2) or m.group(3))
-                numbered[(_PAGE_WORD.sub("", rest.lower()).strip(), num - i)] += 1
+        for line in {lines[k] for k in edges[i]}:
+            shown.setdefault(line.lower(), []).append(i)
+            key = _number_key(line, i)
+            if key is not None:
+                numbered[key] += 1
+
+    def running(line: str, i: int) -> bool:
+        pages_shown = shown.get(line.lower(), [])
+        if len(pages_shown) >= threshold or _ROMAN_PAGE.match(line.strip()):
+            return True
+        at = pages_shown.index(i)
+        if at > 0 and pages_shown[at] - pages_shown[at - 1] <= 2 and len(line) <= 80:
+            return True
+        key = _number_key(line, i)
+        return key is not None and (numbered[key] >= threshold or (n < 3 and _PAGE_WORD.match(line.strip()) is not None))
+
     out = []
     for i, lines in enumerate(pages):
-        def running(line: str) -> bool:
-            if exact[line.lower()] >= threshold or _ROMAN_PAGE.match(line.strip()):
-                return True
-            m = re.match(r"^(.*?)\s*(\d{1,4})\s*$|^\s*(\d{1,4})\s*(.*)$", line)
-            if not m:
-                return False
-            rest = (m.group(1) if m.group(2) else m.group(4)) or ""
-            key = (_PAGE_WORD.sub("", rest.lower()).strip(), int(m.group(2) or m.group(3)) - i)
-            return numbered[key] >= threshold or (n < 3 and _PAGE_WORD.match(line.strip()) is not None)
-
-        keep = list(lines)
-        for _ in range(_EDGE_LINES):
-            while keep and not keep[0]:
-                keep.pop(0)
-            while keep and not keep[-1]:
-                keep.pop()
-            if keep and running(keep[0]):
-                keep.pop(0)
-            if keep and running(keep[-1]):
-                keep.pop()
+        drop = {k for k in edges[i] if running(lines[k], i)}
+        keep = [line for k, line in enumerate(lines) if k not in drop]
         while keep and not keep[-1]:
             keep.pop()
         while keep and not keep[0]:
             keep.pop(0)
         out.append(keep)
         if report is not None:
-            report.running_lines += len([line for line in lines if line]) - len([line for line in keep if line])
+            report.running_lines += len(drop)
     return out
 
 
