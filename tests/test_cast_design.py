@@ -102,3 +102,33 @@ def test_design_needs_a_cast():
     with pytest.raises(AudiobookError, match="No character speaks"):
         design_cast(book, None, None)
     assert json.dumps(main_characters(None)) == "[]"
+
+
+def test_the_command_line_designs_edits_and_lists_the_cast(design_backend, tmp_path, capsys, monkeypatch):
+    b = design_backend
+    path = tmp_path / "river.txt"
+    path.write_text(STORY, encoding="utf-8")
+    monkeypatch.setattr(backend_module, "Backend", lambda models_dir=None: b)
+    assert backend_module.main(["cast", str(path), "--design"]) == 0
+    out = capsys.readouterr().out
+    assert "Designing Gluck's voice (1 of 2)..." in out and "Designing Old gentleman's voice (2 of 2)..." in out
+    assert "Gluck: the voice 'Gluck (river)'" in out
+    saved = json.loads((b.output_root / "river" / "cast.json").read_text())
+    voices = {c["name"]: c["voice"] for c in saved["characters"]}
+    assert voices == {"Gluck": "Gluck (river)", "Old gentleman": "Old gentleman (river)", "Passer-by": ""}
+    assert b.voices.exists("Gluck (river)") and b.voices.exists("Old gentleman (river)")
+    listing = [line.split() for line in out.splitlines() if line.startswith("Gluck ")]
+    assert listing[0][:4] == ["Gluck", "2", "-", "Gluck"]  # name, lines, gender (the text does not tell), voice
+
+    assert backend_module.main(["cast", str(path), "--rename", "Old gentleman", "Southwest Wind"]) == 0
+    out = capsys.readouterr().out
+    assert "Southwest Wind" in out and "(also Old gentleman)" in out
+    assert backend_module.main(["cast", str(path), "--hide", "Passer-by"]) == 0
+    assert "hidden" in capsys.readouterr().out
+    saved = json.loads((b.output_root / "river" / "cast.json").read_text())
+    wind = next(c for c in saved["characters"] if c["name"] == "Southwest Wind")
+    assert wind["voice"] == "Old gentleman (river)" and wind["aliases"] == ["Old gentleman"] and wind["lines"] == 2
+    assert next(c for c in saved["characters"] if c["name"] == "Passer-by")["hidden"] is True
+
+    assert backend_module.main(["cast", str(path), "--merge", "Gluck", "Nobody"]) == 2
+    assert "no character 'Nobody'" in capsys.readouterr().err
