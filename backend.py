@@ -67,6 +67,7 @@ class Backend:
         self._executor = None  # where the current (or last) render's batches run: workers.InProcess or WorkerPool
         self._download = None  # the page's background checkpoint download (models.DownloadState)
         self._download_guard = threading.Lock()
+        self._epub_sources: dict[str, Path] = {}  # book title -> the EPUB it was read from (its read-along pages)
 
     # ---- settings -----------------------------------------------------------------------
 
@@ -375,7 +376,14 @@ class Backend:
         """Read a book file; AudiobookError for a missing or unreadable one."""
         if not path:
             raise AudiobookError("Choose a book file first (.txt, .md, .epub, .pdf or .json).")
-        return load_book(path)
+        book = load_book(path)
+        self._remember_source(book, path)
+        return book
+
+    def _remember_source(self, book: Book, path) -> None:
+        """An EPUB's pages become its read-along book, so its file is remembered by title."""
+        if Path(path).suffix.lower() == ".epub":
+            self._epub_sources[book.title] = Path(path)
 
     def edit_book(self, book: Book | None, action: str, chapter: int | None = None, value: str = "") -> Book:
         """Apply one edit to ``book`` and return the edited copy (``book`` itself is left as it was).
@@ -451,7 +459,8 @@ class Backend:
 
     def _render_inputs(self, book, narrator, out_dir) -> tuple[Book, Narrator, Path]:
         if not isinstance(book, Book):
-            book = load_book(book)
+            path, book = book, load_book(book)
+            self._remember_source(book, path)
         if isinstance(narrator, str):
             narrator = self.narrator_for(narrator)
         return book, narrator, Path(out_dir) if out_dir else self.book_dir(book)
@@ -473,10 +482,37 @@ class Backend:
                                               options, clone_prompt=prompt, executor=executor, voicing=voicing):
                     if on_progress:
                         on_progress(progress)
+            if settings.make_readalong and not result.stopped:
+                self._readalong_after_render(book, target, result)
         finally:
             if self.tts.settings is settings:  # unless the settings were changed meanwhile
                 self.tts.settings = self.settings
         return result
+
+    def _readalong_after_render(self, book: Book, target: Path, result: RenderResult) -> None:
+        """The read-along EPUB of a finished render; a failure is a line in the log, not a failed render."""
+        if not result.chapter_files:
+            return
+        try:
+            made = self.readalong(target, self._epub_sources.get(book.title))
+        except AudiobookError as e:
+            result.log.append(f"The read-along EPUB was not made: {e}")
+            return
+        result.book_files.append(made.path)
+        result.log.append(made.summary())
+
+    def readalong(self, out_dir: str | Path, source: str | Path | None = None):
+        """Build ``<title> (read-along).epub`` in a render folder from its chapters and sentence timings
+        (nothing is rendered). ``source``: the book's EPUB, whose pages it then uses; it is kept beside
+        the render for the next time. Returns a ``readalong.ReadAlong``."""
+        from audiobook.readalong import build_readalong, keep_source
+
+        out_dir = Path(out_dir)
+        if source is not None:
+            if not Path(source).is_file():
+                raise AudiobookError(f"The source book {source} is not there.")
+            keep_source(source, out_dir)
+        return build_readalong(out_dir)
 
     def worker_infos(self) -> list[WorkerInfo]:
         """The Ray workers of the current (or last) render and what each is doing; empty without workers."""

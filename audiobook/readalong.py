@@ -55,6 +55,14 @@ class ReadAlong:
     unplaced: int  # sentences whose text was not found in the pages (their time went to a neighbour)
     from_source: bool  # True: the source EPUB's own pages; False: a clean EPUB from the chapters
 
+    def summary(self) -> str:
+        """One line for the log and the command line."""
+        kind = "the source EPUB's own pages" if self.from_source else "a new EPUB 3 made from the chapters"
+        missed = (f"; {self.unplaced} sentences were not found in the text and share a neighbour's clip"
+                  if self.unplaced else "")
+        return (f"Read-along EPUB written: {self.path.name} ({kind}, {self.chapters} chapters, "
+                f"{self.sentences} sentences highlighted as they are read{missed}).")
+
 
 def readalong_path(out_dir: Path, title: str) -> Path:
     return Path(out_dir) / f"{safe_filename(title or 'book')} (read-along).epub"
