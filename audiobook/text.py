@@ -47,6 +47,7 @@ class Chunk:
     speaker: str = NARRATOR
     style: str = ""
     turn_end: bool = False
+    book_text: str = ""  # the book's own words of it (before the dictionary and number expansion); "": same as text
 
 
 # ---------------------------------------------------------------- languages
@@ -522,28 +523,77 @@ def chunk_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str 
     characters and never cross a paragraph; a longer sentence is cut at a clause
     boundary. No chunk is longer than ``chunk_chars``.
     """
+    return [(t, end) for t, end, _ in chunk_sources(text, chunk_chars, language, pronunciations)]
+
+
+def chunk_sources(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
+                  pronunciations: Pronunciations | None = None) -> list[tuple[str, bool, str]]:
+    """``chunk_text`` with each chunk's book text: ``(chunk text, paragraph_end, book text)``.
+
+    The book text is the chunk's sentences as the book writes them (Unicode cleaned, before
+    the pronunciation dictionary, abbreviations and numbers); "" where it is the chunk text
+    itself, or where the chunk does not start and end on a sentence of the book (a long
+    sentence cut at a clause).
+    """
     if chunk_chars < MIN_CHUNK_CHARS:
         raise AudiobookError(f"Chunk size must be at least {MIN_CHUNK_CHARS} character.")
-    out: list[tuple[str, bool]] = []
-    for para in re.split(r"\n\s*\n", normalize(text, language, pronunciations)):
-        para = " ".join(para.split())
+    spoken_paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", normalize(text, language, pronunciations))]
+    book_paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", clean_unicode(text))]
+    if len(book_paras) != len(spoken_paras):
+        book_paras = [""] * len(spoken_paras)
+    out: list[tuple[str, bool, str]] = []
+    for para, book in zip(spoken_paras, book_paras):
         if not para:
             continue
+        same = para == book
         if len(para) <= chunk_chars:
-            out.append((para, True))  # fits whole: no need to find its sentences
+            out.append((para, True, "" if same else book))  # fits whole: no need to find its sentences
             continue
+        pieces: list[tuple[str, bool]] = []
         current = ""
         for sentence in split_sentences(para, language):
             for piece in _split_long(sentence, chunk_chars):
                 joined = _join(current, piece)
                 if current and len(joined) > chunk_chars:
-                    out.append((current, False))
+                    pieces.append((current, False))
                     current = piece
                 else:
                     current = joined
         if current:
-            out.append((current, True))
+            pieces.append((current, True))
+        books = [""] * len(pieces) if same or not book else _book_sentences(
+            [t for t, _ in pieces], book, language, pronunciations)
+        out += [(t, end, b) for (t, end), b in zip(pieces, books)]
     return out
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _book_sentences(chunks: list[str], book: str, language: str, pronunciations: Pronunciations | None) -> list[str]:
+    """The book's sentences behind each chunk of one paragraph: the paragraph's own sentences are
+    normalised one by one and matched to the chunks in order; "" for a chunk they do not make up."""
+    raw = split_sentences(book, language)
+    spoken = [_squash(normalize(s, language, pronunciations)) for s in raw]
+    out, k = [], 0
+    for chunk in chunks:
+        want, got, start = _squash(chunk), "", k
+        while k < len(raw) and len(got) < len(want):
+            got += spoken[k]
+            k += 1
+        if got != want:
+            return out + [""] * (len(chunks) - len(out))  # out of step (a cut sentence): nothing more to match
+        text = _join_sentences(raw[start:k], language)
+        out.append("" if text == chunk else text)
+    return out
+
+
+def _join_sentences(sentences: list[str], language: str) -> str:
+    joined = ""
+    for s in sentences:
+        joined = _join(joined, s)
+    return joined
 
 
 _ENDS_PARAGRAPH = re.compile(r"\n\s*\n\s*$")
@@ -558,19 +608,25 @@ def chunk_spans(spans, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "
     text, in white space between spans or at the start of the next span) or the chapter
     ends; ``turn_end`` marks a chunk after which another speaker talks.
     """
+    return [row[:5] for row in _span_chunks(spans, chunk_chars, language, pronunciations)]
+
+
+def _span_chunks(spans, chunk_chars: int, language: str,
+                 pronunciations: Pronunciations | None) -> list[tuple[str, bool, str, str, bool, str]]:
+    """``chunk_spans`` with each chunk's book text last (see ``chunk_sources``)."""
     spoken = [(k, s) for k, s in enumerate(spans) if s.text.strip()]
-    out: list[tuple[str, bool, str, str, bool]] = []
+    out: list[tuple[str, bool, str, str, bool, str]] = []
     for n, (k, span) in enumerate(spoken):
-        pieces = chunk_text(span.text, chunk_chars, language, pronunciations)
+        pieces = chunk_sources(span.text, chunk_chars, language, pronunciations)
         if not pieces:
             continue
         nxt = spoken[n + 1] if n + 1 < len(spoken) else None
         between = span.text + "".join(s.text for s in spans[k + 1:nxt[0]]) if nxt else ""
         last_para = nxt is None or bool(_ENDS_PARAGRAPH.search(between)) or bool(_STARTS_PARAGRAPH.match(nxt[1].text))
         turn = nxt is not None and nxt[1].speaker != span.speaker
-        for i, (t, para_end) in enumerate(pieces):
+        for i, (t, para_end, book) in enumerate(pieces):
             last = i == len(pieces) - 1
-            out.append((t, last_para if last else para_end, span.speaker, span.style, turn and last))
+            out.append((t, last_para if last else para_end, span.speaker, span.style, turn and last, book))
     return out
 
 
@@ -591,9 +647,10 @@ def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, lang
     for ci, chapter in enumerate(chapters):
         spans = getattr(chapter, "spans", None)
         if spans:
-            body = chunk_spans(spans, chunk_chars, language, pronunciations)
+            body = _span_chunks(spans, chunk_chars, language, pronunciations)
         else:
-            body = [(t, p, NARRATOR, "", False) for t, p in chunk_text(chapter.text, chunk_chars, language, pronunciations)]
+            body = [(t, p, NARRATOR, "", False, b)
+                    for t, p, b in chunk_sources(chapter.text, chunk_chars, language, pronunciations)]
         items: list[tuple] = []
         title = chapter.title.strip()
         body_is_title = title and " ".join(chapter.text.split()) == " ".join(title.split())
@@ -601,12 +658,15 @@ def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, lang
             spoken = speakable_title(title, language)
             if pronunciations is not None:
                 spoken = pronunciations.apply(spoken)
-            items += [(t, True, True, NARRATOR, "", False) for t, _ in chunk_text(spoken, chunk_chars, language)]
-        items += [(t, bool(body_is_title), p, who, style, turn) for t, p, who, style, turn in body]
-        for i, (t, is_title, para_end, who, style, turn) in enumerate(items):
+            said = chunk_text(spoken, chunk_chars, language)
+            written = " ".join(clean_unicode(title).split())
+            items += [(t, True, True, NARRATOR, "", False, written if len(said) == 1 and written != t else "")
+                      for t, _ in said]
+        items += [(t, bool(body_is_title), p, who, style, turn, b) for t, p, who, style, turn, b in body]
+        for i, (t, is_title, para_end, who, style, turn, book) in enumerate(items):
             last = i == len(items) - 1
             chunks.append(Chunk(ci, i, t, is_title=is_title, paragraph_end=para_end, chapter_end=last,
-                                speaker=who, style=style, turn_end=turn and not last))
+                                speaker=who, style=style, turn_end=turn and not last, book_text=book))
         if progress is not None:
             progress(ci + 1, len(chapters))
     return chunks

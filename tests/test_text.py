@@ -119,7 +119,7 @@ def test_cjk_text_chunks_without_spaces():
 def test_plan_chunks_titles_and_chapter_ends():
     chapters = [Chapter("CHAPTER I", "One. Two.\n\nThree."), Chapter("Part Two", "Part Two"), Chapter("C", "x")]
     chunks = plan_chunks(chapters, 500)
-    assert chunks[0] == Chunk(0, 0, "Chapter one", is_title=True, paragraph_end=True)
+    assert chunks[0] == Chunk(0, 0, "Chapter one", is_title=True, paragraph_end=True, book_text="CHAPTER I")
     assert [c.text for c in chunks if c.chapter == 0] == ["Chapter one", "One. Two.", "Three."]
     assert [c.chapter_end for c in chunks] == [False, False, True, True, False, True]
     assert chunks[3].is_title and chunks[3].text == "Part Two"  # a title-only chapter is said once
