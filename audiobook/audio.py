@@ -12,7 +12,6 @@ import io
 import os
 import subprocess
 import tempfile
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from scipy.signal import resample_poly
 from .errors import AudiobookError
 from .files import SAMPLE_RATE, atomic_output, atomic_outputs, disk_error, ffmpeg_command, ffmpeg_failure, ffmpeg_write, safe_filename
 from .loudness import LoudnessMeter
+from .subtitles import Cue, srt_time, write_srt, write_vtt  # noqa: F401  (Cue and srt_time are used through this module)
 
 
 TRIM_MARGIN_MS = 40  # silence kept before and after the speech of each chunk
@@ -96,15 +96,6 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 # ---- results ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cue:
-    """One subtitle: the text of a chunk and when it is heard, in seconds."""
-
-    start: float
-    end: float
-    text: str
 
 
 @dataclass(frozen=True)
@@ -335,11 +326,21 @@ def trim_silence(wav: np.ndarray, margin_ms: int = TRIM_MARGIN_MS, sr: int = SAM
     loudest frame; the cut is then refined to the first and last loud sample. An all-silent
     chunk becomes two margins of silence.
     """
+    lo, hi, head, tail = trim_range(wav, margin_ms, sr)
+    if hi <= lo and len(wav):
+        keep = head + tail
+        return np.zeros(keep, dtype=np.float32), head, tail
+    return wav[lo:hi].copy(), head, tail
+
+
+def trim_range(wav: np.ndarray, margin_ms: int = TRIM_MARGIN_MS, sr: int = SAMPLE_RATE) -> tuple[int, int, int, int]:
+    """Where :func:`trim_silence` cuts: ``(first kept sample, end, lead, tail)``; an all-silent
+    chunk gives an empty range and the lead and tail of the silence that replaces it."""
     margin = _samples(margin_ms, sr)
     frame = max(1, sr // 100)
     n = len(wav)
     if n == 0:
-        return np.zeros(0, dtype=np.float32), 0, 0
+        return 0, 0, 0, 0
     whole = n // frame * frame
     # frame energies in float32 on a view: a five-minute chunk costs one extra copy, not four
     energy = np.square(wav[:whole]).reshape(-1, frame).mean(axis=1)
@@ -350,7 +351,7 @@ def trim_silence(wav: np.ndarray, margin_ms: int = TRIM_MARGIN_MS, sr: int = SAM
     loud = np.flatnonzero(level > threshold_db)
     if len(loud) == 0:
         keep = min(n, 2 * margin)
-        return np.zeros(keep, dtype=np.float32), keep // 2, keep - keep // 2
+        return 0, 0, keep // 2, keep - keep // 2
     amp = 10 ** (threshold_db / 20)
     first, last = loud[0] * frame, min(n, (loud[-1] + 1) * frame)
     over = np.flatnonzero(np.abs(wav[first : min(n, first + frame)]) >= amp)
@@ -359,7 +360,7 @@ def trim_silence(wav: np.ndarray, margin_ms: int = TRIM_MARGIN_MS, sr: int = SAM
     end = max(0, last - frame) + (int(over[-1]) + 1 if len(over) else frame)
     end = max(end, start + 1)
     head, tail = min(margin, start), min(margin, n - end)
-    return wav[start - head : end + tail].copy(), head, tail
+    return start - head, end + tail, head, tail
 
 
 def _fade_edges(wav: np.ndarray, ms: int = FADE_MS) -> None:
@@ -370,33 +371,6 @@ def _fade_edges(wav: np.ndarray, ms: int = FADE_MS) -> None:
     ramp = np.linspace(0.0, 1.0, k, endpoint=False, dtype=np.float32)
     wav[:k] *= ramp
     wav[-k:] *= ramp[::-1]
-
-
-# ---- subtitles ------------------------------------------------------------------------------
-
-
-def srt_time(seconds: float) -> str:
-    """``HH:MM:SS,mmm`` as SRT writes time."""
-    ms = max(0, int(round(seconds * 1000)))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
-
-
-def write_srt(path: str | os.PathLike, cues: Sequence[Cue]) -> Path:
-    """Write cues as an SubRip file (atomically) and return its path."""
-    path = Path(path)
-    lines: list[str] = []
-    for i, cue in enumerate(cues, 1):
-        text = "\n".join(textwrap.wrap(" ".join(cue.text.split()), 70)) or "…"
-        lines += [str(i), f"{srt_time(cue.start)} --> {srt_time(cue.end)}", text, ""]
-    try:
-        with atomic_output(path) as tmp:
-            tmp.write_text("\n".join(lines), encoding="utf-8")
-    except OSError as e:
-        raise disk_error(path, e) from None
-    return path
 
 
 # ---- book assembly --------------------------------------------------------------------------
@@ -411,6 +385,7 @@ def assemble_book(
     *,
     include_incomplete: bool = False,
     progress: Callable[[float], None] | None = None,
+    chapter_cues: Mapping[int, Sequence[Cue]] | None = None,
 ) -> BookAudio:
     """Write the whole book from its assembled chapters: ``<Title>.m4b``, ``<Title>.srt``, ``<Title>.mp3``.
 
@@ -420,7 +395,9 @@ def assemble_book(
     to the reason, in a sentence. The m4b (when ``settings.make_m4b``) is AAC with a chapter
     mark at each chapter start, title/author/year/genre tags and the cover; the mp3 is
     written when ``settings.make_book_mp3``. Chapters are ``settings.pause_chapter_ms`` apart.
-    ``progress`` is called with the fraction done. Returns a :class:`BookAudio`.
+    ``progress`` is called with the fraction done. ``chapter_cues`` (chapter number -> cues in
+    chapter time, the sentence timings) replace the chunk cues in the book's ``.srt`` and ``.vtt``.
+    Returns a :class:`BookAudio`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -451,13 +428,16 @@ def assemble_book(
         if marks:  # the gap belongs to the chapter before it: each mark is where a chapter's audio starts
             marks[-1] = ChapterMark(marks[-1].number, marks[-1].title, marks[-1].start, t / SAMPLE_RATE)
         start = t / SAMPLE_RATE
-        cues += [Cue(start + c.start, start + c.end, c.text) for c in ca.cues]
+        own = (chapter_cues or {}).get(ca.number) or ca.cues
+        cues += [Cue(start + c.start, start + c.end, c.text) for c in own]
         t += ca.samples
         marks.append(ChapterMark(ca.number, ca.title, start, t / SAMPLE_RATE))
     total = t
 
     name = safe_filename(book.title)
     srt = write_srt(out_dir / f"{name}.srt", cues)
+    if chapter_cues:
+        write_vtt(out_dir / f"{name}.vtt", cues)
     warnings: list[str] = []
     outputs: list[tuple[Path, list[str]]] = []
     cover, cover_ext, warning = _usable_cover(getattr(book, "cover", None))

@@ -131,8 +131,47 @@ def capture_prompts(qmodel, inputs: dict[str, Any]) -> tuple[list[Prompt], Sampl
     return prompts, Sampling.from_talker_kwargs(box)
 
 
-def _choose(logits: torch.Tensor, sample: bool, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Greedy or sampled pick per row, with Hugging Face's warpers in its order."""
+_MASK32 = 0xFFFFFFFF
+_MIX = 0x45D9F3B  # an odd multiplier below 2**31: products of 32-bit values stay inside int64
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash of int64 tensors holding values in [0, 2**32), with tensor ops only."""
+    x = x ^ (x >> 16)
+    x = (x * _MIX) & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * _MIX) & _MASK32
+    return x ^ (x >> 16)
+
+
+def draw_keys(seed: torch.Tensor, frame: torch.Tensor, group: int) -> torch.Tensor:
+    """One random-stream key per row from (seed, frame index, codebook index): ``[S]`` int64.
+
+    Counter-based randomness: a take's draws depend only on its own seed and on where it is,
+    never on its slot, its neighbours or what the process drew before, and the ops are plain
+    integer tensor ops, which a CUDA graph records like any other.
+    """
+    k = _mix32(seed & _MASK32)
+    k = _mix32(k ^ (frame & _MASK32))
+    return _mix32(k ^ (group * 0x9E3779B & _MASK32))
+
+
+def _race_noise(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """Exponential(1) noise ``[S, n]`` hashed from each row's key and the vocabulary index."""
+    idx = torch.arange(n, device=keys.device, dtype=torch.long)
+    h = _mix32((keys[:, None] + idx * 0x27D4EB2D) & _MASK32)
+    h = _mix32(h ^ keys[:, None])
+    u = ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))  # uniform in (0, 1), never 0 or 1
+    return -torch.log(u)
+
+
+def _choose(logits: torch.Tensor, sample: bool, temperature: float, top_k: int, top_p: float,
+            keys: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy or sampled pick per row, with Hugging Face's warpers in its order.
+
+    ``keys`` (``draw_keys``) gives each row its own random stream; without them the draws
+    come from torch's generator.
+    """
     if not sample:
         return logits.argmax(-1)
     if temperature != 1.0:
@@ -147,7 +186,10 @@ def _choose(logits: torch.Tensor, sample: bool, temperature: float, top_k: int, 
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     probs = logits.softmax(-1)
     # argmax(p / E) with E ~ Exp(1) draws index i with probability p_i, like multinomial.
-    race = torch.empty_like(probs).exponential_().clamp_min_(1e-20)
+    if keys is None:
+        race = torch.empty_like(probs).exponential_().clamp_min_(1e-20)
+    else:
+        race = _race_noise(keys, probs.shape[-1])
     return (probs / race).argmax(-1)
 
 
@@ -212,6 +254,11 @@ class _State:
         self.frame = torch.zeros(slots, CODE_GROUPS, dtype=torch.long, device=dev)  # output of a step
         self.logits = torch.zeros(slots, e.vocab, device=dev)  # the talker's raw first-codebook logits of a step
         self.suppress = torch.zeros(e.vocab, dtype=torch.bool, device=dev)  # codec ids never sampled
+        self.seed = torch.zeros(slots, dtype=torch.long, device=dev)  # each slot's random stream (draw_keys)
+        self.limit = torch.full((slots,), 1 << 30, dtype=torch.long, device=dev)  # most frames of the slot's take
+        # After a step, per slot: 0 going on, 1 ended on its end code, 2 reached its frame limit,
+        # 3 its first code was already the end code (no frame). Read by the host one step late.
+        self.status = torch.zeros(slots, dtype=torch.long, device=dev)
         self.sampling: Sampling | None = None
         # The captured step at this capacity and these sampling rules. Only one graph is alive
         # at a time, each with its own memory pool, so dropping it returns all of its memory.
@@ -230,6 +277,13 @@ class _State:
         self.capacity = capacity
         self.graph = None  # it points at the old tensors
 
+    def grow_trail(self, trail_cap: int) -> None:
+        """Room for longer trailing text per slot, keeping what is there."""
+        t = self.trail.new_zeros(self.slots, trail_cap, self.trail.shape[2])
+        t[:, : self.trail_cap] = self.trail
+        self.trail, self.trail_cap = t, trail_cap
+        self.graph = None  # it points at the old tensor
+
     def keep(self, engine: "FastEngine", rows: list[int]) -> "_State":
         """A smaller state holding only ``rows``, in that order (KV caches included)."""
         idx = torch.tensor(rows, device=self.rows.device)
@@ -237,14 +291,14 @@ class _State:
         for (k, v), (k2, v2) in zip(self.kv, new.kv):
             k2.copy_(k[idx])
             v2.copy_(v[idx])
-        for name in ("tok", "hidden", "pos", "step", "active", "seen", "trail", "trail_len"):
+        for name in ("tok", "hidden", "pos", "step", "active", "seen", "trail", "trail_len", "seed", "limit"):
             getattr(new, name).copy_(getattr(self, name)[idx])
         new.suppress.copy_(self.suppress)
         new.sampling = self.sampling
         return new
 
     def _changed_by_a_step(self) -> tuple[torch.Tensor, ...]:
-        return self.tok, self.hidden, self.pos, self.step, self.seen, self.frame, self.logits
+        return self.tok, self.hidden, self.pos, self.step, self.seen, self.frame, self.logits, self.status
 
     def write_index(self) -> torch.Tensor:
         """Where a step writes each slot's KV: its position, kept inside the cache whatever happens."""
@@ -355,7 +409,10 @@ class FastEngine:
             while pending:
                 item = pending.pop()
                 owner[slot] = item
-                first = self._prefill(state, slot, prompts[item], s)
+                # Each item's random stream is seeded from torch's generator in admission order,
+                # so a call seeded with ``torch.manual_seed`` reproduces itself.
+                seed = int(torch.randint(0, 1 << 32, (1,)))
+                first = int(self._prefill_many(state, [slot], [prompts[item]], s, seeds=[seed])[0])
                 pos[slot] = prompts[item].embeds.shape[0]
                 frames[slot] = []
                 if max_frames <= 0 or first == s.eos_id:
@@ -477,34 +534,68 @@ class FastEngine:
 
     def _prefill(self, st: _State, slot: int, prompt: Prompt, s: Sampling) -> int:
         """Run one prompt through the talker, store its KV in ``slot`` and pick its first code."""
+        return int(self._prefill_many(st, [slot], [prompt], s)[0])
+
+    def _prefill_many(self, st: _State, slots: list[int], prompts: list[Prompt], s: Sampling,
+                      seeds: list[int] | None = None, limits: list[int] | None = None) -> torch.Tensor:
+        """Prefill several prompts in one batched talker forward, each into its slot; their first codes ``[n]``.
+
+        Prompts are padded on the right: with the causal mask a real position never sees a
+        pad, and the pads' KV entries lie where decoding writes before it ever reads. ``seeds``
+        and ``limits`` set the slots' random streams and frame limits (kept as they are when None).
+        Nothing is read back to the host.
+        """
         from transformers.cache_utils import DynamicCache
 
-        length = prompt.embeds.shape[0]
-        if length > st.capacity:
-            st.grow(-(-length // _KV_ROUND) * _KV_ROUND)
+        n = len(prompts)
+        lengths = [p.embeds.shape[0] for p in prompts]
+        longest = max(lengths)
+        if longest > st.capacity:
+            st.grow(-(-longest // _KV_ROUND) * _KV_ROUND)
+        trail = max(p.trailing.shape[0] for p in prompts) + 1
+        if trail > st.trail_cap:
+            st.grow_trail(1 << (trail - 1).bit_length())
+        if n == 1:
+            embeds = prompts[0].embeds[None]
+        else:
+            embeds = prompts[0].embeds.new_zeros(n, longest, prompts[0].embeds.shape[1])
+            for i, p in enumerate(prompts):
+                embeds[i, : lengths[i]] = p.embeds
         cache = DynamicCache()
-        out = self.talker.model(inputs_embeds=prompt.embeds[None], past_key_values=cache, use_cache=True)
+        out = self.talker.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+        idx = torch.tensor(slots, device=self.device)
+        ends = torch.tensor([x - 1 for x in lengths], device=self.device)
         for layer, (k, v) in enumerate(st.kv):
             keys, values = _layer_kv(cache, layer)
-            k[slot, :, :length] = keys[0]
-            v[slot, :, :length] = values[0]
-        hidden = out.last_hidden_state[0, -1]
-        logits = self.talker.codec_head(hidden).float()[None]
-        st.logits[slot] = logits[0]
-        seen = torch.zeros(1, self.vocab, dtype=torch.bool, device=self.device)
-        tok = self._pick_first(logits, seen, torch.zeros(1, dtype=torch.long, device=self.device), st.suppress, s)
-        st.tok[slot] = tok[0]
-        st.hidden[slot] = hidden
-        st.pos[slot] = length
-        st.step[slot] = 0
-        st.seen[slot] = False
-        st.seen[slot, tok[0]] = True
-        st.trail[slot] = prompt.pad
-        n = min(prompt.trailing.shape[0], st.trail_cap - 1)
-        st.trail[slot, :n] = prompt.trailing[:n]
-        st.trail_len[slot] = n
-        st.active[slot] = 1
-        return int(tok[0])
+            k[idx, :, :longest] = keys
+            v[idx, :, :longest] = values
+        hidden = out.last_hidden_state[torch.arange(n, device=self.device), ends]  # [n, D]
+        logits = self.talker.codec_head(hidden).float()
+        st.logits[idx] = logits
+        if seeds is not None:
+            st.seed[idx] = torch.tensor([int(x) & 0xFFFFFFFF for x in seeds], device=self.device)
+        if limits is not None:
+            st.limit[idx] = torch.tensor(limits, dtype=torch.long, device=self.device)
+        seen = torch.zeros(n, self.vocab, dtype=torch.bool, device=self.device)
+        zero = torch.zeros(n, dtype=torch.long, device=self.device)
+        keys = draw_keys(st.seed[idx], zero, 0) if s.do_sample else None
+        tok = self._pick_first(logits, seen, zero, st.suppress, s, keys)
+        st.tok[idx] = tok
+        st.hidden[idx] = hidden
+        st.pos[idx] = torch.tensor(lengths, device=self.device)
+        st.step[idx] = 0
+        seen.scatter_(1, tok[:, None], True)
+        st.seen[idx] = seen
+        trails = st.trail.new_empty(n, st.trail_cap, st.trail.shape[2])
+        for i, p in enumerate(prompts):
+            trails[i] = p.pad
+            m = min(p.trailing.shape[0], st.trail_cap - 1)
+            trails[i, :m] = p.trailing[:m]
+        st.trail[idx] = trails
+        st.trail_len[idx] = torch.tensor([min(p.trailing.shape[0], st.trail_cap - 1) for p in prompts], device=self.device)
+        st.active[idx] = 1
+        st.status[idx] = 0
+        return tok
 
     # ---- one decode step for every slot -----------------------------------------------------
 
@@ -609,7 +700,8 @@ class FastEngine:
         hidden = self._talker_step(st, x, kv_len)
         logits = self.talker.codec_head(hidden).float()
         st.logits.copy_(logits)
-        tok = self._pick_first(logits, st.seen, st.step + 1, st.suppress, s)
+        keys = draw_keys(st.seed, st.step + 1, 0) if s.do_sample else None
+        tok = self._pick_first(logits, st.seen, st.step + 1, st.suppress, s, keys)
         if force is not None:
             force.first_picks = tok
             tok = force.next_tok
@@ -621,8 +713,18 @@ class FastEngine:
         st.hidden.copy_(hidden)
         st.pos.add_(st.active)
         st.step.add_(st.active)
+        self._mark_status(st, s)
 
-    def _pick_first(self, logits, seen, done, suppress, s: Sampling) -> torch.Tensor:
+    def _mark_status(self, st: _State, s: Sampling) -> None:
+        """Each slot's ``status`` after a step (device ops only: the host reads it a step later)."""
+        first_was_end = st.frame[:, 0] == s.eos_id
+        ended = st.tok == s.eos_id
+        limited = st.step >= torch.clamp_max(st.limit, max(s.max_new_tokens - 1, 0))
+        status = torch.where(limited, 2, 0)
+        status = torch.where(ended, 1, status)
+        st.status.copy_(torch.where(first_was_end, 3, status))
+
+    def _pick_first(self, logits, seen, done, suppress, s: Sampling, keys: torch.Tensor | None = None) -> torch.Tensor:
         """First-codebook token: repetition penalty, minimum length, suppressed ids, then choose."""
         if s.repetition_penalty != 1.0:
             p = s.repetition_penalty
@@ -632,7 +734,7 @@ class FastEngine:
             logits = logits.masked_fill(early, float("-inf"))
         if s.suppress:
             logits = logits.masked_fill(suppress, float("-inf"))
-        return _choose(logits, s.do_sample, s.temperature, s.top_k, s.top_p)
+        return _choose(logits, s.do_sample, s.temperature, s.top_k, s.top_p, keys)
 
     def _predict_codes(self, st: _State, last: torch.Tensor, s: Sampling, force: "_Forced | None" = None):
         """The code predictor's 15 steps for every slot, with a 16-position scratch cache."""
@@ -645,7 +747,8 @@ class FastEngine:
             start = 0 if g == 0 else g + 1
             h = self._cp_layers(st, cp.small_to_mtp_projection(x), start)
             logits = cp.lm_head[g](h[:, -1]).float()
-            pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p)
+            pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p,
+                           draw_keys(st.seed, st.step, g + 1) if s.sub_do_sample else None)
             if force is not None:
                 picks.append(pick)
                 pick = force.codes[:, g]

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import audio
+from . import audio, timings
 from . import manifest as mf
 from .check import TakeCheck, TakeChecker
 from .books import Book
@@ -664,6 +664,7 @@ class _Render:
             made = audio.assemble_chapter(ci + 1, ch.title, chunks, paths, self.out_dir, self.settings,
                                           book=self.book, allow_missing=bool(missing))
             ch.file, ch.assembled, ch.audio = made.path.name, key, _chapter_audio_to_dict(made, self.out_dir)
+            timings.time_chapter(self.out_dir, self.m, ci)  # sentence times, subtitles
             self._log(f"Chapter {ci + 1} ({ch.title}) assembled: {made.path.name}, {made.duration:.1f}s"
                       + (f", without {len(missing)} failed chunks" if missing else "") + ".")
 
@@ -706,7 +707,8 @@ class _Render:
             return
         chapter_audios = [_chapter_audio_from_dict(ch.audio, self.out_dir) for _, ch in made]
         done = audio.assemble_book(self.book, chapter_audios, self.out_dir, s,
-                                   include_incomplete=self.options.allow_incomplete)
+                                   include_incomplete=self.options.allow_incomplete,
+                                   chapter_cues=timings.chapter_cues(self.out_dir, self.m))
         r.book_files = [p for p in (done.m4b, done.mp3, done.srt) if p is not None]
         self.m.book_file = "|".join(p.name for p in r.book_files)
         self.m.book_assembled = key

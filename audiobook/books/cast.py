@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..dialogue import DIALOGUE, NARRATOR, Span, discover_names, find_dialogue, join_spans, merge_spans, speaker_name
+from ..attribution import find_characters, label_spans
+from ..characters import GENDERS, Character, CharacterList
+from ..dialogue import DIALOGUE, NARRATOR, Span, join_spans, merge_spans, speaker_name
 from ..errors import AudiobookError
 from ..files import read_json_file
 
@@ -30,15 +32,31 @@ PREVIEW_CHARS = 160  # the preview line shown in the cast table
 
 @dataclass
 class CastMember:
-    """One character: ``lines`` spoken in the book, the ``voice`` that reads them ("" for none yet)."""
+    """One character: ``lines`` spoken in the book, the ``voice`` that reads them ("" for none yet).
+
+    ``aliases`` are the other ways the book names them, ``gender`` is guessed from the text
+    ("male", "female", "" when it does not tell), ``hidden`` ones are read as ``dialogue``,
+    and ``description`` is the voice description "Design the cast" used or will use.
+    """
 
     name: str
     lines: int = 0
     voice: str = ""  # a saved voice's name or a built-in speaker's
     preview: str = ""  # one of their lines
+    aliases: list[str] = field(default_factory=list)
+    gender: str = ""
+    hidden: bool = False
+    description: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "lines": self.lines, "voice": self.voice, "preview": self.preview}
+        out = {"name": self.name, "lines": self.lines, "voice": self.voice, "preview": self.preview}
+        for key, default in (("aliases", []), ("gender", ""), ("hidden", False), ("description", "")):
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
+        return out
+
+    def character(self) -> Character:
+        return Character(self.name, list(self.aliases), self.gender, self.hidden)
 
 
 @dataclass
@@ -91,7 +109,13 @@ class Cast:
             name = speaker_name(item["name"])
             if name == NARRATOR or any(m.name == name for m in members):
                 continue
-            members.append(CastMember(name, lines, voice.strip(), str(item.get("preview") or "")))
+            aliases, gender = item.get("aliases") or [], item.get("gender") or ""
+            if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases) or gender not in GENDERS:
+                raise AudiobookError(f'Character {i} of {where} needs "aliases" as a list of names and a "gender" of '
+                                     '"male", "female" or "".')
+            members.append(CastMember(name, lines, voice.strip(), str(item.get("preview") or ""),
+                                      [" ".join(a.split()) for a in aliases if a.strip()], gender,
+                                      bool(item.get("hidden")), str(item.get("description") or "")))
         return cls(members)
 
 
@@ -116,11 +140,13 @@ def save_cast(cast: Cast, path: str | Path) -> Path:
 # ---------------------------------------------------------------- the book's spans and cast
 
 
-def cast_of(chapters: Iterable, previous: Cast | None = None) -> Cast:
+def cast_of(chapters: Iterable, previous: Cast | None = None, characters: CharacterList | None = None) -> Cast:
     """Every speaker of the chapters' spans but the narrator, most lines first, with a preview line.
 
-    Voices come from ``previous``; its characters with a voice but no lines in this book
-    stay listed (with 0 lines) so a mapping is not lost.
+    Voices, descriptions and what the user set (aliases, gender, hidden) come from
+    ``previous``; aliases and guessed genders found in the text from ``characters``.
+    ``previous``'s characters with a voice, or hidden, but no lines in this book stay
+    listed (with 0 lines) so the user's choice is not lost.
     """
     lines: dict[str, int] = {}
     preview: dict[str, str] = {}
@@ -133,40 +159,61 @@ def cast_of(chapters: Iterable, previous: Cast | None = None) -> Cast:
             if s.speaker not in preview or len(preview[s.speaker]) < 20 <= len(line):
                 preview[s.speaker] = line[:PREVIEW_CHARS]
     old = {m.name: m for m in (previous.members if previous else [])}
-    members = [CastMember(n, lines[n], old[n].voice if n in old else "", preview[n])
-               for n in sorted(lines, key=lambda n: (n == DIALOGUE, -lines[n], n))]
-    members += [CastMember(m.name, 0, m.voice, m.preview) for m in old.values() if m.name not in lines and m.voice]
+    found = {c.name: c for c in (characters.characters if characters else [])}
+
+    def member(name: str, count: int, line: str) -> CastMember:
+        was, c = old.get(name), found.get(name)
+        aliases = list(was.aliases if was else [])
+        aliases += [a for a in (c.aliases if c else []) if a not in aliases and a != name]
+        return CastMember(name, count, was.voice if was else "", line, aliases,
+                          (was.gender if was and was.gender else c.gender if c else ""),
+                          was.hidden if was else False, was.description if was else "")
+
+    members = [member(n, lines[n], preview[n]) for n in sorted(lines, key=lambda n: (n == DIALOGUE, -lines[n], n))]
+    members += [replace(member(m.name, 0, m.preview), preview=m.preview) for m in old.values()
+                if m.name not in lines and (m.voice or m.hidden or m.aliases)]
     return Cast(members)
+
+
+def book_characters(book, cast: Cast | None = None, chapters: Iterable[int] | None = None) -> CharacterList:
+    """The characters of ``book``: those of ``cast`` and of the book's cast (with their aliases, genders and
+    hidden ones), then the ones the text's speech verbs name, clustered."""
+    known: dict[str, Character] = {}
+    for m in (book.cast.members if book.cast else []) + (cast.members if cast else []):
+        if m.name not in (NARRATOR, DIALOGUE):
+            known[m.name] = m.character()
+    todo = range(len(book.chapters)) if chapters is None else chapters
+    return find_characters((book.chapters[i].text for i in todo), known.values())
 
 
 def label_book(book, cast: Cast | None = None, llm: "LLM | None" = None, progress: Callable[[int, int], None] | None = None):
     """A copy of ``book`` where every chapter has spans, and its ``cast`` is counted again.
 
     Chapters that already have spans (markup, a JSON book) keep them. The others get
-    quoted dialogue attributed to the names of ``cast``, of the book's cast and of the
-    "said Name" phrases found in the book; with ``llm``, a language model labels them
-    and the dialogue finder is the fallback for any answer that is rejected. Returns
-    ``(book, warnings)``: one sentence per rejected answer.
+    their quotes attributed by the rules of ``attribution`` to the characters of
+    ``cast``, of the book's cast and of the text; with ``llm``, a language model labels
+    each chapter with those labels as hints, and they are the fallback for any answer
+    that is rejected. Returns ``(book, warnings)``: one sentence per rejected answer.
     """
-    known = list(cast.names() if cast else []) + [m.name for m in (book.cast.members if book.cast else [])]
     todo = [i for i, ch in enumerate(book.chapters) if ch.spans is None]
-    names = known + [n for n in discover_names(book.chapters[i].text for i in todo) if n not in known]
+    characters = book_characters(book, cast, todo)
     chapters, warnings = list(book.chapters), []
     for n, i in enumerate(todo):
         text = chapters[i].text
+        spans = label_spans(text, characters)
         if llm is not None:
-            spans, why = llm.label(text, names)
-            warnings += [f"Chapter {i + 1}: {w}" for w in why]
-        else:
-            spans = find_dialogue(text, names)
+            spans, why = llm.label(text, characters, hints=spans)
+            warnings += [f"Chapter {i + 1} ({chapters[i].title}): {w}" for w in why]
         chapters[i] = replace(chapters[i], spans=spans)
         if progress:
             progress(n + 1, len(todo))
     previous = Cast([replace(m) for m in (book.cast.members if book.cast else [])])
-    for m in (cast.members if cast else []):  # the given cast's voices win over the book's
-        previous = previous.with_voice(m.name, m.voice or previous.voice_of(m.name))
+    for m in (cast.members if cast else []):  # the given cast wins over the book's
+        old = previous.get(m.name)
+        previous = Cast([x for x in previous.members if x.name != m.name]
+                        + [replace(m, voice=m.voice or (old.voice if old else ""))])
     labelled = replace(book, chapters=chapters)
-    return replace(labelled, cast=cast_of(chapters, previous)), warnings
+    return replace(labelled, cast=cast_of(chapters, previous, characters)), warnings
 
 
 # ---------------------------------------------------------------- a language model as labeller
@@ -184,13 +231,13 @@ _SYSTEM = (
 )
 
 
-def _windows(text: str) -> list[str]:
-    """Pieces of ``text`` at most about LLM_WINDOW_CHARS long, cut after paragraph breaks; they join to ``text``."""
+def _windows(text: str, size: int = LLM_WINDOW_CHARS) -> list[str]:
+    """Pieces of ``text`` at most about ``size`` characters long, cut after paragraph breaks; they join to ``text``."""
     pieces, start = [], 0
-    while len(text) - start > LLM_WINDOW_CHARS:
-        cut = text.rfind("\n\n", start, start + LLM_WINDOW_CHARS)
+    while len(text) - start > size:
+        cut = text.rfind("\n\n", start, start + size)
         if cut <= start:
-            cut = text.find("\n\n", start + LLM_WINDOW_CHARS)
+            cut = text.find("\n\n", start + size)
             if cut < 0:
                 break
         cut += 2
@@ -248,13 +295,14 @@ class LLM:
     url: str
     model: str
     timeout_s: float = 120.0
+    context_tokens: int = 8192
 
     @classmethod
     def from_settings(cls, s) -> "LLM":
         if not s.llm_url.strip():
             raise AudiobookError("Labelling with a language model needs its address: set llm_url in Advanced Settings, "
                                  "for example http://127.0.0.1:11434/v1 for Ollama.")
-        return cls(s.llm_url.strip(), s.llm_model.strip(), float(s.llm_timeout_s))
+        return cls(s.llm_url.strip(), s.llm_model.strip(), float(s.llm_timeout_s), int(s.llm_context_tokens))
 
     @property
     def endpoint(self) -> str:
@@ -289,27 +337,91 @@ class LLM:
         except (KeyError, IndexError, TypeError):
             raise AudiobookError(f"The server at {self.endpoint} did not answer like an OpenAI-compatible chat endpoint.") from None
 
-    def label(self, text: str, names: Iterable[str] = ()) -> tuple[list[Span], list[str]]:
+    def label(self, text: str, characters=(), hints: list[Span] | None = None) -> tuple[list[Span], list[str]]:
         """Spans of a chapter labelled by the model, with one sentence per rejected answer.
 
-        Each window's answer must rebuild its text word for word; a rewritten or invalid
-        answer is rejected and that window keeps the dialogue finder's labels.
+        The chapter goes in pieces that fit the model's context, each with the character
+        list and the rules' labels of its quotes as hints. Each answer must rebuild its
+        piece word for word; a rewritten or invalid answer is asked for once more, then
+        rejected, and that piece keeps the rules' labels. A server that fails twice
+        raises AudiobookError.
         """
-        names = [n for n in names if n not in (NARRATOR, DIALOGUE)]
-        who = f"Characters known so far: {', '.join(names)}.\n\n" if names else ""
+        if isinstance(characters, CharacterList):
+            chars = [c for c in characters.characters if not c.hidden]
+        else:
+            chars = [Character(n) for n in characters if n not in (NARRATOR, DIALOGUE)]
+        if hints is None:
+            hints = label_spans(text, characters if isinstance(characters, CharacterList) else CharacterList(chars))
+        who = _character_lines(chars)
         spans: list[Span] = []
         warnings: list[str] = []
-        for window in _windows(text):
+        pos = 0
+        for window in _windows(text, self.window_chars):
+            start, pos = pos, pos + len(window)
+            mine = _slice_spans(hints, start, pos)
             if not window.strip():
-                spans.append(Span(window))
+                spans += mine
                 continue
-            try:
-                spans += align_labels(window, _answer_spans(self.chat(_SYSTEM, f"{who}Text:\n{window}")))
-            except ValueError as e:
-                what = "changed the text" if str(e) == "rewritten" else "was not the JSON list of spans asked for"
-                warnings.append(f"the language model's answer {what}, so it was rejected and the quotes found in the text are used instead.")
-                spans += find_dialogue(window, names)
+            prompt = f"{who}{_hint_lines(mine)}Text:\n{window}"
+            for attempt in (1, 2):
+                try:
+                    answer = _retrying(lambda: self.chat(_SYSTEM, prompt))
+                    spans += [replace(s, rule="llm") if s.speaker != NARRATOR else s
+                              for s in align_labels(window, _answer_spans(answer))]
+                    break
+                except ValueError as e:
+                    if attempt == 1:
+                        continue
+                    what = "changed the text" if str(e) == "rewritten" else "was not the JSON list of spans asked for"
+                    warnings.append(f"the language model's answer {what} twice, so it was rejected and the speakers "
+                                    "found by the rules are kept for that part.")
+                    spans += mine
         spans = merge_spans(spans)
         if join_spans(spans) != text:  # pragma: no cover - align_labels guarantees it
             raise AudiobookError("The labelled spans do not rebuild the chapter.")
         return spans, warnings
+
+    @property
+    def window_chars(self) -> int:
+        """Characters of text per request: the context less the instructions and the answer (about twice the
+        text, as JSON), at about four characters a token."""
+        return max(1000, min(LLM_WINDOW_CHARS * 4, int((self.context_tokens - 1000) * 4 / 3.2)))
+
+
+def _retrying(call):
+    """``call()``, and once more when the server fails; the second failure's AudiobookError goes up."""
+    try:
+        return call()
+    except AudiobookError:
+        return call()
+
+
+def _slice_spans(spans: list[Span], a: int, b: int) -> list[Span]:
+    """The parts of ``spans`` between characters ``a`` and ``b`` of their text."""
+    out, pos = [], 0
+    for s in spans:
+        lo, hi = max(a, pos), min(b, pos + len(s.text))
+        if lo < hi:
+            out.append(replace(s, text=s.text[lo - pos:hi - pos]))
+        pos += len(s.text)
+    return out
+
+
+def _character_lines(chars: list[Character]) -> str:
+    if not chars:
+        return ""
+    rows = []
+    for c in chars[:60]:
+        extra = [f"also {', '.join(c.aliases[:4])}"] if c.aliases else []
+        extra += [c.gender] if c.gender else []
+        rows.append(f"- {c.name} ({'; '.join(extra)})" if extra else f"- {c.name}")
+    return "Characters (use these names):\n" + "\n".join(rows) + "\n\n"
+
+
+def _hint_lines(spans: list[Span]) -> str:
+    rows = [f"- {' '.join(s.text.split())[:60]} -> {s.speaker}" for s in spans
+            if s.speaker not in (NARRATOR,) and s.text.strip()]
+    if not rows:
+        return ""
+    return ("Speakers a rule-based finder guessed for the quotes (\"dialogue\": unknown; they may be wrong):\n"
+            + "\n".join(rows[:200]) + "\n\n")
