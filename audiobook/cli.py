@@ -149,14 +149,14 @@ def cmd_review(args) -> int:
         from audiobook.files import atomic_write_text
 
         keys = ("id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity", "duration_s", "attempts",
-                "speaker", "voice")
+                "speaker", "voice", "rule", "reason", "book_text")
         atomic_write_text(Path(args.json), json.dumps([{k: r.to_dict()[k] for k in keys} for r in rows],
                                                       ensure_ascii=False, indent=1))
-    print("chapter\tchunk\tid\tstatus\tseconds\tWER\tvoice\ttakes\tspeaker\ttext")
+    print("chapter\tchunk\tid\tstatus\tseconds\tWER\tvoice\ttakes\tspeaker\ttext\twhy")
     for r in rows:
         text = r.text if len(r.text) <= 60 else r.text[:57] + "..."
         print(f"{r.chapter}\t{r.index}\t{r.id}\t{r.status}\t{r.duration_s:.1f}\t{_fmt_score(r.wer, '{:.0%}')}\t"
-              f"{_fmt_score(r.voice_similarity, '{:.2f}')}\t{r.attempts}\t{r.speaker or 'narrator'}\t{text}")
+              f"{_fmt_score(r.voice_similarity, '{:.2f}')}\t{r.attempts}\t{r.speaker or 'narrator'}\t{text}\t{r.why or '-'}")
     flagged = sum(1 for r in rows if r.flagged)
     print(f"{len(rows)} chunks listed, {flagged} flagged.")
     return 0
