@@ -197,7 +197,7 @@ def test_cli_book_and_cast_commands_show_spans_and_cast(tmp_path, capsys, monkey
 
     assert backend_module.main(["cast", str(path), "--json", str(tmp_path / "cast.json")]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split()[:3] == ["Alice", "1", "(narrator)"] and '"Hold fast,"' in out
+    assert out.splitlines()[0].split()[:4] == ["Alice", "1", "-", "(narrator)"] and '"Hold fast,"' in out
     assert Cast.from_dict(json.loads((tmp_path / "cast.json").read_text())).names() == ["Alice", "dialogue"]
 
     b.save_settings(llm_url="http://127.0.0.1:9/v1", llm_model="m", llm_timeout_s=5)
