@@ -48,3 +48,13 @@ def browser():
         )
         yield context
         context.close()
+
+
+@pytest.fixture
+def chat_server():
+    """A local OpenAI-compatible chat endpoint (tests/chat_server.py): set ``answer``, read ``requests``."""
+    from tests.chat_server import ChatServer
+
+    server = ChatServer()
+    yield server
+    server.close()
