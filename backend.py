@@ -164,6 +164,8 @@ class Backend:
     speaker_rows = cast_svc.speaker_rows
     voicing_for = cast_svc.voicing_for
     render_cast = cast_svc.render_cast
+    edit_cast = cast_svc.edit_cast
+    design_cast = cast_svc.design_cast
 
     # ---- the queue: audiobook/services/queue.py ---------------------------------------------
 

@@ -124,6 +124,7 @@ class Character:
     hidden: bool = False
     mentions: int = 0  # how often the text names them (in attributions and narration)
     group: bool = False  # "the rogues", "the Sparrows": no "he" or "she" names them
+    fixed: bool = False  # from the user's cast: never merged into another by clustering
 
     def phrases(self) -> list[str]:
         return [self.name] + [a for a in self.aliases if a != self.name]
@@ -283,7 +284,7 @@ def cluster_names(characters: CharacterList) -> None:
                       and core <= {NICKNAMES.get(w, w) for w in _core(c.name)}
                       and (not short.gender or not c.gender or short.gender == c.gender)
                       and not (title_gender(short.name) and title_gender(c.name) and title_gender(short.name) != title_gender(c.name))]
-            if len(longer) == 1 and not short.hidden:
+            if len(longer) == 1 and not short.hidden and not short.fixed:
                 target = longer[0]
                 target.aliases += [p for p in short.phrases() if norm(p) not in {norm(x) for x in target.phrases()}]
                 target.mentions += short.mentions

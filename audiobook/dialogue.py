@@ -150,7 +150,7 @@ def strip_markup(text: str, speaker: str = NARRATOR) -> tuple[str, list[Span], s
             last = spans[-1]
             spans[-1] = Span(last.text + "\n\n", last.speaker, last.style)
         spans += para
-    spans = merge_spans(spans)
+    spans = [Span(s.text, s.speaker, s.style, "markup") for s in merge_spans(spans)]
     return join_spans(spans), spans, speaker
 
 
