@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from audiobook.books import load_book
+from audiobook.books import Book
 from audiobook.books.cast import Cast, load_cast, save_cast
 from audiobook.dialogue import DIALOGUE
 from audiobook.errors import AudiobookError
@@ -99,7 +99,7 @@ def cmd_render(args) -> int:
     if args.verify:
         backend.apply_settings(backend.settings.updated(verify=args.verify))
     chapters = parse_chapters(args.chapters) if args.chapters else ()
-    book = backend.load_book(args.book)  # a bad book is reported before any model loads
+    book = _load_book(backend, args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
     cast = load_cast(args.cast) if args.cast else None
     if args.dialogue:
@@ -180,7 +180,7 @@ def cmd_fix(args) -> int:
 def cmd_sample(args) -> int:
     """sample BOOK (--voice V | --speaker S) [--chapter N] [--seconds 60]: hear the voice in context."""
     backend = args.open_backend(models_dir=args.models_dir)
-    book = backend.load_book(args.book)
+    book = _load_book(backend, args.book)
     narrator = _narrator_from_args(args, backend)
     print(backend.sample(book, narrator, chapter=args.chapter, seconds=args.seconds, out_path=args.output))
     return 0
@@ -373,6 +373,26 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _load_book(backend, path) -> Book:
+    """backend.load_book with a progress bar on stderr while scanned pages are read by OCR."""
+    bar = None
+
+    def progress(done: int, total: int, what: str) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="page", desc="OCR", file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return backend.load_book(path, on_progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_book(args) -> int:
     """book BOOK [--json OUT] [--chunks]: show what the reader found, optionally save the JSON book."""
     from audiobook.books import describe_book, save_book_json
@@ -380,7 +400,7 @@ def cmd_book(args) -> int:
     from audiobook.render import pronunciations_from_settings
 
     backend = args.open_backend()
-    read = load_book(args.book)
+    read = _load_book(backend, args.book)
     settings = backend.settings
     chunk_chars = args.chunk_chars or settings.chunk_chars
     # The chunks of a render by the narrator alone (markup speakers kept); the cast a render with a cast would use.
@@ -398,7 +418,7 @@ def cmd_cast(args) -> int:
     [--design [--only NAME]]: the characters who speak, their lines and voices; edits and designed voices
     are saved in output/<book>/cast.json."""
     backend = args.open_backend()
-    book = load_book(args.book)
+    book = _load_book(backend, args.book)
     labelled, warnings = backend.label_book(book, load_cast(args.cast) if args.cast else None, llm=args.llm)
     for w in warnings:
         print(f"Warning: {w}", file=sys.stderr)
