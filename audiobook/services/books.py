@@ -10,6 +10,7 @@ from pathlib import Path
 from audiobook.books import Book, OnProgress, formats_sentence
 from audiobook.books import load_book as read_book
 from audiobook.errors import AudiobookError
+from audiobook.services.readalong import remember_source
 
 
 def chapter_numbers(text: str, book: Book) -> list[int]:
@@ -27,7 +28,9 @@ def load_book(backend, path: str | Path | None, on_progress: OnProgress | None =
     """
     if not path:
         raise AudiobookError(f"Choose a book file first ({formats_sentence()}).")
-    return read_book(path, on_progress=on_progress)
+    book = read_book(path, on_progress=on_progress)
+    remember_source(backend, book, path)
+    return book
 
 
 def edit_book(backend, book: Book | None, action: str, chapter: int | None = None, value: str = "") -> Book:
