@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import difflib
 import io
+import os
 import re
 import shutil
 import struct
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -272,6 +274,28 @@ def test_scanned_pdf_is_read_by_ocr_then_from_the_cache(scanned_pdf, tmp_path, m
     assert again.report.ocr_cached == 3
     assert [c.text for c in again.chapters] == [c.text for c in book.chapters]
     assert time.perf_counter() - start < max(1.0, first_s / 5)
+
+
+def test_book_command_reports_the_reader_ocr_and_cleaning_with_a_progress_bar(scanned_pdf, tmp_path):
+    need("tesseract", "tesseract")
+    env = {**os.environ, "AUDIOBOOK_OCR_CACHE": str(tmp_path / "ocr-cache")}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "backend.py", "book", str(scanned_pdf)], cwd=root, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Read by:  PDF" in done.stdout and "Pages:    3, 3 read by OCR (eng)" in done.stdout
+    assert re.search(r"Cleaned:  [1-9]\d* running-head/footer/page-number lines removed", done.stdout)
+    assert "Warning:  The book does not say its language" in done.stdout
+    assert "OCR: 100%" in done.stderr and "3/3" in done.stderr  # the progress bar
+
+    done = subprocess.run([sys.executable, "backend.py", "book", str(scanned_pdf)], cwd=root, capture_output=True,
+                          text=True, timeout=600, env={**env, "AUDIOBOOK_OCR_CACHE": str(tmp_path / "empty"),
+                                                       "PATH": str(tmp_path / "no-programs-here")})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: scanned.pdf is scanned: Reading scanned pages needs Tesseract OCR, which is not installed; install "
+        "Debian's tesseract-ocr package with its English pack (sudo apt-get install tesseract-ocr tesseract-ocr-eng, "
+        "or make setup).")
 
 
 def test_missing_tesseract_names_the_package(scanned_pdf, tmp_path, monkeypatch):

@@ -182,6 +182,25 @@ def test_book_tab_shows_chapters_and_edits_them(browser, server, tmp_path):
     page.close()
 
 
+def test_book_tab_reads_a_scanned_pdf_with_a_progress_bar_and_says_what_it_did(browser, server, tmp_path):
+    import uuid
+
+    from test_book_formats import SCANNED_PAGES, draw_page
+
+    pages = [draw_page(heading, paragraphs, n) for n, (heading, paragraphs) in enumerate(SCANNED_PAGES, 1)]
+    scan = tmp_path / "scanned.pdf"  # a title of its own: never in the OCR cache, so the pages are read now
+    pages[0].save(scan, save_all=True, append_images=pages[1:], resolution=200, title=f"Scan {uuid.uuid4().hex}")
+    page = new_page(browser, server.url)
+    open_tab(page, "Book")
+    assert ".docx" in page.locator("#book-file").inner_text()  # the picker's label lists the formats read
+    page.set_input_files("#book-file input[type=file]", str(scan))
+    wait_for_text(page.locator("body"), r"Reading scanned page \d of 3 with OCR", timeout=60)
+    info = wait_for_text(page.locator("#book-info"), r"3 pages read by OCR", timeout=120)
+    assert "Read as PDF" in info and "running head" in info
+    wait_for_text(page.locator("#book-chapters"), "Chapter 2")
+    page.close()
+
+
 def test_a_page_on_the_network_asks_for_a_login_and_hands_out_only_finished_files(browser, tmp_path, models_dir):
     import json
     import urllib.error

@@ -54,6 +54,12 @@ def formats_sentence() -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def formats_label() -> str:
+    """The formats a file picker takes, for its label: ".txt .md ... .json", and Calibre's when it is installed."""
+    names = [e for e in OWN_EXTENSIONS if e not in (".markdown", ".kepub", ".azw", ".prc", ".fbz", ".htm", ".xhtml")]
+    return " ".join(names) + (" and more through Calibre" if ebook_convert() else "")
+
+
 def load_book(path: str | Path, on_progress: OnProgress | None = None) -> Book:
     """Read a book file; raise AudiobookError with a sentence when it cannot be read.
 
@@ -82,7 +88,7 @@ def load_book(path: str | Path, on_progress: OnProgress | None = None) -> Book:
 
 
 __all__ = [
-    "BOOK_EXTENSIONS", "OWN_EXTENSIONS", "OnProgress", "ReadReport", "formats_sentence", "read_docx", "read_fb2", "read_html",
+    "BOOK_EXTENSIONS", "OWN_EXTENSIONS", "OnProgress", "ReadReport", "formats_label", "formats_sentence", "read_docx", "read_fb2", "read_html",
     "read_kindle", "read_odt", "read_rtf", "BOOK_FORMAT_VERSION", "CAST_FILE", "FRONT_MATTER_TITLE", "LLM", "Book", "Cast", "CastMember",
     "Chapter", "cast_of", "chapter_entries", "label_book", "load_cast", "save_cast", "set_span",
     "describe_book", "drop_chapters", "load_book", "merge_chapters", "read_epub", "read_json", "read_markdown",
