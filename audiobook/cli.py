@@ -98,6 +98,8 @@ def cmd_render(args) -> int:
     _apply_worker_args(backend, args)
     if args.verify:
         backend.apply_settings(backend.settings.updated(verify=args.verify))
+    if args.readalong:
+        backend.apply_settings(backend.settings.updated(make_readalong=True))
     chapters = parse_chapters(args.chapters) if args.chapters else ()
     book = _load_book(backend, args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
@@ -128,11 +130,23 @@ def cmd_render(args) -> int:
         print(f"{rep.status.capitalize()}: chapter {rep.chapter}, chunk {rep.index} [{rep.id}] ({rep.reason}): {rep.text}")
     for line in result.skipped_chapters:
         print(line)
+    for line in result.log:
+        if "read-along epub" in line.lower():  # made (or not) after the render, so not in the progress lines
+            print(line)
     for f in result.chapter_files + result.book_files:
         print(f"  {f}")
     if result.stopped:
         print("Stopped; run the same command again to continue.")
     return 0 if result.complete and not result.suspect else 1
+
+
+def cmd_readalong(args) -> int:
+    """readalong OUTPUT_DIR [--source BOOK.epub]: the read-along EPUB of a finished render (nothing is rendered)."""
+    backend = args.open_backend()
+    made = backend.readalong(args.output_dir, args.source)
+    print(made.summary())
+    print(f"  {made.path}")
+    return 0
 
 
 def _fmt_score(v: float | None, pattern: str) -> str:
@@ -478,7 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialogue", metavar="VOICE", help="the voice of quoted speech no character of the cast is mapped for")
     p.add_argument("--verify", choices=("on", "off", "auto"), help="check every take with Whisper (default: the setting)")
     p.add_argument("--chapters", metavar="LIST", help="render and assemble only these chapters, e.g. 1,3-5")
+    p.add_argument("--readalong", action="store_true",
+                   help="also write '<title> (read-along).epub': the text with the narration, highlighted as it is read")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("readalong", help="write the read-along EPUB 3 (text and narration in step) of a finished render")
+    p.add_argument("output_dir", help="the book's output folder (holding manifest.json)")
+    p.add_argument("--source", metavar="BOOK.epub",
+                   help="the EPUB the book was read from, whose own pages to use (default: the copy kept with the render)")
+    p.set_defaults(func=cmd_readalong)
 
     p = sub.add_parser("review", help="list the chunks of a render with their check scores")
     p.add_argument("output_dir", help="the book's output folder (holding manifest.json)")

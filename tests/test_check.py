@@ -58,7 +58,8 @@ def test_corpus_covers_the_languages_and_meets_the_targets():
     assert not false_flags
     assert not [c["id"] for c in misses if c["kind"] != "meaning"]  # every structural failure is caught
     meaning = [c for c in bad if c["kind"] == "meaning"]
-    assert len([c for c in misses if c["kind"] == "meaning"]) <= 2 < len(meaning)
+    missed_meaning = [c for c in misses if c["kind"] == "meaning"]
+    assert len(missed_meaning) * 5 <= 2 * len(meaning)  # at most 2 in 5 one-word changes of meaning pass
     decided = {c["rule"] for c in bad if c.get("known") != "miss"}
     assert decided == set(RULES)  # every rule decides at least one case
 

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .words import is_number, names, negations, script_of, words
+from .words import is_number, names, negations, number_value, script_of, words
 
 RUN = {"words": 5, "zh": 8, "ja": 12}
 TAIL_S = 1.5
@@ -315,17 +315,32 @@ def speech_after_text(ops: Sequence[Op], segments: Sequence[Segment], language: 
     return round(after, 2), extra
 
 
-def _number_problem(ref: Sequence[str], hyp: Sequence[str], ops: Sequence[Op]) -> tuple[str, int] | None:
-    missing = Counter(w for w in ref if is_number(w)) - Counter(w for w in hyp if is_number(w))
+def _numbers(ws: Sequence[str], language: str) -> list[tuple[str, str, int]]:
+    """The numbers of a normalised text: (written together, as written, index of its first word); a
+    number of several words ("10 30", "одна тысяча восемьсот") is one."""
+    out: list[tuple[str, str, int]] = []
+    k = 0
+    while k < len(ws):
+        if not is_number(ws[k], language):
+            k += 1
+            continue
+        start = k
+        while k < len(ws) and is_number(ws[k], language):
+            k += 1
+        out.append(("".join(ws[start:k]), " ".join(ws[start:k]), start))
+    return out
+
+
+def _number_problem(ref: Sequence[str], hyp: Sequence[str], language: str) -> tuple[str, int] | None:
+    said_in_text, heard = _numbers(ref, language), _numbers(hyp, language)
+    missing = Counter(key for key, _, _ in said_in_text) - Counter(key for key, _, _ in heard)
     if not missing:
         return None
-    extra = Counter(w for w in hyp if is_number(w)) - Counter(w for w in ref if is_number(w))
-    first = next(w for w in ref if w in missing)
-    where = ref.index(first)
-    # What was said in its place: the heard number aligned to it, else any number not in the text.
-    said = next((op.hyp[0] for op in ops if op.op == SUBSTITUTED and op.i == where and is_number(op.hyp[0])), None)
-    said = said or next(iter(extra), None)
-    return (f"said {said} for {first}" if said else f"did not say {first}"), where
+    extra = Counter(key for key, _, _ in heard) - Counter(key for key, _, _ in said_in_text)
+    key, written, where = next(n for n in said_in_text if n[0] in missing)
+    said = next((w for k, w, _ in heard if k in extra), None)
+    written = number_value(written, language)
+    return (f"said {number_value(said, language)} for {written}" if said else f"did not say {written}"), where
 
 
 def _negation_problem(ref, hyp, ops, language) -> tuple[str, tuple[str, int, int] | None] | None:
@@ -405,7 +420,7 @@ def judge(text: str, heard: str, language: str = "en", segments: Sequence = (),
         quoted = f" ('{_quote(tail, cjk)}')" if tail else ""
         return fail("tail", f"{tail_s:.1f} s of speech after the last word{quoted}",
                     ("hyp", len(hyp) - len(tail), len(hyp)) if tail else None)
-    number = _number_problem(ref, hyp, ops)
+    number = _number_problem(ref, hyp, language)
     if number:
         return fail("number", number[0], ("ref", number[1], number[1] + 1))
     negation = _negation_problem(ref, hyp, ops, language)

@@ -66,8 +66,55 @@ _CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10_000, "亿": 100_000_0
 _CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万亿]{2,}|[零〇二三四五六七八九十]")
 
 
-def is_number(word: str) -> bool:
-    return any(ch.isdigit() for ch in word)
+def is_number(word: str, language: str = "en") -> bool:
+    """A number: digits, or (where numbers are compared as words) a number word of the language.
+
+    Japanese counts from two digits on: 一人, 三日, 二度 are words as often as numbers, and
+    Whisper may write them in kana."""
+    lang = base_language(language)
+    if lang == "ja":
+        return word.isdigit() and len(word) >= 2
+    return any(ch.isdigit() for ch in word) or word in _number_words(lang)
+
+
+@lru_cache(maxsize=None)
+def _number_words(lang: str) -> frozenset[str]:
+    """The words num2words writes numbers with, for languages whose number words stay words here."""
+    if lang in _TEXT2NUM or lang in ("zh", "ja"):
+        return frozenset()
+    from ..numbers import _words
+
+    values = list(range(0, 1000)) + [k * 1000 for k in range(1, 21)] + [10 ** 6, 2 * 10 ** 6, 5 * 10 ** 6, 10 ** 9]
+    found = {w for n in values for w in re.findall(r"[^\W\d_]+", _words(n, lang).casefold())}
+    return frozenset(w.replace("ё", "е") for w in found if len(w) > 1)
+
+
+@lru_cache(maxsize=None)
+def _values(lang: str) -> dict[str, int]:
+    from ..numbers import _words
+
+    values = list(range(0, 1000)) + list(range(1000, 2101)) + [k * 1000 for k in range(2, 21)]
+    out = {}
+    for n in values:
+        key = "".join(re.findall(r"[^\W\d_]+", _words(n, lang).casefold())).replace("ё", "е")
+        out.setdefault(key, n)
+    return out
+
+
+def number_value(phrase: str, language: str = "en") -> str:
+    """A number as digits for a reason ("одна тысяча восемьсот двенадцать" -> "1812"); as it is otherwise."""
+    lang = base_language(language)
+    if any(ch.isdigit() for ch in phrase) or not _number_words(lang):
+        return phrase
+    value = _values(lang).get("".join(phrase.split()))
+    return phrase if value is None else str(value)
+
+
+# Ordinal endings after digits ("3e", "3ème", "3rd", "3.") and the ordinal "first", which text2num
+# leaves as a word: compared as the bare number.
+_ORDINAL_DIGITS = re.compile(r"(?<=\d)(?:er|re|ère|e|ème|eme|es|ᵉ|ᵉʳ|nd|nde|°)(?![^\W\d_])")
+_FIRST = {"fr": {"premier", "première", "premiers", "premières"},
+          "de": {"erste", "erster", "ersten", "erstes", "erstem"}}
 
 
 def script_of(language: str) -> str:
@@ -115,8 +162,9 @@ def ungroup_thousands(text: str, commas: bool = False) -> str:
     return _GROUPED.sub(lambda m: re.sub(r"\D", "", m.group(0)), text)
 
 
-def chinese_numerals(text: str) -> str:
-    """Chinese numerals as digits: '一九四二' -> '1942', '三百二十' -> '320', '两' -> '2'."""
+def chinese_numerals(text: str, single: bool = True) -> str:
+    """Chinese numerals as digits: '一九四二' -> '1942', '三百二十' -> '320', '两' -> '2' (lone
+    numerals only with ``single``)."""
 
     def value(run: str) -> str:
         if not any(ch in _CN_UNITS for ch in run):
@@ -135,7 +183,7 @@ def chinese_numerals(text: str) -> str:
             digit = None
         return str(total + section + (digit or 0))
 
-    return _CN_NUMBER.sub(lambda m: value(m.group(0)), text)
+    return _CN_NUMBER.sub(lambda m: value(m.group(0)) if single or len(m.group(0)) > 1 else m.group(0), text)
 
 
 @lru_cache(maxsize=1)
@@ -202,18 +250,23 @@ def words(text: str, language: str = "en") -> list[str]:
         text = ungroup_thousands(_to_simplified().convert(text), commas=True)
         return [w.casefold() for w in _characters(chinese_numerals(text))]
     if lang == "ja":
-        text = chinese_numerals(ungroup_thousands(text, commas=True))
+        text = chinese_numerals(ungroup_thousands(text, commas=True), single=False)
         reading = "".join(item["hira"] for item in _kakasi().convert(text))
         return [w.casefold() for w in _characters(reading)]
     if lang == "en":
-        return _english()(ungroup_thousands(text)).split()
+        return _english()(ungroup_thousands(expand_abbreviations(text, lang), commas=True)).split()
     text = ungroup_thousands(expand_abbreviations(text, lang))
     if lang in _TEXT2NUM:
-        text = ungroup_thousands(_text2num(text, lang))
+        text = _ORDINAL_DIGITS.sub("", ungroup_thousands(_text2num(text, lang)))
+    else:  # no number parser for this language: digits become words, as the voice said them
+        from ..numbers import numbers_to_words
+
+        text = numbers_to_words(text, lang)
     text = text.casefold()
     if lang in ("ru", "uk", "be"):
         text = text.replace("ё", "е")
-    return _WORD.findall(text)
+    first = _FIRST.get(lang, set())
+    return ["1" if w in first else w for w in _WORD.findall(text)]
 
 
 def negations(tokens: list[str], language: str) -> list[str]:

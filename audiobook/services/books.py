@@ -10,6 +10,7 @@ from pathlib import Path
 from audiobook.books import Book, OnProgress, formats_sentence
 from audiobook.books import load_book as read_book
 from audiobook.errors import AudiobookError
+from audiobook.services.readalong import remember_source
 
 
 def chapter_numbers(text: str, book: Book) -> list[int]:
@@ -31,7 +32,9 @@ def load_book(backend, path: str | Path | None, on_progress: OnProgress | None =
     from audiobook.text import base_language
 
     chosen = backend.settings.language  # scanned pages of a book that does not say its language are read in this one
-    return read_book(path, on_progress=on_progress, language="" if chosen == "auto" else base_language(chosen))
+    book = read_book(path, on_progress=on_progress, language="" if chosen == "auto" else base_language(chosen))
+    remember_source(backend, book, path)
+    return book
 
 
 def edit_book(backend, book: Book | None, action: str, chapter: int | None = None, value: str = "") -> Book:
