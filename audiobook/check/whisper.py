@@ -4,7 +4,8 @@
   ``models.py``); a missing one is the usual sentence naming its download, never a hub call;
 * temperature fallback: a decode whose text compresses too well (Whisper looping) or whose
   mean log-probability is too low is decoded again at a higher temperature, so Whisper's own
-  loops are retried by Whisper and not blamed on the take;
+  loops are retried by Whisper and not blamed on the take; a stretch Whisper takes for
+  silence is not transcribed (no words it made up on a pause);
 * the language is detected once per book (``detect_language``) or taken from the book, and
   forced on every take;
 * each take's token limit comes from its reference text's own token count (a take that loops
@@ -40,6 +41,7 @@ TRANSCRIBE_BATCH = 8  # takes per Whisper call (bounds its memory beside the TTS
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 1.35
 LOGPROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6  # a stretch Whisper thinks is silence (and decodes unsurely) is not transcribed
 MAX_TARGET_TOKENS = 440  # Whisper decodes at most 448 tokens, its prompt included
 TOKENS_PER_TEXT_TOKEN = 2  # room for a take that says its text twice (the repeat rule must see it)
 TOKEN_MARGIN = 24  # timestamps and a little slack
@@ -183,7 +185,7 @@ class Transcriber:
         kwargs = dict(task="transcribe", max_new_tokens=max_tokens, attention_mask=feats.attention_mask.to(self.device),
                       return_timestamps=True, return_segments=True, temperature=TEMPERATURES,
                       compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD, logprob_threshold=LOGPROB_THRESHOLD,
-                      condition_on_prev_tokens=False)
+                      no_speech_threshold=NO_SPEECH_THRESHOLD, condition_on_prev_tokens=False)
         if language:
             kwargs["language"] = language
         with torch.inference_mode(), _quiet_transformers():

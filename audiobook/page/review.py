@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from audiobook.errors import AudiobookError
+from audiobook.page.readalong import PLAYER_JS, readalong_html
 from audiobook.page.voice_lab import narrator_choices, narrator_for
 from audiobook.page.widgets import Backend, page_errors
 from audiobook.serving import ServedFiles
@@ -94,6 +95,11 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
             chapter_pick = gr.Dropdown([], label="Chapter", elem_id="review-chapter", scale=2)
             flagged_only = gr.Checkbox(True, label="Only flagged chunks", elem_id="review-flagged", scale=1)
             refresh_btn = gr.Button("Refresh", size="sm", elem_id="review-refresh", scale=1)
+        with gr.Accordion("Read along: the chapter's audio with its text, the sentence being read highlighted "
+                          "(click a sentence to hear it; flagged chunks are underlined)", open=True,
+                          elem_id="review-readalong-box"):
+            readalong_btn = gr.Button("Read along with the chapter", size="sm", elem_id="review-readalong-play")
+            readalong = gr.HTML("", js_on_load=PLAYER_JS, elem_id="review-readalong")
         table = gr.Dataframe(headers=REVIEW_HEADERS, value=[], wrap=True, interactive=False, elem_id="review-table")
         ids = gr.State([])
         chunk_id = gr.State(None)
@@ -215,6 +221,11 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
         return gr.update(choices=books, value=books[0] if books else None)
 
     refresh_btn.click(page_errors(on_refresh), None, book_pick)
+
+    def on_readalong(name, chapter):
+        return readalong_html(B, review_folder(B, name), int(chapter or 1), serve)
+
+    readalong_btn.click(page_errors(on_readalong), [book_pick, chapter_pick], readalong)
 
     def on_load():
         books = review_books(B)
