@@ -298,6 +298,18 @@ def test_book_command_reports_the_reader_ocr_and_cleaning_with_a_progress_bar(sc
         "or make setup).")
 
 
+def test_ocr_in_a_language_without_its_pack_reads_english_and_names_the_pack(scanned_pdf, tmp_path, monkeypatch):
+    need("tesseract", "tesseract")
+    monkeypatch.setenv("AUDIOBOOK_OCR_CACHE", str(tmp_path / "ocr-cache"))
+    book = load_book(scanned_pdf, language="de")  # the book does not say its language; the narration's is German
+    if "deu" in subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True).stdout.split():
+        assert book.report.ocr_language == "deu"
+    else:
+        assert book.report.ocr_language == "eng"
+        assert any("install Debian's tesseract-ocr-deu package" in w for w in book.report.warnings)
+    assert not any("does not say its language" in w for w in book.report.warnings)
+
+
 def test_missing_tesseract_names_the_package(scanned_pdf, tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIOBOOK_OCR_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))

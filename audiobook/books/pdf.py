@@ -198,12 +198,12 @@ def _ocr_scanned(path: Path, raw: bytes, pages: list[str], scanned: list[int], l
                                f"{'them' if len(low) > 1 else 'it'} before a long render.")
 
 
-def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
+def read_pdf(path: Path, on_progress: OnProgress | None = None, language: str = "") -> Book:
     """A PDF: chapters from its outline (bookmarks), else from heading lines.
 
     Running headers, footers and page numbers are removed; hyphenated line breaks
     are joined; footnote markers are dropped. Scanned pages (a picture and no text)
-    are read by OCR in the book's language, with ``on_progress`` told each page.
+    are read by OCR in the book's language (else ``language``), with ``on_progress`` told each page.
     """
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PdfReadError
@@ -232,10 +232,10 @@ def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
         lang = ""
     from ..text import base_language
 
-    language = base_language(lang) if lang else ""
+    book_language = base_language(lang) if lang else ""
     if scanned:
         try:
-            _ocr_scanned(path, raw, pages, scanned, language, report, on_progress)
+            _ocr_scanned(path, raw, pages, scanned, book_language or language, report, on_progress)
         except AudiobookError as e:
             text_pages = len(pages) - len(scanned)
             if sum(len(p.strip()) for p in pages) < max(20, 10 * text_pages) // 2:
@@ -250,7 +250,7 @@ def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
     title = str(meta.get("/Title") or "").strip() or path.stem.replace("_", " ")
     author = str(meta.get("/Author") or "").strip()
     chapters = _pdf_outline_chapters(reader, page_lines, report) or _pdf_heading_chapters(page_lines, title, report)
-    return Book(title=title, author=author, language=language, chapters=chapters, report=report)
+    return Book(title=title, author=author, language=book_language, chapters=chapters, report=report)
 
 
 def _pdf_outline_chapters(reader, page_lines: list[list[str]], report: ReadReport) -> list[Chapter]:

@@ -34,14 +34,9 @@ def reading_summary(book: Book) -> str:
     done = []
     if r.converted_by:
         done.append(f"converted by {r.converted_by}")
-    if r.ocr_pages:
-        done.append(f"{r.ocr_pages} page{'s' if r.ocr_pages != 1 else ''} read by OCR ({r.ocr_language})")
-    if r.running_lines:
-        done.append(f"{r.running_lines} running head/page number line{'s' if r.running_lines != 1 else ''} removed")
-    if r.hyphens_joined:
-        done.append(f"{r.hyphens_joined} line-end hyphen{'s' if r.hyphens_joined != 1 else ''} joined")
-    if r.note_marks:
-        done.append(f"{r.note_marks} footnote marker{'s' if r.note_marks != 1 else ''} dropped")
+    counts = [(r.ocr_pages, "page", f"read by OCR ({r.ocr_language})"), (r.running_lines, "running head/page number line", "removed"),
+              (r.hyphens_joined, "line-end hyphen", "joined"), (r.note_marks, "footnote marker", "dropped")]
+    done += [f"{n} {what}{'s' if n != 1 else ''} {verb}" for n, what, verb in counts if n]
     lines = [f"Read as {r.reader}" + (": " + ", ".join(done) if done else "") + "."]
     lines += [f"Warning: {w}" for w in r.warnings]
     return "\n\n" + "\n\n".join(lines)
