@@ -112,5 +112,6 @@ def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, r
                   [book_state, numbers], book_outputs)
     save_book_btn.click(page_errors(lambda b: serve(B.save_book(b))), book_state, saved_book)
     # Whatever changed the book (a new file, an edit, the cast), the cast panel shows it (its message stays).
-    book_state.change(lambda b, c: cast.show(b, c)[:-1], [book_state, chapter_sel], cast.views[:-1], show_progress="hidden")
+    book_state.change(lambda b, c, sure: cast.show(b, c, sure=sure)[:-1], [book_state, chapter_sel, cast.by_confidence],
+                      cast.views[:-1], show_progress="hidden")
     return SimpleNamespace(book_file=book_file, book_info=book_info, chapters=chapters)
