@@ -99,7 +99,8 @@ def _is_name(phrase: str) -> bool:
 
 def _core(phrase: str) -> list[str]:
     """A name's words without titles or determiners: "Mr. George Knightley" -> ["george", "knightley"]."""
-    return [w for w in norm(phrase).split() if w not in TITLES and w != "of"]
+    words = [w for w in norm(phrase).split() if w != "of"]
+    return [w for w in words if w not in TITLES] or words  # "the Prince" alone: the title is the name
 
 
 def _head(phrase: str) -> str:

@@ -117,3 +117,10 @@ def test_the_labelled_set_scores_no_lower_than_recorded():
         assert scores[part]["precision"] >= recorded[part]["precision"], part
     before = json.loads(SCORES.read_text())["before"]
     assert scores["all"]["accuracy"] > before["all"]["accuracy"] and scores["held_out"]["accuracy"] > before["held_out"]["accuracy"]
+
+
+def test_a_title_alone_is_a_name_of_its_own():
+    text = '"Why?" asked the prince.\n\n"Go," said the slaves.\n\n"Because," said the King.'
+    chars = find_characters([text])
+    assert {c.name for c in chars.characters} == {"Prince", "Slaves", "King"}
+    assert who(text, chars) == [("Prince", "said"), ("Slaves", "said"), ("King", "said")]
