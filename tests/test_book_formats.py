@@ -276,6 +276,23 @@ def test_scanned_pdf_is_read_by_ocr_then_from_the_cache(scanned_pdf, tmp_path, m
     assert time.perf_counter() - start < max(1.0, first_s / 5)
 
 
+def test_a_scan_stored_as_an_inline_image_is_read_too(tmp_path, monkeypatch):
+    from reportlab.lib.pagesizes import A5
+    from reportlab.pdfgen import canvas
+
+    need("tesseract", "tesseract")
+    monkeypatch.setenv("AUDIOBOOK_OCR_CACHE", str(tmp_path / "ocr-cache"))
+    path = tmp_path / "inline.pdf"
+    c = canvas.Canvas(str(path), pagesize=A5)
+    c.drawInlineImage(draw_page(None, PROSE[1:2], None, head=None), 0, 0, *A5)  # BI ... EI in the page's own stream
+    c.showPage()
+    c.save()
+    assert b"BI" in path.read_bytes() or b"/XObject" not in path.read_bytes()
+    book = load_book(path)
+    assert book.report.ocr_pages == 1
+    assert word_accuracy(PROSE[1], book.chapters[0].text) >= 0.98
+
+
 def test_book_command_reports_the_reader_ocr_and_cleaning_with_a_progress_bar(scanned_pdf, tmp_path):
     need("tesseract", "tesseract")
     env = {**os.environ, "AUDIOBOOK_OCR_CACHE": str(tmp_path / "ocr-cache")}

@@ -138,20 +138,29 @@ def _page_text(page, report: ReadReport) -> str:
     return "".join(out)
 
 
-def _has_image(page) -> bool:
-    """Whether a page draws a picture (directly or inside a form)."""
+def _pictured(path: Path, candidates: list[int]) -> list[int]:
+    """Those of the ``candidates`` pages that draw a picture (an image object, inline or not, in forms too)."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    if not candidates:
+        return []
     try:
-        xobjects = (page.get("/Resources") or {}).get("/XObject") or {}
-        for ref in xobjects.values():
-            obj = ref.get_object()
-            if obj.get("/Subtype") == "/Image":
-                return True
-            inner = ((obj.get("/Resources") or {}).get("/XObject") or {}) if obj.get("/Subtype") == "/Form" else {}
-            if any(r.get_object().get("/Subtype") == "/Image" for r in inner.values()):
-                return True
-    except Exception:  # a damaged resource dictionary: treat the page as having no picture
-        return False
-    return False
+        document = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError:
+        return []  # pypdf read it; a file PDFium refuses has no scans we could draw anyway
+    try:
+        out = []
+        for i in candidates:
+            page = document[i]
+            try:
+                if next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=4), None) is not None:
+                    out.append(i)
+            finally:
+                page.close()
+        return out
+    finally:
+        document.close()
 
 
 def _ocr_scanned(path: Path, raw: bytes, pages: list[str], scanned: list[int], language: str,
@@ -215,7 +224,6 @@ def read_pdf(path: Path, on_progress: OnProgress | None = None, language: str = 
         if reader.is_encrypted and not reader.decrypt(""):
             raise AudiobookError(f"{path.name} is protected by a password; save an unprotected copy first.")
         pages = [_page_text(page, report) for page in reader.pages]
-        scanned = [i for i, text in enumerate(pages) if len(text.strip()) < _SCANNED_CHARS and _has_image(reader.pages[i])]
     except AudiobookError:
         raise
     except DependencyError as e:  # AES encryption needs a package this install may lack
@@ -226,6 +234,7 @@ def read_pdf(path: Path, on_progress: OnProgress | None = None, language: str = 
     except Exception as e:  # pypdf's other complaints (limits, recursion, its own errors) mean the same to a reader
         raise AudiobookError(f"{path.name} is damaged or not a PDF that can be read ({type(e).__name__}).") from None
     report.pages = len(pages)
+    scanned = _pictured(path, [i for i, text in enumerate(pages) if len(text.strip()) < _SCANNED_CHARS])
     try:
         lang = str(reader.trailer["/Root"].get("/Lang") or "")
     except Exception:
