@@ -144,6 +144,41 @@ def test_fb2_year_and_poem_lines(tmp_path):
     assert (book.year, book.language, book.genre, book.author) == ("1901", "ru", "poetry", "Ivan Poet")
 
 
+def test_rtf_headings_from_word_style_sheet_and_info_group(tmp_path):
+    rtf = tmp_path / "word.rtf"  # the shape Word writes: heading styles in the style sheet, paragraphs naming them
+    rtf.write_bytes(rb"""{\rtf1\ansi\ansicpg1252\deff0\deflang1031{\fonttbl{\f0 Times New Roman;}}
+{\stylesheet{\s0\ql Normal;}{\s1\ql\outlinelevel0\b\fs32 heading 1;}{\s2\ql\outlinelevel1\b\fs28 heading 2;}}
+{\info{\title Die Geschichte}{\author Hans M\'fcller}}
+\pard\plain\s1\b\fs32 Erstes Kapitel\par
+\pard\plain\s0 Es war einmal ein K\'f6nig.\par
+\pard\plain\s2\b Ein Abschnitt\par
+\pard\plain\s0 Mehr Text hier.\par
+\pard\plain\s1\b\fs32 Zweites Kapitel\par
+\pard\plain\s0 Das Ende.\par
+}""")
+    book = load_book(rtf)
+    assert [(c.title, c.text) for c in book.chapters] == [
+        ("Erstes Kapitel", "Es war einmal ein K\u00f6nig.\n\nEin Abschnitt\n\nMehr Text hier."), ("Zweites Kapitel", "Das Ende.")]
+    assert (book.title, book.author, book.language) == ("Die Geschichte", "Hans M\u00fcller", "de")
+
+
+def test_html_book_title_over_h2_chapters_without_the_gutenberg_licence(tmp_path):
+    page = tmp_path / "emma.htm"
+    page.write_text("""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Emma | Project Gutenberg</title>
+<meta name="author" content="Jane Austen"></head><body>
+<section class="pg-boilerplate" id="pg-header"><p>The Project Gutenberg eBook of Emma. This eBook is for the use of anyone.</p></section>
+<h1>Emma</h1><p>by Jane Austen</p>
+<h2>Chapter I</h2><p>Emma Woodhouse, handsome, clever, and rich&nbsp;&mdash; had lived nearly twenty-one years.</p>
+<h2>Chapter II</h2><p>Mr. Weston was a native of Highbury.</p>
+<section class="pg-boilerplate" id="pg-footer"><p>END OF THE PROJECT GUTENBERG EBOOK. Updated editions will replace the previous one.</p></section>
+</body></html>""", "utf-8")
+    book = load_book(page)
+    assert [c.title for c in book.chapters] == ["Chapter I", "Chapter II"]  # "by Jane Austen" is the title page
+    assert book.chapters[0].text.startswith("Emma Woodhouse, handsome, clever, and rich \u2014 had")
+    assert "Gutenberg" not in " ".join(c.text for c in book.chapters)
+    assert (book.title, book.author, book.language) == ("Emma", "Jane Austen", "en")
+
+
 def test_book_extensions_come_from_the_readers():
     for ext in (".mobi", ".azw3", ".fb2", ".docx", ".odt", ".html", ".htm", ".xhtml", ".rtf", ".epub", ".pdf"):
         assert ext in OWN_EXTENSIONS and ext in BOOK_EXTENSIONS
