@@ -68,6 +68,7 @@ class Settings:
     verify_model: str = field(default="auto", metadata={"help": "Whisper checkpoint that checks takes (auto: openai/whisper-large-v3-turbo on a GPU, openai/whisper-small on a CPU); a folder of that name in the models folder is used first."})
     max_wer: float = field(default=0.3, metadata=_num(0.0, 2.0, "Highest word error rate a take may have before it is taken again."))
     min_voice_similarity: float = field(default=0.5, metadata=_num(0.0, 1.0, "Lowest similarity of a take's voice to the narrator's before it is taken again."))
+    word_timings: bool = field(default=False, metadata={"help": "With verify on, Whisper also times every word (karaoke subtitles, word highlighting in the read-along player); it costs Whisper time."})
     # Pauses (milliseconds)
     pause_chunk_ms: int = field(default=250, metadata=_num(0, 5000))
     pause_paragraph_ms: int = field(default=600, metadata=_num(0, 5000))
@@ -77,6 +78,7 @@ class Settings:
     # Cast: an optional language model that labels who speaks (any OpenAI-compatible server)
     llm_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint that labels speakers, e.g. http://127.0.0.1:11434/v1 (Ollama) or http://127.0.0.1:1234/v1 (LM Studio); empty: none."})
     llm_model: str = field(default="", metadata={"help": "The model name that endpoint serves, e.g. qwen2.5:7b-instruct."})
+    llm_context_tokens: int = field(default=8192, metadata=_num(1024, 1048576, "The language model's context in tokens: a chapter is sent in pieces that fit it, with room for the answer."))
     llm_timeout_s: float = field(default=120.0, metadata=_num(5.0, 1800.0, "Seconds to wait for one answer of the language model."))
     # Output
     loudness_lufs: float = field(default=-18.0, metadata=_num(-40.0, -5.0))
@@ -84,6 +86,7 @@ class Settings:
     chapter_format: str = field(default="wav", metadata=_choice(OUTPUT_FORMATS))
     make_m4b: bool = field(default=True)
     make_book_mp3: bool = field(default=False)
+    make_readalong: bool = field(default=False, metadata={"help": "Also write '<title> (read-along).epub': the book's text with the narration, highlighted sentence by sentence (EPUB 3 media overlays)."})
     output_dir: str = field(default="output", metadata={"folder": True})
     voices_dir: str = field(default="voices", metadata={"folder": True})
 
