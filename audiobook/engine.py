@@ -360,7 +360,7 @@ class FastEngine:
         self._cp_cos, self._cp_sin = self.cp.model.rotary_emb(probe, cp_pos)
         # The step's layer math on fused weights (audiobook/step.py); None: through the model's modules.
         self.int8 = bool(int8)
-        self.fused = FusedStep(self.talker, int8=self.int8) if fused or int8 else None
+        self.fused = FusedStep(self.talker, self._cp_cos, self._cp_sin, int8=self.int8) if fused or int8 else None
 
     # ---- public -------------------------------------------------------------------------
 
@@ -769,7 +769,7 @@ class FastEngine:
     def _cp_logits(self, st: _State, x: torch.Tensor, start: int, g: int) -> torch.Tensor:
         """Float logits ``[S, V]`` of code group ``g + 1`` from the code predictor's input ``x [S, T, D]`` at ``start``."""
         if self.fused is not None:
-            h = self.fused.code_predictor(self.fused.project(x), st.cp_kv, start, self._cp_cos, self._cp_sin)
+            h = self.fused.code_predictor(self.fused.project(x), st.cp_kv, start)
             return self.fused.lm_heads[g](h).float()
         h = self._cp_layers(st, self.cp.small_to_mtp_projection(x), start)
         return self.cp.lm_head[g](h[:, -1]).float()

@@ -160,11 +160,11 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> tor
     return x * cos + torch.roll(x, x.shape[-1] // 2, -1) * signed_sin
 
 
-def _signed(sin: torch.Tensor) -> torch.Tensor:
-    half = sin.shape[-1] // 2
-    sign = torch.ones(sin.shape[-1], dtype=sin.dtype, device=sin.device)
-    sign[:half] = -1
-    return sin * sign
+def _sign(dim: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """``[-1] * (dim / 2) + [1] * (dim / 2)``: the sign ``rotate_half`` puts on the first half (built once, outside any capture)."""
+    sign = torch.ones(dim, dtype=dtype, device=device)
+    sign[: dim // 2] = -1
+    return sign
 
 
 def attend(q, k, v, mask, scale: float, causal: bool) -> torch.Tensor:
@@ -202,7 +202,7 @@ def length_mask(pos: torch.Tensor, kv_len: int, dtype: torch.dtype) -> torch.Ten
 class FusedStep:
     """The talker's and code predictor's layers for one decode step, on fused weights."""
 
-    def __init__(self, talker, int8: bool = False):
+    def __init__(self, talker, cp_cos: torch.Tensor, cp_sin: torch.Tensor, int8: bool = False):
         cp = talker.code_predictor
         self.int8 = int8
         self.talker_layers = [_Layer.of(layer, int8) for layer in talker.model.layers]
@@ -216,11 +216,17 @@ class FusedStep:
         rope = talker.model.rotary_emb
         self.inv_freq, self.rope_scaling = rope.inv_freq.detach().float(), rope.attention_scaling
         self.dtype = talker.codec_head.weight.dtype
+        device = talker.codec_head.weight.device
+        self.inv_freq = self.inv_freq.to(device)
+        self.sign = _sign(2 * self.inv_freq.shape[0], self.dtype, device)
         tables = list(cp.model.codec_embedding)
         self.code_table = _fused_weight(tables, "_fused_codes")  # [15 * codebook, D]: every group's codes, one table
         sizes = torch.tensor([0] + [t.weight.shape[0] for t in tables[:-1]])
         self.code_offsets = sizes.cumsum(0).to(self.code_table.device)  # row where each group's codes start
-        self._cp_tables: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        # The code predictor's rope tables at the positions its 15 steps use: 0-1, then 2, 3, ... 15.
+        sign = _sign(cp_sin.shape[-1], cp_sin.dtype, cp_sin.device)
+        self._cp_tables = {(a, b): (cp_cos[:, a:b, None].contiguous(), (cp_sin[:, a:b, None] * sign).contiguous())
+                           for a, b in [(0, 2)] + [(g, g + 1) for g in range(2, cp_cos.shape[1])]}
 
     # ---- rotary tables --------------------------------------------------------------------
 
@@ -230,18 +236,12 @@ class FusedStep:
         qwen_tts's interleaved multimodal rope takes each frequency from one of three position
         rows; for text and codec positions the three rows are equal, so it is plain rope.
         """
-        freqs = pos[:, None].float() * self.inv_freq[None].to(pos.device)
+        freqs = pos[:, None].float() * self.inv_freq[None]
         emb = torch.cat((freqs, freqs), -1)
         cos = (emb.cos() * self.rope_scaling).to(self.dtype)
         sin = (emb.sin() * self.rope_scaling).to(self.dtype)
-        return cos[:, None, None], _signed(sin)[:, None, None]
+        return cos[:, None, None], (sin * self.sign)[:, None, None]
 
-    def cp_rope(self, cos: torch.Tensor, sin: torch.Tensor, start: int, end: int):
-        """The code predictor's tables ``[1, T, 1, D]`` for positions ``start..end-1`` (built once)."""
-        key = (start, end)
-        if key not in self._cp_tables:
-            self._cp_tables[key] = (cos[:, start:end, None].contiguous(), _signed(sin[:, start:end, None]).contiguous())
-        return self._cp_tables[key]
 
     # ---- layers ---------------------------------------------------------------------------
 
@@ -279,11 +279,11 @@ class FusedStep:
             x = self._finish(L, x, o)
         return rms_norm(x, self.norm, self.norm_eps)
 
-    def code_predictor(self, x: torch.Tensor, kv: list, start: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def code_predictor(self, x: torch.Tensor, kv: list, start: int) -> torch.Tensor:
         """The code predictor's layers over ``x [S, T, hidden]`` at positions ``start..``; returns the normed last position ``[S, hidden]``."""
         s, t = x.shape[0], x.shape[1]
         end = start + t
-        cos, sin = self.cp_rope(cos, sin, start, end)
+        cos, sin = self._cp_tables[(start, end)]  # [1, T, 1, D], built at load
         x = x.reshape(s * t, -1)
         for L, (kc, vc) in zip(self.cp_layers, kv):
             q, k, v = self._qkv(L, x, s, t, cos, sin)
