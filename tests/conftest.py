@@ -12,7 +12,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory):
-    """A folder holding all five tiny random Qwen3-TTS checkpoints and the tiny Whisper ones, built once a session."""
+    """A folder holding all five tiny random Qwen3-TTS checkpoints and the tiny Whisper ones, built once a session.
+
+    Under pytest-xdist the workers share one folder: the first builds it under a lock, the others
+    find it complete (a rerun of the build keeps a complete folder).
+    """
+    import fcntl
+
     import torch
 
     from audiobook.tiny import build_tiny_models, build_tiny_whisper
@@ -20,9 +26,15 @@ def tiny_models_dir(tmp_path_factory):
     # Tiny matmuls gain nothing from threads, and on a shared CPU extra threads
     # spin-wait: one thread is several times faster than two under load.
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("tiny-models")
-    build_tiny_models(out)
-    build_tiny_whisper(out)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp("tiny-models")
+    else:
+        shared = tmp_path_factory.getbasetemp().parent  # the same for every worker of this run
+        out = shared / "tiny-models"
+    with open(out.parent / "tiny-models.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build_tiny_models(out)
+        build_tiny_whisper(out)
     return out
 
 
@@ -45,3 +57,25 @@ def browser():
         )
         yield context
         context.close()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuse every outgoing connection and record where it went (the list the test gets).
+
+    Local connections (127.0.0.1, a Unix socket) are let through: a test's own server is not the network.
+    """
+    import socket
+
+    tried = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and host not in ("127.0.0.1", "localhost", "::1"):
+            tried.append(address)
+            raise OSError(f"no network in this test (tried {address})")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return tried
