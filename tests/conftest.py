@@ -79,3 +79,29 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     return tried
+
+
+_TIMES_LOG = os.environ.get("AUDIOBOOK_TEST_TIMES")  # a file: one JSON line per test with its wall and CPU time
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With AUDIOBOOK_TEST_TIMES set, log each test's wall time and the CPU time it cost (this process and the
+    children it waited for), setup and teardown included; ``bench/test_times.py`` sums them up. The CPU time
+    barely depends on how loaded the machine is, so it estimates an idle run on a busy machine."""
+    if not _TIMES_LOG:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    wall0, cpu0 = time.perf_counter(), cpu()
+    yield
+    line = {"test": item.nodeid, "wall_s": round(time.perf_counter() - wall0, 2), "cpu_s": round(cpu() - cpu0, 2)}
+    with open(_TIMES_LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 import soundfile as sf
@@ -10,6 +11,7 @@ import backend
 from audiobook import cli
 from audiobook import manifest as mf
 from audiobook.errors import AudiobookError
+from audiobook.tts import Narrator
 
 BOOK = """Chapter 1
 
@@ -26,21 +28,28 @@ def _stamp(path):
     return st.st_ino, st.st_mtime_ns, path.read_bytes()
 
 
-@pytest.fixture
-def rendered(tmp_path, tiny_models_dir, monkeypatch):
-    """A two-chapter book rendered with the check on (tiny Whisper flags every chunk); m4b written."""
-    monkeypatch.setenv("AUDIOBOOK_ROOT", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    be = backend.Backend(root=tmp_path, models_dir=str(tiny_models_dir))
+@pytest.fixture(scope="module")
+def rendered_once(tmp_path_factory, tiny_models_dir):
+    """A two-chapter book rendered with the check on (tiny Whisper flags every chunk); m4b written. Once a module."""
+    root = tmp_path_factory.mktemp("rendered")
+    be = backend.Backend(root=root, models_dir=str(tiny_models_dir))
     be.save_settings(device="cpu", max_new_tokens=80, batch_size=4, chunk_chars=60, verify="on", max_retries=0,
                      engine="qwen_tts")
-    book = tmp_path / "two.txt"
+    book = root / "two.txt"
     book.write_text(BOOK)
-    out = tmp_path / "out"
-    code = backend.main(["render", str(book), "--speaker", "ryan", "--output", str(out),
-                         "--models-dir", str(tiny_models_dir)])
-    assert code == 1  # done, with suspects
-    return out
+    result = be.render(book, Narrator(kind="preset", speaker="ryan"), out_dir=root / "out")
+    assert result.complete and result.suspect  # done, with suspects
+    return root
+
+
+@pytest.fixture
+def rendered(rendered_once, tmp_path, monkeypatch):
+    """A copy of that render (and its project folder) of this test's own; returns its output folder."""
+    root = tmp_path / "project"
+    shutil.copytree(rendered_once, root)
+    monkeypatch.setenv("AUDIOBOOK_ROOT", str(root))
+    monkeypatch.chdir(root)
+    return root / "out"
 
 
 @pytest.mark.slow
@@ -116,8 +125,6 @@ def test_render_only_some_chapters(tmp_path, tiny_models_dir, monkeypatch, capsy
     out = tmp_path / "out"
     be = backend.Backend(root=tmp_path, models_dir=str(tiny_models_dir))
     be.apply_settings(be.settings.updated(device="cpu", max_new_tokens=64, chunk_chars=60, engine="qwen_tts", verify="off"))
-    from audiobook.tts import Narrator
-
     result = be.render(book, Narrator(kind="preset", speaker="ryan"), out_dir=out, chapters=[2])
     m = mf.load_manifest(out)
     assert [bool(ch.file) for ch in m.chapters] == [False, True] and not result.book_files
