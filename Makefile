@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test setup setup-test browser espeak pandoc tesseract calibre bench clean
+.PHONY: run test setup setup-test browser espeak epubcheck pandoc tesseract calibre bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.test-installed: requirements-test.txt $(VENV)/.app-installed
 
 setup: $(VENV)/.app-installed tesseract
 
-setup-test: $(VENV)/.test-installed browser espeak pandoc tesseract calibre
+setup-test: $(VENV)/.test-installed browser espeak epubcheck pandoc tesseract calibre
 
 # Browser tests drive the system Chromium through Playwright.
 browser:
@@ -37,6 +37,13 @@ espeak:
 	  { echo "Installing Debian's espeak-ng for the voice tests"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) || \
 	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng); }
+
+# Read-along tests validate their EPUBs with Debian's epubcheck (run as java -jar, no binfmt needed).
+epubcheck:
+	@test -f /usr/share/java/epubcheck.jar || \
+	  { echo "Installing Debian's epubcheck for the read-along tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=900 epubcheck) || \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=900 epubcheck); }
 
 # Scanned PDF pages are read by OCR with Tesseract and its English pack (README: other languages).
 tesseract:

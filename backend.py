@@ -20,6 +20,7 @@ from audiobook.services import books as books_svc
 from audiobook.services import cast as cast_svc
 from audiobook.services import models as models_svc
 from audiobook.services import queue as queue_svc
+from audiobook.services import readalong as readalong_svc
 from audiobook.services import renders as renders_svc
 from audiobook.services import review as review_svc
 from audiobook.services import settings as settings_svc
@@ -53,6 +54,7 @@ class Backend:
         self._executor = None  # where the current (or last) render's batches run: workers.InProcess or WorkerPool
         self._download = None  # the page's background checkpoint download (models.DownloadState)
         self._download_guard = threading.Lock()
+        self._epub_sources: dict[str, Path] = {}  # book title -> the EPUB it was read from (its read-along pages)
 
     # ---- settings: audiobook/services/settings.py ------------------------------------------
 
@@ -144,6 +146,10 @@ class Backend:
     fix_chunk = review_svc.fix_chunk
     rebuild_book = review_svc.rebuild_book
 
+    # ---- read-along books: audiobook/services/readalong.py ----------------------------------
+
+    readalong = readalong_svc.readalong
+
     # ---- the cast: audiobook/services/cast.py -----------------------------------------------
 
     cast_path = cast_svc.cast_path
@@ -158,6 +164,8 @@ class Backend:
     speaker_rows = cast_svc.speaker_rows
     voicing_for = cast_svc.voicing_for
     render_cast = cast_svc.render_cast
+    edit_cast = cast_svc.edit_cast
+    design_cast = cast_svc.design_cast
 
     # ---- the queue: audiobook/services/queue.py ---------------------------------------------
 

@@ -99,7 +99,8 @@ def _is_name(phrase: str) -> bool:
 
 def _core(phrase: str) -> list[str]:
     """A name's words without titles or determiners: "Mr. George Knightley" -> ["george", "knightley"]."""
-    return [w for w in norm(phrase).split() if w not in TITLES and w != "of"]
+    words = [w for w in norm(phrase).split() if w != "of"]
+    return [w for w in words if w not in TITLES] or words  # "the Prince" alone: the title is the name
 
 
 def _head(phrase: str) -> str:
@@ -124,6 +125,7 @@ class Character:
     hidden: bool = False
     mentions: int = 0  # how often the text names them (in attributions and narration)
     group: bool = False  # "the rogues", "the Sparrows": no "he" or "she" names them
+    fixed: bool = False  # from the user's cast: never merged into another by clustering
 
     def phrases(self) -> list[str]:
         return [self.name] + [a for a in self.aliases if a != self.name]
@@ -163,7 +165,11 @@ class CharacterList:
         if key in self._exact:
             return self._exact[key]
         if _is_name(phrase):
-            core = [NICKNAMES.get(w, w) for w in _core(phrase)]
+            # Only the capitalised words name them: "the old Minister" is "Minister", "little Gluck" "Gluck".
+            capitals = " ".join(w for w in phrase.split() if w[:1].isupper() or w.lower() == "of")
+            if norm(capitals) in self._exact:
+                return self._exact[norm(capitals)]
+            core = [NICKNAMES.get(w, w) for w in _core(capitals)]
             sets = [self._words.get(w, set()) for w in core]
             owners = set.intersection(*sets) if sets else set()
             gender = title_gender(phrase)
@@ -283,7 +289,7 @@ def cluster_names(characters: CharacterList) -> None:
                       and core <= {NICKNAMES.get(w, w) for w in _core(c.name)}
                       and (not short.gender or not c.gender or short.gender == c.gender)
                       and not (title_gender(short.name) and title_gender(c.name) and title_gender(short.name) != title_gender(c.name))]
-            if len(longer) == 1 and not short.hidden:
+            if len(longer) == 1 and not short.hidden and not short.fixed:
                 target = longer[0]
                 target.aliases += [p for p in short.phrases() if norm(p) not in {norm(x) for x in target.phrases()}]
                 target.mentions += short.mentions

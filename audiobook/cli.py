@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from audiobook.books import load_book
+from audiobook.books import Book
 from audiobook.books.cast import Cast, load_cast, save_cast
 from audiobook.dialogue import DIALOGUE
 from audiobook.errors import AudiobookError
@@ -98,8 +98,10 @@ def cmd_render(args) -> int:
     _apply_worker_args(backend, args)
     if args.verify:
         backend.apply_settings(backend.settings.updated(verify=args.verify))
+    if args.readalong:
+        backend.apply_settings(backend.settings.updated(make_readalong=True))
     chapters = parse_chapters(args.chapters) if args.chapters else ()
-    book = backend.load_book(args.book)  # a bad book is reported before any model loads
+    book = _load_book(backend, args.book)  # a bad book is reported before any model loads
     narrator = _narrator_from_args(args, backend)
     cast = load_cast(args.cast) if args.cast else None
     if args.dialogue:
@@ -128,11 +130,23 @@ def cmd_render(args) -> int:
         print(f"{rep.status.capitalize()}: chapter {rep.chapter}, chunk {rep.index} [{rep.id}] ({rep.reason}): {rep.text}")
     for line in result.skipped_chapters:
         print(line)
+    for line in result.log:
+        if "read-along epub" in line.lower():  # made (or not) after the render, so not in the progress lines
+            print(line)
     for f in result.chapter_files + result.book_files:
         print(f"  {f}")
     if result.stopped:
         print("Stopped; run the same command again to continue.")
     return 0 if result.complete and not result.suspect else 1
+
+
+def cmd_readalong(args) -> int:
+    """readalong OUTPUT_DIR [--source BOOK.epub]: the read-along EPUB of a finished render (nothing is rendered)."""
+    backend = args.open_backend()
+    made = backend.readalong(args.output_dir, args.source)
+    print(made.summary())
+    print(f"  {made.path}")
+    return 0
 
 
 def _fmt_score(v: float | None, pattern: str) -> str:
@@ -149,14 +163,14 @@ def cmd_review(args) -> int:
         from audiobook.files import atomic_write_text
 
         keys = ("id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity", "duration_s", "attempts",
-                "speaker", "voice")
+                "speaker", "voice", "rule", "reason", "book_text")
         atomic_write_text(Path(args.json), json.dumps([{k: r.to_dict()[k] for k in keys} for r in rows],
                                                       ensure_ascii=False, indent=1))
-    print("chapter\tchunk\tid\tstatus\tseconds\tWER\tvoice\ttakes\tspeaker\ttext")
+    print("chapter\tchunk\tid\tstatus\tseconds\tWER\tvoice\ttakes\tspeaker\ttext\twhy")
     for r in rows:
         text = r.text if len(r.text) <= 60 else r.text[:57] + "..."
         print(f"{r.chapter}\t{r.index}\t{r.id}\t{r.status}\t{r.duration_s:.1f}\t{_fmt_score(r.wer, '{:.0%}')}\t"
-              f"{_fmt_score(r.voice_similarity, '{:.2f}')}\t{r.attempts}\t{r.speaker or 'narrator'}\t{text}")
+              f"{_fmt_score(r.voice_similarity, '{:.2f}')}\t{r.attempts}\t{r.speaker or 'narrator'}\t{text}\t{r.why or '-'}")
     flagged = sum(1 for r in rows if r.flagged)
     print(f"{len(rows)} chunks listed, {flagged} flagged.")
     return 0
@@ -180,7 +194,7 @@ def cmd_fix(args) -> int:
 def cmd_sample(args) -> int:
     """sample BOOK (--voice V | --speaker S) [--chapter N] [--seconds 60]: hear the voice in context."""
     backend = args.open_backend(models_dir=args.models_dir)
-    book = backend.load_book(args.book)
+    book = _load_book(backend, args.book)
     narrator = _narrator_from_args(args, backend)
     print(backend.sample(book, narrator, chapter=args.chapter, seconds=args.seconds, out_path=args.output))
     return 0
@@ -373,6 +387,26 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _load_book(backend, path) -> Book:
+    """backend.load_book with a progress bar on stderr while scanned pages are read by OCR."""
+    bar = None
+
+    def progress(done: int, total: int, what: str) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="page", desc="OCR", file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return backend.load_book(path, on_progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_book(args) -> int:
     """book BOOK [--json OUT] [--chunks]: show what the reader found, optionally save the JSON book."""
     from audiobook.books import describe_book, save_book_json
@@ -380,7 +414,7 @@ def cmd_book(args) -> int:
     from audiobook.render import pronunciations_from_settings
 
     backend = args.open_backend()
-    read = load_book(args.book)
+    read = _load_book(backend, args.book)
     settings = backend.settings
     chunk_chars = args.chunk_chars or settings.chunk_chars
     # The chunks of a render by the narrator alone (markup speakers kept); the cast a render with a cast would use.
@@ -394,18 +428,39 @@ def cmd_book(args) -> int:
 
 
 def cmd_cast(args) -> int:
-    """cast BOOK [--llm] [--json OUT]: the characters who speak, their lines and voices."""
+    """cast BOOK [--llm] [--json OUT] [--merge A B | --rename A NEW | --split A ALIAS | --hide A | --show A]
+    [--design [--only NAME]]: the characters who speak, their lines and voices; edits and designed voices
+    are saved in output/<book>/cast.json."""
     backend = args.open_backend()
-    book = load_book(args.book)
+    book = _load_book(backend, args.book)
     labelled, warnings = backend.label_book(book, load_cast(args.cast) if args.cast else None, llm=args.llm)
     for w in warnings:
         print(f"Warning: {w}", file=sys.stderr)
+    for action in ("merge", "rename", "split", "hide", "show"):
+        value = getattr(args, action)
+        if value:
+            names = value if isinstance(value, list) else [value]
+            labelled = backend.edit_cast(labelled, action, names[0], names[1] if len(names) > 1 else "")
+            print(f"Saved the cast with the {action} to {backend.cast_path(labelled)}")
+    if args.design:
+        def progress(done: int, total: int, who: str) -> None:
+            if who:
+                print(f"Designing {who}'s voice ({done + 1} of {total})...", flush=True)
+
+        labelled, designed, warnings = backend.design_cast(labelled, llm=args.llm, only=args.only or None, progress=progress)
+        for w in warnings:
+            print(f"Warning: {w}", file=sys.stderr)
+        for d in designed:
+            print(f"{d.character}: the voice '{d.voice}', \"{d.description}\", designed on \"{d.line[:60]}\"")
+        print(f"Saved the cast to {backend.cast_path(labelled)}")
     members = labelled.cast.members
     if not members:
         print("No one but the narrator speaks in this book (no quotes or [voice: Name] markup found).")
     width = max([len(m.name) for m in members] + [9])
     for m in members:
-        print(f"{m.name:<{width}}  {m.lines:>5}  {m.voice or '(narrator)':<16}  {m.preview[:70]}")
+        also = f"  (also {', '.join(m.aliases)})" if m.aliases else ""
+        print(f"{m.name:<{width}}  {m.lines:>5}  {m.gender or '-':<6}  {m.voice or '(narrator)':<16}  "
+              f"{'hidden  ' if m.hidden else ''}{m.preview[:60]}{also}")
     if args.json:
         print(f"Saved the cast to {save_cast(labelled.cast, args.json)}")
     return 0
@@ -437,7 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialogue", metavar="VOICE", help="the voice of quoted speech no character of the cast is mapped for")
     p.add_argument("--verify", choices=("on", "off", "auto"), help="check every take with Whisper (default: the setting)")
     p.add_argument("--chapters", metavar="LIST", help="render and assemble only these chapters, e.g. 1,3-5")
+    p.add_argument("--readalong", action="store_true",
+                   help="also write '<title> (read-along).epub': the text with the narration, highlighted as it is read")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("readalong", help="write the read-along EPUB 3 (text and narration in step) of a finished render")
+    p.add_argument("output_dir", help="the book's output folder (holding manifest.json)")
+    p.add_argument("--source", metavar="BOOK.epub",
+                   help="the EPUB the book was read from, whose own pages to use (default: the copy kept with the render)")
+    p.set_defaults(func=cmd_readalong)
 
     p = sub.add_parser("review", help="list the chunks of a render with their check scores")
     p.add_argument("output_dir", help="the book's output folder (holding manifest.json)")
@@ -557,6 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", action="store_true", help="label speakers with the language model of the llm_url setting")
     p.add_argument("--cast", metavar="CAST.json", help="start from this cast (its names and voices)")
     p.add_argument("--json", metavar="OUT", help="save the cast as JSON (for render --cast)")
+    p.add_argument("--merge", nargs=2, metavar=("NAME", "OTHER"), help="OTHER is the same character as NAME")
+    p.add_argument("--rename", nargs=2, metavar=("NAME", "NEW"), help="call NAME NEW from now on")
+    p.add_argument("--split", nargs=2, metavar=("NAME", "ALIAS"), help="ALIAS of NAME is a character of their own")
+    p.add_argument("--hide", metavar="NAME", help="read NAME's quotes with the dialogue voice")
+    p.add_argument("--show", metavar="NAME", help="give a hidden character their quotes back")
+    p.add_argument("--design", action="store_true", help="design, save and map a voice for each main character "
+                   "(descriptions by the language model with --llm, else from the text)")
+    p.add_argument("--only", action="append", metavar="NAME", help="with --design: only this character (repeatable)")
     p.set_defaults(func=cmd_cast)
 
     p = sub.add_parser("tiny-models", help="write tiny random-weight checkpoints (for trying the app without downloads)")

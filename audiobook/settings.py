@@ -84,6 +84,7 @@ class Settings:
     chapter_format: str = field(default="wav", metadata=_choice(OUTPUT_FORMATS))
     make_m4b: bool = field(default=True)
     make_book_mp3: bool = field(default=False)
+    make_readalong: bool = field(default=False, metadata={"help": "Also write '<title> (read-along).epub': the book's text with the narration, highlighted sentence by sentence (EPUB 3 media overlays)."})
     output_dir: str = field(default="output", metadata={"folder": True})
     voices_dir: str = field(default="voices", metadata={"folder": True})
 

@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import os
+import tempfile
 
 import pytest
 
@@ -8,6 +9,8 @@ import pytest
 # thread, as this process does: on a shared CPU extra threads spin-wait, and a tiny render that
 # takes seconds alone takes minutes.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Pages read by OCR are cached for this test run (the app started by a test too), not in the user's cache.
+os.environ.setdefault("AUDIOBOOK_OCR_CACHE", tempfile.mkdtemp(prefix="audiobook-test-ocr-"))
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +60,37 @@ def browser():
         )
         yield context
         context.close()
+
+
+@pytest.fixture
+def chat_server():
+    """A local OpenAI-compatible chat endpoint (tests/chat_server.py): set ``answer``, read ``requests``."""
+    from tests.chat_server import ChatServer
+
+    server = ChatServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def cast_backend(tiny_models_dir, tmp_path_factory):
+    """A Backend on the tiny 1.7B checkpoints with two saved voices ("Storyteller", "Alice voice") made of tones."""
+    import soundfile as sf
+
+    import backend as backend_module
+    from audiobook.settings import SETTINGS_FILE
+    from audiobook.voices import Voice
+    from tests.tone import tone_clip
+
+    root = tmp_path_factory.mktemp("cast-app")
+    b = backend_module.Backend(root=root, settings_path=root / SETTINGS_FILE, models_dir=str(tiny_models_dir))
+    b.apply_settings(b.settings.updated(device="cpu", max_new_tokens=64, batch_size=4, max_retries=0, make_m4b=False,
+                                        do_sample=False, model_size="1.7B"))
+    for name, seed in (("Storyteller", 1), ("Alice voice", 2)):
+        clip = tone_clip(root / f"{seed}.wav", seed)
+        voice = Voice(name=name, kind="cloned", reference_text="A line of the reference clip.")
+        b.voices.save(voice, sf.read(str(clip), dtype="float32")[0])
+    return b
 
 
 @pytest.fixture

@@ -182,6 +182,25 @@ def test_book_tab_shows_chapters_and_edits_them(browser, server, tmp_path):
     page.close()
 
 
+def test_book_tab_reads_a_scanned_pdf_with_a_progress_bar_and_says_what_it_did(browser, server, tmp_path):
+    import uuid
+
+    from test_book_formats import SCANNED_PAGES, draw_page
+
+    pages = [draw_page(heading, paragraphs, n) for n, (heading, paragraphs) in enumerate(SCANNED_PAGES, 1)]
+    scan = tmp_path / "scanned.pdf"  # a title of its own: never in the OCR cache, so the pages are read now
+    pages[0].save(scan, save_all=True, append_images=pages[1:], resolution=200, title=f"Scan {uuid.uuid4().hex}")
+    page = new_page(browser, server.url)
+    open_tab(page, "Book")
+    assert ".docx" in page.locator("#book-file").inner_text()  # the picker's label lists the formats read
+    page.set_input_files("#book-file input[type=file]", str(scan))
+    wait_for_text(page.locator("body"), r"Reading scanned page \d of 3 with OCR", timeout=60)
+    info = wait_for_text(page.locator("#book-info"), r"3 pages read by OCR", timeout=120)
+    assert "Read as PDF" in info and "running head" in info
+    wait_for_text(page.locator("#book-chapters"), "Chapter 2")
+    page.close()
+
+
 def test_a_page_on_the_network_asks_for_a_login_and_hands_out_only_finished_files(browser, tmp_path, models_dir):
     import json
     import urllib.error
@@ -257,6 +276,46 @@ def test_a_page_on_the_network_asks_for_a_login_and_hands_out_only_finished_file
         page.close()
     finally:
         app.stop()
+
+
+def test_design_the_cast_in_one_click_then_rename_a_character(browser, server, tmp_path):
+    book = tmp_path / "river.txt"
+    book.write_text('Chapter 1: The Knock\n\nThe old gentleman knocked at the door.\n\n'
+                    '"Let me in, I am wet through and through," growled the old gentleman.\n\n'
+                    '"I cannot, sir, my brothers would beat me," said Gluck softly.\n\n'
+                    '"Then I shall wait here all night," muttered the old gentleman.\n\n'
+                    '"Please do not be angry with me, sir," whispered Gluck.\n', encoding="utf-8")
+    page = new_page(browser, server.url)
+    open_tab(page, "Book")
+    page.set_input_files("#book-file input[type=file]", str(book))
+    wait_for_text(page.locator("#book-chapters"), "The Knock")
+    page.locator("#cast-find").click()
+    wait_for_text(page.locator("#cast-message"), r"Found 2 speakers")
+    page.locator("#book-chapter input").click()
+    page.get_by_role("option", name="1. Chapter 1: The Knock").click()
+    legend = page.locator('#cast-spans [data-testid="highlighted-text:category-legend"]')
+    wait_for_text(legend, "Gluck")
+    assert "sure" not in legend.inner_text()  # coloured by speaker
+    page.locator("#cast-confidence input").check()
+    wait_for_text(legend, "sure")  # every quote here says who speaks
+    assert "Gluck" not in legend.inner_text()
+    page.locator("#cast-design").click()
+    wait_for_text(page.locator("#cast-message"), r"Designed 2 voices", timeout=180)
+    wait_for_text(page.locator("#cast-table"), r"Gluck\s+2[\s\S]*Gluck \(river\)")
+    assert "Gluck" not in legend.inner_text()  # still coloured by how sure
+    saved = json.loads((server.root / "output" / "river" / "cast.json").read_text())
+    assert {c["name"]: c["voice"] for c in saved["characters"]} == {
+        "Gluck": "Gluck (river)", "Old gentleman": "Old gentleman (river)"}
+    assert (server.root / "voices").is_dir() and any("Gluck" in p.name for p in (server.root / "voices").iterdir())
+    screenshot(page, "cast-designed")
+
+    page.locator("#cast-character input").click()
+    page.get_by_role("option", name="Old gentleman", exact=True).click()
+    page.locator("#cast-other textarea, #cast-other input").first.fill("Southwest Wind")
+    page.locator("#cast-rename").click()
+    wait_for_text(page.locator("#cast-message"), "Old gentleman is now called Southwest Wind")
+    wait_for_text(page.locator("#cast-table"), r"Southwest Wind\s+2\s+male\s+Old gentleman \(river\)\s+Old gentleman")
+    page.close()
 
 
 def test_cast_map_a_character_to_a_saved_voice_render_and_see_who_spoke(browser, server, tmp_path):

@@ -51,7 +51,7 @@ def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(
         assert page.locator("#queue-item").count() == 0  # rows are chosen in the table, not by number
 
         page.get_by_role("tab", name="Review").click()
-        for button in ("#review-rebuild", "#review-reroll", "#review-render", "#review-keep"):
+        for button in ("#review-rebuild", "#review-reroll", "#review-render", "#review-keep", "#review-readalong-play"):
             assert page.locator(button).is_disabled(), button
         assert page.evaluate(ALARMS_JS) == {"badges": 0, "toasts": []}
         page.close()

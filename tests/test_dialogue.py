@@ -7,7 +7,6 @@ from audiobook.dialogue import (
     DIALOGUE,
     NARRATOR,
     Span,
-    discover_names,
     find_dialogue,
     has_markup,
     is_markup_line,
@@ -78,10 +77,11 @@ def test_cast_names_match_by_a_word_of_the_full_name():
     assert said('"Come," said Alice.', ["Alice Liddell"])[0] == ('"Come,"', "Alice Liddell")
 
 
-def test_discover_names_finds_speakers_not_pronouns():
-    found = discover_names(['"Hi," said Alice. "Go," she said.', 'Then Bob asked, "Why?" "No," Alice Liddell replied.'])
-    assert set(found) == {"Alice Liddell", "Bob"}
-    assert found["Alice Liddell"] == 2
+def test_the_characters_found_are_speakers_not_pronouns():
+    from audiobook.attribution import find_characters
+
+    found = find_characters(['"Hi," said Alice. "Go," she said.', 'Then Bob asked, "Why?" "No," Alice Liddell replied.'])
+    assert {c.name: c.mentions for c in found.characters} == {"Alice Liddell": 2, "Bob": 1}
 
 
 # ---- markup -----------------------------------------------------------------------------------

@@ -61,10 +61,14 @@ def test_review_lists_flagged_chunks_and_writes_json(rendered, capsys):
     assert len(rows) == len(m.chunks) and f"{len(rows)} chunks listed, {len(rows)} flagged." in printed
     for r in rows:
         assert set(r) == {"id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity",
-                          "duration_s", "attempts", "speaker", "voice"}
+                          "duration_s", "attempts", "speaker", "voice", "rule", "reason", "book_text"}
         assert r["speaker"] == "narrator"
         assert r["status"] == "suspect" and r["wer"] is not None and r["transcript"] is not None and r["attempts"] == 1
         assert r["id"] in printed
+        # Why it is flagged: the rule and its reason, on the chunk's line.
+        assert r["rule"] and r["reason"]
+        line = next(ln for ln in printed.splitlines() if r["id"] in ln)
+        assert line.endswith(f"\t{r['rule']}: {r['reason']}")
     assert [r["chapter"] for r in rows] == sorted(r["chapter"] for r in rows)
 
 

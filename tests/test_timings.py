@@ -23,6 +23,9 @@ GAP_S = 0.4  # the silence our fake narrator leaves between sentences
 class PausingTTS:
     """Speaks each sentence as a tone, with a real pause between sentences, like a narrator."""
 
+    def __init__(self, s_per_char=S_PER_CHAR):
+        self.s_per_char = s_per_char
+
     def narrate(self, narrator, texts, language, opts, prompt=None, **kw):
         out = []
         for text in texts:
@@ -30,7 +33,7 @@ class PausingTTS:
             for k, s in enumerate(split_sentences(text, "en")):
                 if k:
                     parts.append(np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32))
-                n = int(S_PER_CHAR * len(s) * SAMPLE_RATE)
+                n = int(self.s_per_char * len(s) * SAMPLE_RATE)
                 parts.append((0.3 * np.sin(np.arange(n) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32))
             out.append(np.concatenate(parts))
         return out
@@ -142,3 +145,22 @@ def test_karaoke_files_time_every_word(tmp_path):
 def _secs(stamp: str) -> float:
     h, m, s = stamp.replace(",", ".").split(":")
     return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def test_whisper_segments_are_moved_by_the_silence_trimmed_off_the_take(tmp_path):
+    from types import SimpleNamespace
+
+    from audiobook.audio import TRIM_MARGIN_MS, write_wav
+    from audiobook.timings import _whisper_anchors
+
+    # The take starts with 1 s of silence, which assembly trims down to its margin; Whisper's times
+    # count from the take's start, so they move back by what was trimmed.
+    tone = (0.3 * np.sin(np.arange(2 * SAMPLE_RATE) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32)
+    write_wav(tmp_path / "take.wav", np.concatenate([np.zeros(SAMPLE_RATE, dtype=np.float32), tone]))
+    state = SimpleNamespace(file="take.wav", segments=[{"start": 1.0, "end": 2.0, "text": "Aaaa aaaa."},
+                                                       {"start": 2.0, "end": 3.0, "text": "Bbbb bbbb."}])
+    anchors = _whisper_anchors(state, tmp_path, 10.0, 12.04)
+    shift = 1.0 - TRIM_MARGIN_MS / 1000  # the first kept sample of the take is at 0.96 s
+    times = dict(anchors)
+    assert times[0.5] == pytest.approx(10.0 + 2.0 - shift, abs=0.01)
+    assert anchors[0] == (0.0, 10.0) and anchors[-1][1] == pytest.approx(12.04)

@@ -54,10 +54,17 @@ def formats_sentence() -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def load_book(path: str | Path, on_progress: OnProgress | None = None) -> Book:
+def formats_label() -> str:
+    """The formats a file picker takes, for its label: ".txt .md ... .json", and Calibre's when it is installed."""
+    names = [e for e in OWN_EXTENSIONS if e not in (".markdown", ".kepub", ".azw", ".prc", ".fbz", ".htm", ".xhtml")]
+    return " ".join(names) + (" and more through Calibre" if ebook_convert() else "")
+
+
+def load_book(path: str | Path, on_progress: OnProgress | None = None, language: str = "") -> Book:
     """Read a book file; raise AudiobookError with a sentence when it cannot be read.
 
     ``on_progress(done, total, what)`` hears how far a slow read (OCR of scanned pages) is.
+    ``language`` (ISO 639-1) is the one OCR reads scanned pages in when the book does not say its own.
     The book's ``report`` says which reader read it and what it cleaned up.
     """
     p = Path(path)
@@ -68,9 +75,9 @@ def load_book(path: str | Path, on_progress: OnProgress | None = None) -> Book:
     ext = p.suffix.lower()
     if ext in _READERS:
         reader, name = _READERS[ext]
-        book = reader(p, on_progress=on_progress) if "on_progress" in inspect.signature(reader).parameters else reader(p)
+        book = reader(p, on_progress=on_progress, language=language) if "on_progress" in inspect.signature(reader).parameters else reader(p)
     elif ext in CALIBRE_FORMATS:
-        book, name = read_with_calibre(p, formats_sentence()), ext
+        book, name = read_with_calibre(p, formats_sentence(), on_progress, language), ext
     else:
         also = f" (with Calibre installed, also {', '.join(CALIBRE_FORMATS)})" if ebook_convert() else ""
         raise AudiobookError(f"Cannot read '{p.suffix or p.name}' files; use {formats_sentence()}{also}.")
@@ -82,7 +89,7 @@ def load_book(path: str | Path, on_progress: OnProgress | None = None) -> Book:
 
 
 __all__ = [
-    "BOOK_EXTENSIONS", "OWN_EXTENSIONS", "OnProgress", "ReadReport", "formats_sentence", "read_docx", "read_fb2", "read_html",
+    "BOOK_EXTENSIONS", "OWN_EXTENSIONS", "OnProgress", "ReadReport", "formats_label", "formats_sentence", "read_docx", "read_fb2", "read_html",
     "read_kindle", "read_odt", "read_rtf", "BOOK_FORMAT_VERSION", "CAST_FILE", "FRONT_MATTER_TITLE", "LLM", "Book", "Cast", "CastMember",
     "Chapter", "cast_of", "chapter_entries", "label_book", "load_cast", "save_cast", "set_span",
     "describe_book", "drop_chapters", "load_book", "merge_chapters", "read_epub", "read_json", "read_markdown",

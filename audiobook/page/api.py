@@ -66,7 +66,10 @@ def build_api(B: Backend, serve: ServedFiles) -> None:
 
     def on_load_book(path):
         b = B.load_book(path)
+        r = b.report
         return b, {"title": b.title, "author": b.author, "language": b.language,
+                   "read_by": r.reader if r else "", "ocr_pages": r.ocr_pages if r else 0,
+                   "warnings": list(r.warnings) if r else [],
                    "chapters": [{"number": i + 1, "title": c.title, "words": c.words} for i, c in enumerate(b.chapters)]}
 
     def on_render(b, who):

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from audiobook.books import BOOK_EXTENSIONS, Book
+from audiobook.books import BOOK_EXTENSIONS, Book, formats_label
 from audiobook.page.cast import build_cast_panel
 from audiobook.page.widgets import Backend, cover_image, fmt_duration, page_errors
 from audiobook.serving import ServedFiles
@@ -23,7 +23,23 @@ def book_summary(book: Book | None) -> str:
     by = f" by {book.author}" if book.author else ""
     n = len(book.chapters)
     return (f"**{book.title}**{by} · {n} chapter{'s' if n != 1 else ''} · {words:,} words · "
-            f"about {fmt_duration(words / WORDS_PER_MINUTE * 60)} of audio")
+            f"about {fmt_duration(words / WORDS_PER_MINUTE * 60)} of audio" + reading_summary(book))
+
+
+def reading_summary(book: Book) -> str:
+    """What the reader did, when there is more to say than the format: OCR, cleaning, warnings."""
+    r = book.report
+    if r is None:
+        return ""
+    done = []
+    if r.converted_by:
+        done.append(f"converted by {r.converted_by}")
+    counts = [(r.ocr_pages, "page", f"read by OCR ({r.ocr_language})"), (r.running_lines, "running head/page number line", "removed"),
+              (r.hyphens_joined, "line-end hyphen", "joined"), (r.note_marks, "footnote marker", "dropped")]
+    done += [f"{n} {what}{'s' if n != 1 else ''} {verb}" for n, what, verb in counts if n]
+    lines = [f"Read as {r.reader}" + (": " + ", ".join(done) if done else "") + "."]
+    lines += [f"Warning: {w}" for w in r.warnings]
+    return "\n\n" + "\n\n".join(lines)
 
 
 def chapter_rows(book: Book | None) -> list[list[Any]]:
@@ -43,7 +59,7 @@ def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, r
     with gr.Tab("Book", id="book"):
         with gr.Row():
             with gr.Column(scale=3):
-                book_file = gr.File(label="Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
+                book_file = gr.File(label=f"Book file ({formats_label()})", file_types=list(BOOK_EXTENSIONS),
                                     type="filepath", height=110, elem_id="book-file")
                 book_info = gr.Markdown("No book loaded yet.", elem_id="book-info")
             cover = gr.Image(label="Cover", interactive=False, height=180, scale=1, elem_id="book-cover")
@@ -74,8 +90,12 @@ def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, r
                 gr.update(choices=chapter_choices(book), value=None), image)
 
     book_outputs = [book_state, render.book_info, book_info, chapters, chapter_sel, cover]
+    def load(path, progress=gr.Progress()):
+        """Read the dropped book; scanned pages show a progress bar while OCR reads them."""
+        return show_book(B.load_book(path, on_progress=lambda done, total, what: progress((done, total), desc=what)))
+
     for upload in (render.book_file, book_file):
-        upload.upload(page_errors(lambda path: show_book(B.load_book(path))), upload, book_outputs)
+        upload.upload(page_errors(load), upload, book_outputs)
 
     def pick_chapter(book, index):
         if book is None or index is None:
@@ -92,5 +112,6 @@ def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, r
                   [book_state, numbers], book_outputs)
     save_book_btn.click(page_errors(lambda b: serve(B.save_book(b))), book_state, saved_book)
     # Whatever changed the book (a new file, an edit, the cast), the cast panel shows it (its message stays).
-    book_state.change(lambda b, c: cast.show(b, c)[:-1], [book_state, chapter_sel], cast.views[:-1], show_progress="hidden")
+    book_state.change(lambda b, c, sure: cast.show(b, c, sure=sure)[:-1], [book_state, chapter_sel, cast.by_confidence],
+                      cast.views[:-1], show_progress="hidden")
     return SimpleNamespace(book_file=book_file, book_info=book_info, chapters=chapters)

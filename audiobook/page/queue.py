@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from audiobook.books import Book
+from audiobook.books import Book, formats_sentence
 from audiobook.errors import AudiobookError
 from audiobook.page.widgets import POLL_S, SPEAKER_PREFIX, VOICE_PREFIX, Backend, page_errors, table_html
 from audiobook.queue import COLUMNS as QUEUE_COLUMNS
@@ -17,7 +17,7 @@ from audiobook.workers import WORKER_COLUMNS
 def add_to_queue(backend: Backend, book: Book | None, choice: str | None) -> tuple[str, list[list[Any]]]:
     """Queue the loaded book (with the page's edits) and narrator with the current settings."""
     if book is None:
-        raise AudiobookError("Load a book first: drop a .txt, .md, .epub, .pdf or .json file in the Book file box.")
+        raise AudiobookError(f"Load a book first: drop a {formats_sentence()} file in the Book file box.")
     if not choice:
         raise AudiobookError("Choose a narrator first: a saved voice or a built-in speaker.")
     if choice.startswith(VOICE_PREFIX):

@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from audiobook.books import BOOK_EXTENSIONS, Book
+from audiobook.books import BOOK_EXTENSIONS, Book, formats_label, formats_sentence
 from audiobook.errors import AudiobookError
 from audiobook.page.queue import build_queue_panel
 from audiobook.page.voice_lab import narrator_choices, narrator_for
@@ -25,7 +25,7 @@ def start_render(backend: Backend, book: Book | None, choice: str | None, redo_c
     Pressing it again after a stop, a crash or a reload continues from the manifest.
     """
     if book is None:
-        raise AudiobookError("Load a book first: drop a .txt, .md, .epub, .pdf or .json file in the Book file box.")
+        raise AudiobookError(f"Load a book first: drop a {formats_sentence()} file in the Book file box.")
     backend.start_render(book, narrator_for(backend, choice), redo_chunks=redo_chunks or (), cast=book.cast)
     if redo_chunks:
         return f"Rendering {len(redo_chunks)} chunk{'s' if len(redo_chunks) != 1 else ''} of “{book.title}” again…"
@@ -106,7 +106,7 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
     with gr.Tab("Render", id="render"):
         with gr.Row():
             with gr.Column(scale=1):
-                book_file = gr.File(label="1. Book file (.txt .md .epub .pdf .json)", file_types=list(BOOK_EXTENSIONS),
+                book_file = gr.File(label=f"1. Book file ({formats_label()})", file_types=list(BOOK_EXTENSIONS),
                                     type="filepath", height=110, elem_id="render-book-file")
                 book_info = gr.Markdown("No book loaded yet.", elem_id="render-book-info")
             with gr.Column(scale=1):

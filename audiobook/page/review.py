@@ -11,11 +11,12 @@ from typing import Any
 import gradio as gr
 
 from audiobook.errors import AudiobookError
+from audiobook.page.readalong import PLAYER_JS, readalong_html
 from audiobook.page.voice_lab import narrator_choices, narrator_for
 from audiobook.page.widgets import Backend, page_errors
 from audiobook.serving import ServedFiles
 
-REVIEW_HEADERS = ["chunk", "speaker", "text", "seconds", "WER", "voice", "status", "takes"]
+REVIEW_HEADERS = ["chunk", "speaker", "text", "seconds", "WER", "voice", "status", "takes", "why"]
 
 
 def review_books(backend: Backend) -> list[str]:
@@ -45,14 +46,14 @@ def review_table(backend: Backend, name: str | None, chapter: int | None, flagge
     rows = backend.review(review_folder(backend, name), flagged=flagged, chapter=chapter)
     table = [[r.index, r.speaker or "narrator", r.text if len(r.text) <= 80 else r.text[:77] + "...", round(r.duration_s, 1),
               "" if r.wer is None else f"{r.wer:.0%}", "" if r.voice_similarity is None else f"{r.voice_similarity:.2f}",
-              r.status + (" (edited)" if r.edited else ""), r.attempts] for r in rows]
+              r.status + (" (edited)" if r.edited else ""), r.attempts, r.why] for r in rows]
     return table, [r.id for r in rows]
 
 
 def review_chunk(backend: Backend, name: str | None, chunk: str | None):
     """What the page shows for one chunk: its audio, its transcript against its text, its text, a note."""
     from audiobook.audio import read_wav
-    from audiobook.check import marked_diff
+    from audiobook.check import judge, marked_diff
 
     folder = review_folder(backend, name)
     row = next((r for r in backend.review(folder) if r.id == chunk), None)
@@ -63,11 +64,17 @@ def review_chunk(backend: Backend, name: str | None, chunk: str | None):
         wav, sr = read_wav(folder / row.file)
         audio = (sr, wav)
     language = load_manifest_language(folder)
-    diff = marked_diff(row.text, row.transcript, language) if row.transcript is not None else [(row.text, None)]
+    if row.transcript is not None:
+        # The take is shown against what it was checked against; the flagging rule's words are marked.
+        reference = row.book_text or row.text
+        span = judge(reference, row.transcript, language, row.segments or ()).span if row.rule else None
+        diff = marked_diff(reference, row.transcript, language, span=span)
+    else:
+        diff = [(row.text, None)]
     diff = [(word + " ", kind) for word, kind in diff]  # the page joins neighbouring words of one kind
     who = f" — {row.speaker}, read by {row.voice}" if row.speaker and row.speaker != "narrator" and row.voice else ""
     note = (f"Chapter {row.chapter}, chunk {row.index}{who} — {row.status}"
-            + (f": {row.reason}" if row.reason else "")
+            + (f": {row.why}" if row.reason else "")
             + ("" if row.transcript is not None else " (not checked: no transcript)"))
     return audio, diff, row.text, note
 
@@ -100,6 +107,12 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
             chapter_pick = gr.Dropdown([], label="Chapter", elem_id="review-chapter", scale=2)
             flagged_only = gr.Checkbox(True, label="Only flagged chunks", elem_id="review-flagged", scale=1)
             refresh_btn = gr.Button("Refresh", size="sm", elem_id="review-refresh", scale=1)
+        with gr.Accordion("Read along: the chapter's audio with its text, the sentence being read highlighted "
+                          "(click a sentence to hear it; flagged chunks are underlined)", open=True,
+                          elem_id="review-readalong-box"):
+            readalong_btn = gr.Button("Read along with the chapter", size="sm", interactive=False,
+                                      elem_id="review-readalong-play")
+            readalong = gr.HTML("", js_on_load=PLAYER_JS, elem_id="review-readalong")
         table = gr.Dataframe(headers=REVIEW_HEADERS, value=[], wrap=True, interactive=False, elem_id="review-table")
         ids = gr.State([])
         chunk_id = gr.State(None)
@@ -107,8 +120,10 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
             with gr.Column(scale=1):
                 chunk_note = gr.Markdown("Pick a chunk in the table.", elem_id="review-note")
                 player = gr.Audio(label="Take", type="numpy", interactive=False, elem_id="review-player")
-                heard = gr.HighlightedText(label="What the check heard (missing: in the text, not heard; heard: said instead)",
-                                           color_map={"missing": "red", "heard": "orange"}, combine_adjacent=True,
+                heard = gr.HighlightedText(label="What the check heard (missing: in the text, not heard; heard: said "
+                                                 "instead; flagged: what the rule is about)",
+                                           color_map={"missing": "red", "heard": "orange", "flagged": "purple"},
+                                           combine_adjacent=True,
                                            elem_id="review-heard")
             with gr.Column(scale=1):
                 text_box = gr.Textbox(label="Text", lines=4, elem_id="review-text")
@@ -144,11 +159,12 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
         """A book picked (or none): its chapters and flagged chunks; no chunk picked yet."""
         rebuild = gr.update(interactive=can_rebuild(B, name))
         if not name:  # an empty project: nothing to show, and nothing wrong
-            return [gr.update(choices=[], value=None), [], [], None, rebuild, *chunk_buttons(False)]
+            return [gr.update(choices=[], value=None), [], [], None, rebuild, *chunk_buttons(False),
+                    gr.update(interactive=False)]
         chapters = review_chapters(B, name)
         rows, row_ids = review_table(B, name, None, True)
         return [gr.update(choices=[("All chapters", 0)] + chapters, value=0), rows, row_ids, None, rebuild,
-                *chunk_buttons(False)]
+                *chunk_buttons(False), gr.update(interactive=True)]
 
     def on_filter(name, chapter, flagged):
         if not name:
@@ -216,7 +232,8 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
 
     fix_outputs = [chunk_msg, table, ids, rebuild_btn, chunk_id, player, heard, text_box, chunk_note]
     chunk_btns = [reroll_btn, render_btn, keep_btn]
-    book_pick.change(page_errors(on_book), book_pick, [chapter_pick, table, ids, chunk_id, rebuild_btn, *chunk_btns])
+    book_pick.change(page_errors(on_book), book_pick,
+                     [chapter_pick, table, ids, chunk_id, rebuild_btn, *chunk_btns, readalong_btn])
     chapter_pick.change(page_errors(on_filter), [book_pick, chapter_pick, flagged_only], [table, ids])
     flagged_only.change(page_errors(on_filter), [book_pick, chapter_pick, flagged_only], [table, ids])
     table.select(page_errors(on_select), [book_pick, ids], [chunk_id, player, heard, text_box, chunk_note, *chunk_btns])
@@ -231,6 +248,11 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
         return gr.update(choices=books, value=books[0] if books else None)
 
     refresh_btn.click(page_errors(on_refresh), None, book_pick)
+
+    def on_readalong(name, chapter):
+        return readalong_html(B, review_folder(B, name), int(chapter or 1), serve)
+
+    readalong_btn.click(page_errors(on_readalong), [book_pick, chapter_pick], readalong)
 
     def on_load():
         books = review_books(B)

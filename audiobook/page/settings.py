@@ -23,7 +23,7 @@ SETTING_GROUPS: list[tuple[str, list[str]]] = [
                         "max_wer", "min_voice_similarity"]),
     ("Pauses (milliseconds)", ["pause_chunk_ms", "pause_paragraph_ms", "pause_title_ms", "pause_chapter_ms", "pause_speaker_ms"]),
     ("Cast", ["llm_url", "llm_model", "llm_timeout_s"]),
-    ("Output", ["loudness_lufs", "true_peak_db", "chapter_format", "make_m4b", "make_book_mp3", "output_dir", "voices_dir"]),
+    ("Output", ["loudness_lufs", "true_peak_db", "chapter_format", "make_m4b", "make_book_mp3", "make_readalong", "output_dir", "voices_dir"]),
 ]
 
 
@@ -57,6 +57,7 @@ LABELS = {
     "chapter_format": "Chapter file format",
     "make_m4b": "Make an .m4b audiobook",
     "make_book_mp3": "Make one .mp3 of the whole book",
+    "make_readalong": "Make a read-along EPUB (text and narration in step)",
     "output_dir": "Output folder",
     "voices_dir": "Voices folder",
     "workers": "Workers (Ray)",

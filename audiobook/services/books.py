@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audiobook.books import Book
+from audiobook.books import Book, OnProgress, formats_sentence
 from audiobook.books import load_book as read_book
 from audiobook.errors import AudiobookError
+from audiobook.services.readalong import remember_source
 
 
 def chapter_numbers(text: str, book: Book) -> list[int]:
@@ -20,11 +21,20 @@ def chapter_numbers(text: str, book: Book) -> list[int]:
     return [int(p) - 1 for p in parts]
 
 
-def load_book(backend, path: str | Path | None) -> Book:
-    """Read a book file; AudiobookError for a missing or unreadable one."""
+def load_book(backend, path: str | Path | None, on_progress: OnProgress | None = None) -> Book:
+    """Read a book file; AudiobookError for a missing or unreadable one.
+
+    ``on_progress(done, total, what)`` hears a slow read (OCR of scanned pages) page by page; the
+    settings' narration language, when not auto, is the OCR language of a book that does not say its own.
+    """
     if not path:
-        raise AudiobookError("Choose a book file first (.txt, .md, .epub, .pdf or .json).")
-    return read_book(path)
+        raise AudiobookError(f"Choose a book file first ({formats_sentence()}).")
+    from audiobook.text import base_language
+
+    chosen = backend.settings.language  # scanned pages of a book that does not say its language are read in this one
+    book = read_book(path, on_progress=on_progress, language="" if chosen == "auto" else base_language(chosen))
+    remember_source(backend, book, path)
+    return book
 
 
 def edit_book(backend, book: Book | None, action: str, chapter: int | None = None, value: str = "") -> Book:

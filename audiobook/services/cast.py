@@ -143,3 +143,45 @@ def render_cast(backend, book: Book, narrator: Narrator, target: Path, cast: Cas
     if save:
         backend.save_cast(book, book.cast, target)
     return book, voicing
+
+
+CAST_EDITS = ("merge", "rename", "split", "hide", "show")
+
+
+def edit_cast(backend, book: Book, action: str, name: str, other: str = "") -> Book:
+    """The book with its character list edited, labelled again and the cast saved:
+
+    ``merge`` ``other`` into ``name``; ``rename`` ``name`` to ``other``; ``split`` the alias
+    ``other`` off ``name``; ``hide`` or ``show`` ``name`` (a hidden character's quotes go to
+    ``dialogue``). Markup and parts set by hand stay as they are.
+    """
+    if book.cast is None or not any(c.spans for c in book.chapters):
+        book, _ = backend.label_book(book)  # not labelled yet: find who speaks first
+    cast = book.cast
+    if action not in CAST_EDITS:
+        raise AudiobookError(f"'{action}' is not a cast edit; use one of: {', '.join(CAST_EDITS)}.")
+    if action in ("merge", "rename", "split") and not (other or "").strip():
+        what = {"merge": "the character to merge into", "rename": "the new name", "split": "the other name to split off"}
+        raise AudiobookError(f"Give {what[action]} {name}.")
+    cast = {"merge": lambda: cast.merged(name, other), "rename": lambda: cast.renamed(name, other),
+            "split": lambda: cast.split(name, other), "hide": lambda: cast.hidden(name, True),
+            "show": lambda: cast.hidden(name, False)}[action]()
+    book, _ = casting.relabel_book(book, cast)
+    backend.save_cast(book, book.cast)
+    return book
+
+
+def design_cast(backend, book: Book, llm: bool = False, only: list[str] | None = None, progress=None):
+    """Design a voice for each main character of ``book`` (or those named in ``only``), save and map them;
+    the cast is saved. Returns ``(book, [cast_design.Designed], warnings)``. See ``audiobook/cast_design.py``."""
+    from audiobook.cast_design import design_cast as design
+
+    if book.cast is None or not any(c.spans for c in book.chapters):
+        book, _ = backend.label_book(book)
+    model = LLM.from_settings(backend.settings) if llm else None
+    language = backend.settings.language if backend.settings.language != "auto" else (book.language or "auto")
+    book, done, warnings = design(book, lambda description, line: backend.preview_design(description, language, line),
+                                  lambda preview, name: backend.save_voice(preview, name, overwrite=True),
+                                  llm=model, only=only, progress=progress)
+    backend.save_cast(book, book.cast)
+    return book, done, warnings

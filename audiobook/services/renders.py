@@ -15,6 +15,7 @@ from audiobook.books import Book, load_book
 from audiobook.books.cast import Cast
 from audiobook.errors import AudiobookError
 from audiobook.manifest import Manifest
+from audiobook.services import readalong as readalong_svc
 from audiobook.render import Progress, RenderOptions, RenderResult, RenderState, plan_book, render_events
 from audiobook.tts import PRESET, Narrator
 from audiobook.workers import WorkerInfo, WorkerPool, executor_for
@@ -134,7 +135,8 @@ def hold_for_render(backend, book: Book | str, what: str = "a render"):
 
 def render_inputs(backend, book, narrator, out_dir) -> tuple[Book, Narrator, Path]:
     if not isinstance(book, Book):
-        book = load_book(book)
+        path, book = book, load_book(book)
+        readalong_svc.remember_source(backend, book, path)
     if isinstance(narrator, str):
         narrator = backend.narrator_for(narrator)
     return book, narrator, Path(out_dir) if out_dir else backend.book_dir(book)
@@ -157,6 +159,7 @@ def render_with(backend, book, narrator, target, options, on_progress, should_st
                                           options, clone_prompt=prompt, executor=executor, voicing=voicing):
                 if on_progress:
                     on_progress(progress)
+        readalong_svc.after_render(backend, book, target, result, settings)
     finally:
         if backend.tts.settings is settings:  # unless the settings were changed meanwhile
             backend.tts.settings = backend.settings
