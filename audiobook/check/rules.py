@@ -70,9 +70,13 @@ class Segment:
     start: float
     end: float
     text: str
+    words: tuple = ()  # (word, start, end) where Whisper was asked for word times (the word_timings setting)
 
     def to_dict(self) -> dict:
-        return {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text}
+        d = {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text}
+        if self.words:
+            d["words"] = [{"word": w, "start": round(s, 2), "end": round(e, 2)} for w, s, e in self.words]
+        return d
 
     @classmethod
     def of(cls, s) -> "Segment":
