@@ -187,9 +187,10 @@ def test_progress_html_shows_the_numbers():
 
 def test_problem_rows_and_result_files():
     bad = ChunkReport(id="abc", chapter=2, chapter_title="Dusk", index=3, text="The owls woke.", status="failed", reason="no audio")
-    state = RenderState(failed=[bad], chapter_files=["/o/01.wav"], book_files=["/o/b.m4b", "/o/b.srt"])
+    state = RenderState(failed=[bad], chapter_files=["/o/01.wav"], book_files=["/o/b.m4b", "/o/b.srt", "/o/b (read-along).epub"])
     assert render_page.problem_rows(state) == [["failed", "2. Dusk", 3, "no audio", "The owls woke."]]
-    assert render_page.result_files(state) == {"chapters": ["/o/01.wav"], "m4b": "/o/b.m4b", "srt": "/o/b.srt"}
+    assert render_page.result_files(state) == {"chapters": ["/o/01.wav"], "m4b": "/o/b.m4b", "srt": "/o/b.srt",
+                                               "epub": "/o/b (read-along).epub"}
 
 
 def test_rerender_without_problems_says_so(backend, book):

@@ -353,7 +353,8 @@ def test_missing_file():
         load_book("/nonexistent/book.epub")
 
 
-def test_large_txt_reads_quickly(tmp_path):
+def test_large_txt_reads_every_chapter_and_paragraph(tmp_path):
+    """A 5 MB, 60-chapter book read whole (how long it takes: bench/timings.py)."""
     paragraph = ("It was the best of times, it was the worst of times, it was the age of wisdom. " * 5).strip()
     block = "\n\n".join(paragraph for _ in range(200))
     path = tmp_path / "big.txt"

@@ -401,6 +401,7 @@ def test_queue_two_books_on_the_page_and_watch_both_finish(browser, server, tmp_
         wait_for_text(page.locator("#render-book-info"), title)
         page.locator("#render-queue-add").click()
         wait_for_text(page.locator("#render-message"), f"Queued “{title}”")
+    page.get_by_text("Queue", exact=True).click()  # the panel starts closed
     table = page.locator("#queue-table")
     wait_for_text(table, r"ropes[\s\S]*queued[\s\S]*lamps[\s\S]*queued")
     screenshot(page, "queue-added")

@@ -14,7 +14,7 @@ from audiobook.dialogue import (
     quote_ranges,
     strip_markup,
 )
-from audiobook.text import chunk_spans
+from audiobook.text import chunk_spans, chunk_text
 
 CAST = ["Alice", "Bob", "Marie", "Anna", "Mr. Darcy", "Kenji"]
 
@@ -130,6 +130,17 @@ def test_spans_always_rebuild_the_chapter_text(text, cast):
     # chunks never cross a span, and every word of the spans is in a chunk
     chunks = chunk_spans(spans, 40)
     assert all(len(t) <= 40 for t, *_ in chunks)
+    spoken = [s for s in spans if s.text.strip()]
+    # Span by span, in order: each span's chunks carry its speaker and style (none lost, none moved) ...
+    assert [(t, who, style) for t, _, who, style, _ in chunks] == [
+        (t, s.speaker, s.style) for s in spoken for t, _ in chunk_text(s.text, 40)]
+    # ... and say the span's own text: cutting it at 40 characters loses and adds nothing.
+    def letters(pieces):
+        return "".join(" ".join(pieces).split())
+
+    for s in spoken:
+        assert letters(t for t, _ in chunk_text(s.text, 40)) == letters(t for t, _ in chunk_text(s.text, 100_000))
+    assert letters(t for t, *_ in chunks) == "".join(letters(t for t, _ in chunk_text(s.text, 100_000)) for s in spoken)
 
 
 def test_chunks_follow_speakers_with_paragraph_and_turn_ends():
