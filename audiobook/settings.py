@@ -44,7 +44,7 @@ class Settings:
     model_size: str = field(default="1.7B", metadata=_choice(MODEL_SIZES, "1.7B sounds best; 0.6B is faster and smaller."))
     models_dir: str = field(default="", metadata={"folder": True, "help": "Folder holding downloaded checkpoints (empty: use the Hugging Face cache)."})
     device: str = field(default="auto", metadata=_choice(DEVICES, "auto picks CUDA when present."))
-    dtype: str = field(default="auto", metadata=_choice(DTYPES, "auto: bfloat16 on recent GPUs, float16 on older ones, float32 on CPU. On a CPU, bfloat16 (where the CPU has bfloat16 instructions) and int8 (int8 weights in the decode step) are faster; the doctor measures each."))
+    dtype: str = field(default="auto", metadata=_choice(DTYPES, "auto: bfloat16 on recent GPUs, float16 on older ones, float32 on CPU. On a CPU, bfloat16 (where the CPU has bfloat16 instructions) and int8 (int8 weights in the decode step) are the alternatives; the doctor measures each, pick the fastest."))
     engine: str = field(default="auto", metadata=_choice(ENGINES, "auto: our continuous-batching engine, falling back to qwen_tts's own generate if it fails; fast: the engine only; qwen_tts: the library's own generate."))
     batch_order: str = field(default="length", metadata=_choice(BATCH_ORDERS, "length: batch chunks of similar length together; book: in reading order."))
     language: str = field(default="auto", metadata={"help": "Language of the narration (auto: from the book)."})
