@@ -333,7 +333,7 @@ class StreamRender:
                     busy = True
             if not busy:
                 if self.feed.closed:
-                    self.decode_q.put(_DONE)
+                    self._put(self.decode_q, _DONE)
                     return
                 self.feed.wait(0.2)
                 continue
@@ -349,7 +349,17 @@ class StreamRender:
             for f in finished:
                 it = f.tag
                 it.codes, it.runaway = f.codes, f.runaway
-                self.decode_q.put(it)
+                self._put(self.decode_q, it)
+
+    def _put(self, q: queue.Queue, item) -> None:
+        """Put on a bounded queue, giving up once the pipeline halts (its reader may be gone)."""
+        while True:
+            try:
+                q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self.halt.is_set():
+                    return
 
     def _wait_decoded(self) -> None:
         while (self.decoding or not self.decode_q.empty()) and not self.halt.is_set():
@@ -396,7 +406,7 @@ class StreamRender:
                 "stopped; finished chunks are kept: check the voice and the Advanced Settings, then render again.")
         for it in items:
             it.error = error
-            self.keep_q.put(it)
+            self._put(self.keep_q, it)
 
     def _decode(self) -> None:
         """Codes to audio, a few takes at a time, grouped by voice model."""
@@ -404,7 +414,7 @@ class StreamRender:
         while True:
             first = self.decode_q.get()
             if first is _DONE or self.halt.is_set():
-                self.check_q.put(_DONE)
+                self._put(self.check_q, _DONE)
                 return
             group, end = [first], False
             while len(group) < min(self.slots, DECODE_GROUP):
@@ -435,11 +445,11 @@ class StreamRender:
                     for it, wav in zip(part, wavs):
                         it.codes = None
                         it.wav = None if wav is None else np.asarray(wav, dtype=np.float32)
-                        self.check_q.put(it)
+                        self._put(self.check_q, it)
             finally:
                 self.decoding = False
             if end:
-                self.check_q.put(_DONE)
+                self._put(self.check_q, _DONE)
                 return
 
     def _check(self) -> None:
@@ -448,7 +458,7 @@ class StreamRender:
         while True:
             first = self.check_q.get()
             if first is _DONE or self.halt.is_set():
-                self.keep_q.put(_DONE)
+                self._put(self.keep_q, _DONE)
                 return
             group, end = [first], False
             while len(group) < self.slots:
@@ -469,9 +479,9 @@ class StreamRender:
                         it.check = sc
             finally:
                 for it in group:
-                    self.keep_q.put(it)
+                    self._put(self.keep_q, it)
             if end:
-                self.keep_q.put(_DONE)
+                self._put(self.keep_q, _DONE)
                 return
 
     def _scores(self, items: list[_Item]):
