@@ -40,7 +40,7 @@ from .tts import FRAME_RATE, PRESET, is_out_of_memory, release_accelerator_memor
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 10.0  # the manifest is saved at least this often while takes are kept
-DEFAULT_S_PER_CHAR = 0.25  # frame limit before the book has a pace: about four times ordinary speech
+DEFAULT_S_PER_CHAR = 0.5  # frame limit before the book has a pace: about seven times ordinary speech
 LIMIT_SLACK_S = 8.0  # added to every frame limit (very short texts, slow openings)
 DECODE_GROUP = 8  # most takes decoded to audio in one padded batch
 QUEUE_TAKES = 4  # bound of each queue between stages, in slot counts
