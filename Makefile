@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test setup setup-test browser espeak bench clean
+.PHONY: run test setup setup-test browser espeak epubcheck pandoc tesseract calibre bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,9 @@ $(VENV)/.test-installed: requirements-test.txt $(VENV)/.app-installed
 	$(BIN)/pip install -r requirements-test.txt
 	touch $@
 
-setup: $(VENV)/.app-installed
+setup: $(VENV)/.app-installed tesseract
 
-setup-test: $(VENV)/.test-installed browser espeak
+setup-test: $(VENV)/.test-installed browser espeak epubcheck pandoc tesseract calibre
 
 # Browser tests drive the system Chromium through Playwright.
 browser:
@@ -37,6 +37,34 @@ espeak:
 	  { echo "Installing Debian's espeak-ng for the voice tests"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) || \
 	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng); }
+
+# Read-along tests validate their EPUBs with Debian's epubcheck (run as java -jar, no binfmt needed).
+epubcheck:
+	@test -f /usr/share/java/epubcheck.jar || \
+	  { echo "Installing Debian's epubcheck for the read-along tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=900 epubcheck) || \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=900 epubcheck); }
+
+# Scanned PDF pages are read by OCR with Tesseract and its English pack (README: other languages).
+tesseract:
+	@{ command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx eng; } || \
+	  { echo "Installing Debian's tesseract-ocr and its English pack for reading scanned pages"; \
+	    (apt-get -o DPkg::Lock::Timeout=900 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq tesseract-ocr tesseract-ocr-eng) || \
+	    (sudo apt-get -o DPkg::Lock::Timeout=900 update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq tesseract-ocr tesseract-ocr-eng); }
+
+# Format tests make their docx, odt, fb2, html and rtf books with pandoc.
+pandoc:
+	@command -v pandoc >/dev/null 2>&1 || \
+	  { echo "Installing Debian's pandoc for the book format tests"; \
+	    (apt-get -o DPkg::Lock::Timeout=900 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq pandoc) || \
+	    (sudo apt-get -o DPkg::Lock::Timeout=900 update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq pandoc); }
+
+# Calibre's ebook-convert makes the mobi/azw3 test books and reads the formats we have no reader for.
+calibre:
+	@command -v ebook-convert >/dev/null 2>&1 || \
+	  { echo "Installing Debian's calibre (ebook-convert) for Kindle books and other formats"; \
+	    (apt-get -o DPkg::Lock::Timeout=900 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends calibre) || \
+	    (sudo apt-get -o DPkg::Lock::Timeout=900 update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends calibre); }
 
 run: setup
 	$(BIN)/python app.py $(ARGS)

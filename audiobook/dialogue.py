@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from .errors import AudiobookError
@@ -31,14 +31,20 @@ DIALOGUE = "dialogue"  # quoted speech whose speaker is not known
 
 @dataclass(frozen=True)
 class Span:
-    """A stretch of a chapter's text, spoken by ``speaker`` in ``style`` ("" for none)."""
+    """A stretch of a chapter's text, spoken by ``speaker`` in ``style`` ("" for none).
+
+    ``rule`` says how the speaker of a quote was found ("said", "pronoun", ... see
+    ``attribution.RULES``; "llm", "markup" or "" for a user's choice); it is not part of
+    a span's identity.
+    """
 
     text: str
     speaker: str = NARRATOR
     style: str = ""
+    rule: str = field(default="", compare=False)
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "speaker": self.speaker, "style": self.style}
+        return {"text": self.text, "speaker": self.speaker, "style": self.style, **({"rule": self.rule} if self.rule else {})}
 
     @classmethod
     def from_dict(cls, data, where: str = "a span") -> "Span":
@@ -47,7 +53,8 @@ class Span:
         speaker, style = data.get("speaker") or NARRATOR, data.get("style") or ""
         if not isinstance(speaker, str) or not isinstance(style, str):
             raise AudiobookError(f'The "speaker" and "style" of {where} must be text.')
-        return cls(data["text"], speaker_name(speaker), " ".join(style.split()))
+        rule = data.get("rule") if isinstance(data.get("rule"), str) else ""
+        return cls(data["text"], speaker_name(speaker), " ".join(style.split()), rule)
 
 
 def speaker_name(name: str) -> str:
@@ -67,7 +74,7 @@ def merge_spans(spans: Iterable[Span]) -> list[Span]:
         if not s.text:
             continue
         if out and out[-1].speaker == s.speaker and out[-1].style == s.style:
-            out[-1] = Span(out[-1].text + s.text, s.speaker, s.style)
+            out[-1] = Span(out[-1].text + s.text, s.speaker, s.style, out[-1].rule or s.rule)
         else:
             out.append(s)
     return out
@@ -143,7 +150,7 @@ def strip_markup(text: str, speaker: str = NARRATOR) -> tuple[str, list[Span], s
             last = spans[-1]
             spans[-1] = Span(last.text + "\n\n", last.speaker, last.style)
         spans += para
-    spans = merge_spans(spans)
+    spans = [Span(s.text, s.speaker, s.style, "markup") for s in merge_spans(spans)]
     return join_spans(spans), spans, speaker
 
 

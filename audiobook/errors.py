@@ -7,6 +7,7 @@ import os
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -63,3 +64,12 @@ def unexpected_sentence(exc: BaseException, log_path: Path | None) -> str:
     """The one sentence shown for an error nobody foresaw, naming the log file that holds its traceback."""
     where = f"the details are in {log_path}" if log_path else "the details could not be written to a log file"
     return f"An unexpected error ({type(exc).__name__}) stopped this; {where}; please report it with that file."
+
+
+@contextmanager
+def file_errors(doing: str):
+    """Turn a failed file operation (full disk, no permission, missing folder) into a sentence."""
+    try:
+        yield
+    except OSError as e:
+        raise AudiobookError(os_error_sentence(e, doing)) from None

@@ -101,6 +101,9 @@ class ChunkState:
     wer: float | None = None  # word error rate of the kept take's transcript (None: not checked)
     transcript: str | None = None  # what the checking model heard in the kept take
     voice_similarity: float | None = None  # cosine similarity of its voice to the narrator's
+    book_text: str = ""  # the book's words of it, before the pronunciation dictionary and numbers ("": as text)
+    rule: str = ""  # the check rule that flagged the kept take ("" when none did)
+    segments: list[dict] | None = None  # Whisper's timed segments of the kept take: {"start", "end", "text"}
 
     @property
     def kept(self) -> bool:
@@ -316,6 +319,7 @@ def plan_manifest(
     chapters = [ChapterPlan(t) for t in titles]
     states: dict[str, ChunkState] = {}
     for c in chunks:
+        planned = c.text
         if c.text in edits:
             c = replace(c, text=edits[c.text])
         chunk_digest, voice = voice_of(c) if voice_of else (digest, "")
@@ -326,6 +330,7 @@ def plan_manifest(
             continue
         states[cid] = _carry_state(cid, c.text, old.get(cid), book_dir, cid in redo)
         states[cid].speaker, states[cid].voice, states[cid].style = getattr(c, "speaker", ""), voice, getattr(c, "style", "")
+        states[cid].book_text = "" if c.text != planned else getattr(c, "book_text", "")  # an edit is its own text
     unknown = redo - set(states)
     if unknown:
         raise AudiobookError(f"There is no chunk with id {sorted(unknown)[0]} in this book with this voice and these settings.")

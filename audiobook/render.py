@@ -373,6 +373,8 @@ class _Render:
         self.start = time.perf_counter()
         self.lines: list[str] = []  # log lines not yet reported in a Progress
         self.checker = TakeChecker.for_render(settings, tts, narrator, self.language, self._log)
+        if self.checker is not None:  # a dictionary word may be heard as written or as respelled
+            self.checker.respellings = dict(getattr(pronunciations_from_settings(settings), "entries", ()))
         self.model_errors: dict[str, str] = {}  # chunk id -> the model error of its last take, this render
         self.failed_batches = 0  # batches in a row that failed entirely on model errors
 
@@ -410,6 +412,8 @@ class _Render:
         self._assemble(self._chapter_range(), final=False)
         queue = order_for_batches(todo, {i: states[i].text for i in todo}, self.settings.batch_order, self.settings.batch_size)
         queue = self.voicing.order(queue, states, self.fast, self.settings.batch_size * LENGTH_WINDOW_BATCHES)
+        if queue and self.checker is not None:
+            self.checker.require()  # a missing Whisper is said now, before any take is made
         if queue and self.narrator.kind != "preset":
             self.prompt = (self.prompt_source() if self.prompt_source else
                            self.tts.clone_prompt(self.narrator.ref_audio, self.narrator.ref_text, self.narrator.x_vector_only))
@@ -579,8 +583,9 @@ class _Render:
         kept = [s.file for s in self.m.chunks.values() if s.status == mf.DONE and s.file
                 and self.voicing.voice_for(s.speaker) == self.narrator]
         voices = [self.voicing.voice_for(self.m.chunks[i].speaker) for i in ids] if self.voicing.mixed else None
-        scores = self.checker.check([self.m.chunks[i].text for i in ids], [outcome[i] for i in ids], SAMPLE_RATE,
-                                    self.out_dir, kept, voices=voices)
+        states = [self.m.chunks[i] for i in ids]
+        scores = self.checker.check([s.text for s in states], [outcome[i] for i in ids], SAMPLE_RATE,
+                                    self.out_dir, kept, voices=voices, book_texts=[s.book_text for s in states])
         return dict(zip(ids, scores))
 
     def _generate(self, ids: list[str], seed: int, tts=None) -> dict[str, np.ndarray | BaseException]:
@@ -629,6 +634,8 @@ class _Render:
         st.duration_s = len(take.wav) / SAMPLE_RATE
         c = take.check
         st.wer, st.transcript, st.voice_similarity = (c.wer, c.transcript, c.voice_similarity) if c else (None, None, None)
+        st.rule = c.rule if c else ""
+        st.segments = [seg.to_dict() for seg in c.segments] if c else None
         self.result.generated += 1
         self.result.audio_s += st.duration_s
         if status == mf.DONE:

@@ -39,6 +39,16 @@ class ReviewRow:
     edited: bool = False
     speaker: str = ""  # who says it (a cast's character, "dialogue" or "narrator")
     voice: str = ""  # the voice that read it
+    rule: str = ""  # the check rule that flagged its take (``check.RULES`` or "voice"); "" when none did
+    book_text: str = ""  # what the book says there, which the transcript was compared with ("": as text)
+    segments: list | None = None  # Whisper's timed segments of the take
+
+    @property
+    def why(self) -> str:
+        """Why it is flagged, in words: the rule and its reason ("skip: skipped 'the bells ... noon'")."""
+        if not self.reason:
+            return ""
+        return f"{self.rule}: {self.reason}" if self.rule else self.reason
 
     @property
     def flagged(self) -> bool:
@@ -74,7 +84,7 @@ def review_rows(out_dir: str | Path, flagged: bool = False, chapter: int | None 
             s = m.chunks[ref.id]
             row = ReviewRow(ref.id, ci + 1, ref.index + 1, s.text, s.status, s.wer, s.transcript, s.voice_similarity,
                             round(s.duration_s, 3), s.attempts, s.error, s.file if s.kept else "", s.text in edited,
-                            s.speaker, s.voice)
+                            s.speaker, s.voice, s.rule, s.book_text, s.segments)
             if not flagged or row.flagged:
                 rows.append(row)
     return rows

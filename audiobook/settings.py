@@ -76,6 +76,7 @@ class Settings:
     # Cast: an optional language model that labels who speaks (any OpenAI-compatible server)
     llm_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint that labels speakers, e.g. http://127.0.0.1:11434/v1 (Ollama) or http://127.0.0.1:1234/v1 (LM Studio); empty: none."})
     llm_model: str = field(default="", metadata={"help": "The model name that endpoint serves, e.g. qwen2.5:7b-instruct."})
+    llm_context_tokens: int = field(default=8192, metadata=_num(1024, 1048576, "The language model's context in tokens: a chapter is sent in pieces that fit it, with room for the answer."))
     llm_timeout_s: float = field(default=120.0, metadata=_num(5.0, 1800.0, "Seconds to wait for one answer of the language model."))
     # Output
     loudness_lufs: float = field(default=-18.0, metadata=_num(-40.0, -5.0))
@@ -83,6 +84,7 @@ class Settings:
     chapter_format: str = field(default="wav", metadata=_choice(OUTPUT_FORMATS))
     make_m4b: bool = field(default=True)
     make_book_mp3: bool = field(default=False)
+    make_readalong: bool = field(default=False, metadata={"help": "Also write '<title> (read-along).epub': the book's text with the narration, highlighted sentence by sentence (EPUB 3 media overlays)."})
     output_dir: str = field(default="output", metadata={"folder": True})
     voices_dir: str = field(default="voices", metadata={"folder": True})
 

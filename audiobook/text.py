@@ -4,7 +4,7 @@ Two steps, kept apart so each can be tested alone:
 
 * ``normalize`` makes text speakable: one Unicode form, plain quotes and dashes, no
   invisible characters, the user's pronunciation dictionary, common abbreviations
-  and numbers written as words in the book's language.
+  and numbers written as words in the book's language (``numbers.py``).
 * ``chunk_text``/``plan_chunks`` cut normalised text into chunks of whole sentences
   (pysbd) of at most ``chunk_chars`` characters that never cross a chapter.
 """
@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 from .dialogue import NARRATOR
 from .errors import AudiobookError
 from .files import read_json_file
+from .numbers import numbers_to_words  # noqa: F401 (the normaliser's numbers step; also imported from here)
 
 DEFAULT_CHUNK_CHARS = 500
 MIN_CHUNK_CHARS = 1
@@ -47,6 +48,7 @@ class Chunk:
     speaker: str = NARRATOR
     style: str = ""
     turn_end: bool = False
+    book_text: str = ""  # the book's own words of it (before the dictionary and number expansion); "": same as text
 
 
 # ---------------------------------------------------------------- languages
@@ -218,127 +220,6 @@ def expand_abbreviations(text: str, language: str = "en") -> str:
 
         text = pattern.sub(repl, text)
     return text
-
-
-# ---------------------------------------------------------------- numbers
-
-# Languages whose numbers use "," for decimals and "." or a space for thousands.
-_COMMA_DECIMAL = {"de", "fr", "es", "it", "pt", "nl", "ru", "pl", "cs", "sk", "da", "no", "sv", "fi", "tr", "uk", "ro", "hu", "id", "lt", "lv", "sl", "sr", "ca", "be", "kz"}
-# Languages whose TTS reads digits natively and where num2words adds nothing.
-_KEEP_DIGITS = {"zh", "ja", "ko", "yue"}
-_PERCENT = {"en": "percent", "de": "Prozent", "fr": "pour cent", "es": "por ciento", "it": "per cento", "pt": "por cento", "nl": "procent"}
-_DEGREES = {"en": ("degree", "degrees"), "de": ("Grad", "Grad"), "fr": ("degré", "degrés"), "es": ("grado", "grados")}
-_CURRENCY_EN = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
-                "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
-_SCALE = r"(?:\s+(thousand|million|billion|trillion))?"
-
-
-def _num2words_lang(lang: str) -> str | None:
-    from num2words import CONVERTER_CLASSES
-
-    return lang if lang in CONVERTER_CLASSES and lang not in _KEEP_DIGITS else None
-
-
-def _words(number, lang: str, to: str = "cardinal") -> str:
-    from num2words import num2words
-
-    try:
-        return num2words(number, lang=lang, to=to)
-    except (NotImplementedError, OverflowError, ValueError, TypeError, KeyError, AttributeError):
-        return num2words(number, lang=lang) if to != "cardinal" else str(number)
-
-
-def _parse_number(raw: str, lang: str):
-    """'59,265' -> 59265, '3.14' -> Decimal-like float string; None if it is not a plain number."""
-    if lang in _COMMA_DECIMAL:
-        raw = raw.replace(".", "").replace("\u202f", "").replace(" ", "").replace(",", ".")
-    else:
-        raw = raw.replace(",", "")
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        return None
-    return int(value) if "." not in raw else value
-
-
-def numbers_to_words(text: str, language: str = "en") -> str:
-    """Write numbers as words: money, times, ordinals, years, percentages, decimals, plain numbers.
-
-    Uses num2words in the book's language; languages it does not know, and Chinese,
-    Japanese and Korean (whose voices read digits well), keep their digits.
-    """
-    lang = _num2words_lang(base_language(language))
-    if lang is None or not re.search(r"\d", text):
-        return text
-    en = lang == "en"
-    if lang in _COMMA_DECIMAL:
-        number = r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d+(?:,\d+)?"
-    else:
-        number = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-    start, end = r"(?<![\w.,])", r"(?![\d])"
-
-    def cardinal(raw: str) -> str:
-        if len(raw) > 1 and raw[0] == "0" and raw.isdigit() or len(raw) > 15:
-            return " ".join(_words(int(d), lang) for d in raw if d.isdigit())  # codes, not amounts
-        value = _parse_number(raw, lang)
-        return raw if value is None else _words(value, lang)
-
-    if en:
-        def money(m: re.Match) -> str:
-            one, many, sub_one, sub_many = _CURRENCY_EN[m.group(1)]
-            value = _parse_number(m.group(2), lang)
-            if value is None:
-                return m.group(0)
-            if m.group(3):  # "$5 million" -> "five million dollars"
-                return f"{cardinal(m.group(2))} {m.group(3)} {many}"
-            whole = int(value)
-            cents = int(round((value - whole) * 100)) if not isinstance(value, int) else 0
-            spoken = f"{_words(whole, lang)} {one if whole == 1 else many}"
-            if cents:
-                spoken += f" and {_words(cents, lang)} {sub_one if cents == 1 else sub_many}"
-            return spoken
-
-        text = re.sub(rf"([$£€¥])\s?({number}){_SCALE}{end}", money, text)
-
-        def clock(m: re.Match) -> str:
-            hour, minute, half = int(m.group(1)), int(m.group(2)), m.group(3)
-            if hour > 24 or minute > 59:
-                return m.group(0)
-            spoken = _words(hour, lang)
-            if minute == 0:
-                spoken += "" if half else " o'clock"
-            elif minute < 10:
-                spoken += f" oh {_words(minute, lang)}"
-            else:
-                spoken += f" {_words(minute, lang)}"
-            return spoken + (f" {half[0].lower()}.m." if half else "")
-
-        text = re.sub(r"(?<![\w:])(\d{1,2}):(\d{2})(?![\d:])(?:\s?([AaPp]\.?[Mm]\.?)(?!\w))?", clock, text)
-        text = re.sub(rf"{start}(\d+)(?:st|nd|rd|th)(?!\w)", lambda m: _words(int(m.group(1)), lang, "ordinal"), text)
-
-        def decade(m: re.Match) -> str:
-            words = _words(int(m.group(1)), lang, "year")
-            return words[:-1] + "ies" if words.endswith("y") else words + "s"
-
-        text = re.sub(rf"{start}(1[1-9]\d0|20\d0)'?s(?!\w)", decade, text)
-    # Four-digit numbers that look like years are read as years ("eighteen fifty-one").
-    text = re.sub(rf"{start}(1[1-9]\d\d|20\d\d){end}(?![.,]\d)(?!\s?%)",
-                  lambda m: _words(int(m.group(1)), lang, "year"), text)
-    if lang in _PERCENT:
-        text = re.sub(rf"{start}({number})\s?%", lambda m: f"{cardinal(m.group(1))} {_PERCENT[lang]}", text)
-    if lang in _DEGREES:
-        one, many = _DEGREES[lang]
-
-        def degrees(m: re.Match) -> str:
-            value = _parse_number(m.group(1), lang)
-            unit = {"C": " Celsius", "F": " Fahrenheit"}.get(m.group(2) or "", "")
-            return f"{cardinal(m.group(1))} {one if value == 1 else many}{unit}"
-
-        text = re.sub(rf"{start}({number})\s?°(?:\s?([CF])(?!\w))?", degrees, text)
-    text = re.sub(r"(?<![\w.,\-])-(?=\d)", "minus ", text) if en else text
-    return re.sub(rf"{start}({number}){end}", lambda m: cardinal(m.group(1)), text)
 
 
 # ---------------------------------------------------------------- titles
@@ -522,28 +403,77 @@ def chunk_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str 
     characters and never cross a paragraph; a longer sentence is cut at a clause
     boundary. No chunk is longer than ``chunk_chars``.
     """
+    return [(t, end) for t, end, _ in chunk_sources(text, chunk_chars, language, pronunciations)]
+
+
+def chunk_sources(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
+                  pronunciations: Pronunciations | None = None) -> list[tuple[str, bool, str]]:
+    """``chunk_text`` with each chunk's book text: ``(chunk text, paragraph_end, book text)``.
+
+    The book text is the chunk's sentences as the book writes them (Unicode cleaned, before
+    the pronunciation dictionary, abbreviations and numbers); "" where it is the chunk text
+    itself, or where the chunk does not start and end on a sentence of the book (a long
+    sentence cut at a clause).
+    """
     if chunk_chars < MIN_CHUNK_CHARS:
         raise AudiobookError(f"Chunk size must be at least {MIN_CHUNK_CHARS} character.")
-    out: list[tuple[str, bool]] = []
-    for para in re.split(r"\n\s*\n", normalize(text, language, pronunciations)):
-        para = " ".join(para.split())
+    spoken_paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", normalize(text, language, pronunciations))]
+    book_paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", clean_unicode(text))]
+    if len(book_paras) != len(spoken_paras):
+        book_paras = [""] * len(spoken_paras)
+    out: list[tuple[str, bool, str]] = []
+    for para, book in zip(spoken_paras, book_paras):
         if not para:
             continue
+        same = para == book
         if len(para) <= chunk_chars:
-            out.append((para, True))  # fits whole: no need to find its sentences
+            out.append((para, True, "" if same else book))  # fits whole: no need to find its sentences
             continue
+        pieces: list[tuple[str, bool]] = []
         current = ""
         for sentence in split_sentences(para, language):
             for piece in _split_long(sentence, chunk_chars):
                 joined = _join(current, piece)
                 if current and len(joined) > chunk_chars:
-                    out.append((current, False))
+                    pieces.append((current, False))
                     current = piece
                 else:
                     current = joined
         if current:
-            out.append((current, True))
+            pieces.append((current, True))
+        books = [""] * len(pieces) if same or not book else _book_sentences(
+            [t for t, _ in pieces], book, language, pronunciations)
+        out += [(t, end, b) for (t, end), b in zip(pieces, books)]
     return out
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _book_sentences(chunks: list[str], book: str, language: str, pronunciations: Pronunciations | None) -> list[str]:
+    """The book's sentences behind each chunk of one paragraph: the paragraph's own sentences are
+    normalised one by one and matched to the chunks in order; "" for a chunk they do not make up."""
+    raw = split_sentences(book, language)
+    spoken = [_squash(normalize(s, language, pronunciations)) for s in raw]
+    out, k = [], 0
+    for chunk in chunks:
+        want, got, start = _squash(chunk), "", k
+        while k < len(raw) and len(got) < len(want):
+            got += spoken[k]
+            k += 1
+        if got != want:
+            return out + [""] * (len(chunks) - len(out))  # out of step (a cut sentence): nothing more to match
+        text = _join_sentences(raw[start:k], language)
+        out.append("" if text == chunk else text)
+    return out
+
+
+def _join_sentences(sentences: list[str], language: str) -> str:
+    joined = ""
+    for s in sentences:
+        joined = _join(joined, s)
+    return joined
 
 
 _ENDS_PARAGRAPH = re.compile(r"\n\s*\n\s*$")
@@ -558,19 +488,25 @@ def chunk_spans(spans, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "
     text, in white space between spans or at the start of the next span) or the chapter
     ends; ``turn_end`` marks a chunk after which another speaker talks.
     """
+    return [row[:5] for row in _span_chunks(spans, chunk_chars, language, pronunciations)]
+
+
+def _span_chunks(spans, chunk_chars: int, language: str,
+                 pronunciations: Pronunciations | None) -> list[tuple[str, bool, str, str, bool, str]]:
+    """``chunk_spans`` with each chunk's book text last (see ``chunk_sources``)."""
     spoken = [(k, s) for k, s in enumerate(spans) if s.text.strip()]
-    out: list[tuple[str, bool, str, str, bool]] = []
+    out: list[tuple[str, bool, str, str, bool, str]] = []
     for n, (k, span) in enumerate(spoken):
-        pieces = chunk_text(span.text, chunk_chars, language, pronunciations)
+        pieces = chunk_sources(span.text, chunk_chars, language, pronunciations)
         if not pieces:
             continue
         nxt = spoken[n + 1] if n + 1 < len(spoken) else None
         between = span.text + "".join(s.text for s in spans[k + 1:nxt[0]]) if nxt else ""
         last_para = nxt is None or bool(_ENDS_PARAGRAPH.search(between)) or bool(_STARTS_PARAGRAPH.match(nxt[1].text))
         turn = nxt is not None and nxt[1].speaker != span.speaker
-        for i, (t, para_end) in enumerate(pieces):
+        for i, (t, para_end, book) in enumerate(pieces):
             last = i == len(pieces) - 1
-            out.append((t, last_para if last else para_end, span.speaker, span.style, turn and last))
+            out.append((t, last_para if last else para_end, span.speaker, span.style, turn and last, book))
     return out
 
 
@@ -591,9 +527,10 @@ def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, lang
     for ci, chapter in enumerate(chapters):
         spans = getattr(chapter, "spans", None)
         if spans:
-            body = chunk_spans(spans, chunk_chars, language, pronunciations)
+            body = _span_chunks(spans, chunk_chars, language, pronunciations)
         else:
-            body = [(t, p, NARRATOR, "", False) for t, p in chunk_text(chapter.text, chunk_chars, language, pronunciations)]
+            body = [(t, p, NARRATOR, "", False, b)
+                    for t, p, b in chunk_sources(chapter.text, chunk_chars, language, pronunciations)]
         items: list[tuple] = []
         title = chapter.title.strip()
         body_is_title = title and " ".join(chapter.text.split()) == " ".join(title.split())
@@ -601,12 +538,15 @@ def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, lang
             spoken = speakable_title(title, language)
             if pronunciations is not None:
                 spoken = pronunciations.apply(spoken)
-            items += [(t, True, True, NARRATOR, "", False) for t, _ in chunk_text(spoken, chunk_chars, language)]
-        items += [(t, bool(body_is_title), p, who, style, turn) for t, p, who, style, turn in body]
-        for i, (t, is_title, para_end, who, style, turn) in enumerate(items):
+            said = chunk_text(spoken, chunk_chars, language)
+            written = " ".join(clean_unicode(title).split())
+            items += [(t, True, True, NARRATOR, "", False, written if len(said) == 1 and written != t else "")
+                      for t, _ in said]
+        items += [(t, bool(body_is_title), p, who, style, turn, b) for t, p, who, style, turn, b in body]
+        for i, (t, is_title, para_end, who, style, turn, book) in enumerate(items):
             last = i == len(items) - 1
             chunks.append(Chunk(ci, i, t, is_title=is_title, paragraph_end=para_end, chapter_end=last,
-                                speaker=who, style=style, turn_end=turn and not last))
+                                speaker=who, style=style, turn_end=turn and not last, book_text=book))
         if progress is not None:
             progress(ci + 1, len(chapters))
     return chunks

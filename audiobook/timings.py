@@ -38,6 +38,7 @@ SILENCE_FLOOR_DB = -60.0  # frames below this are always silence
 SILENCE_RANGE_DB = 30.0  # ...and so are frames this far below the chunk's loud frames
 SNAP_SHARE = 0.4  # a boundary moves at most this share of the shorter neighbouring sentence
 SNAP_MIN_S = 0.4  # ...but always this far
+MIN_SENTENCE_S = 0.05  # no sentence is timed shorter (unless its chunk is too short for them all)
 
 _lock = threading.Lock()  # chapters may be timed from several threads; timings.json is one file
 
@@ -180,9 +181,10 @@ def _boundaries(parts: Sequence[str], start: float, end: float, anchors: list[tu
         left = guess[k] - guess[k - 1]
         right = guess[k + 1] - guess[k]
         reach = max(SNAP_MIN_S, SNAP_SHARE * min(left, right))
-        near = [p for p in pauses if abs(p - guess[k]) <= reach and out[-1] < p < end]
+        lo, hi = out[-1] + MIN_SENTENCE_S, end - MIN_SENTENCE_S * (n - k)
+        near = [p for p in pauses if abs(p - guess[k]) <= reach and lo < p < hi]
         t = min(near, key=lambda p: abs(p - guess[k])) if near else guess[k]
-        out.append(min(max(t, out[-1]), end))
+        out.append(min(max(t, lo), hi) if hi > lo else out[-1] + (end - out[-1]) / (n - k + 1))
     out.append(end)
     return out
 

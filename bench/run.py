@@ -309,7 +309,7 @@ def bench_check(models_dir: Path, model_label: str, texts: list[str], max_new_to
     model = tts.model("preset")
     set_eos_scale(model, eos_scale or eos_scale_for(model.model.config.talker_config.hidden_size))
     warm = check.TakeChecker(Settings(**base, verify="on"), tts.device(), NARRATOR, "en", tts=tts)
-    warm.transcriber.transcribe([__import__("numpy").zeros(24000, dtype="float32")], 24000, "en", [3])
+    warm.transcriber.transcribe([__import__("numpy").zeros(24000, dtype="float32")], 24000, "en", ["warm up"])
     times = {}
     for verify in ("off", "on"):
         settings = Settings(**base, verify=verify)

@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import os
+import tempfile
 
 import pytest
 
@@ -8,6 +9,8 @@ import pytest
 # thread, as this process does: on a shared CPU extra threads spin-wait, and a tiny render that
 # takes seconds alone takes minutes.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Pages read by OCR are cached for this test run (the app started by a test too), not in the user's cache.
+os.environ.setdefault("AUDIOBOOK_OCR_CACHE", tempfile.mkdtemp(prefix="audiobook-test-ocr-"))
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +48,13 @@ def browser():
         )
         yield context
         context.close()
+
+
+@pytest.fixture
+def chat_server():
+    """A local OpenAI-compatible chat endpoint (tests/chat_server.py): set ``answer``, read ``requests``."""
+    from tests.chat_server import ChatServer
+
+    server = ChatServer()
+    yield server
+    server.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-import app as app_module
+from audiobook.page.api import API_NAMES
 from browser_helpers import AppServer, new_project_root
 
 BOOK = """Chapter 1: The Harbour
@@ -39,7 +39,7 @@ def client(server, tmp_path_factory):
 
 def test_only_the_public_actions_are_named(server, client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert set(api["named_endpoints"]) == {f"/{n}" for n in app_module.API_NAMES}
+    assert set(api["named_endpoints"]) == {f"/{n}" for n in API_NAMES}
     assert not api["unnamed_endpoints"]
 
 

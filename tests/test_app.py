@@ -9,6 +9,13 @@ import gradio as gr
 import pytest
 
 import app
+from audiobook.page import api as api_page
+from audiobook.page import book as book_page
+from audiobook.page import cast as cast_page
+from audiobook.page import render as render_page
+from audiobook.page import settings as settings_page
+from audiobook.page import voice_lab as voice_lab_page
+from audiobook.page import widgets as widgets_page
 from audiobook.books import Book, Chapter
 from audiobook.errors import AudiobookError
 from audiobook.render import ChunkReport, RenderState
@@ -34,14 +41,14 @@ def book() -> Book:
 
 
 def test_every_setting_has_a_control_in_some_group():
-    names = app.setting_names()
+    names = settings_page.setting_names()
     assert sorted(names) == sorted(f for f in Settings().to_dict())
     assert len(names) == len(set(names))
-    assert [n for _, group in app.setting_groups() for n in group] == names
+    assert [n for _, group in settings_page.setting_groups() for n in group] == names
 
 
 def test_save_settings_writes_user_settings_json(backend):
-    message, errors = app.save_settings(backend, {"batch_size": 12, "attention_mode": "eager"})
+    message, errors = settings_page.save_settings(backend, {"batch_size": 12, "attention_mode": "eager"})
     assert errors == {} and "Saved" in message
     on_disk = json.loads(backend.settings_path.read_text())
     assert on_disk["batch_size"] == 12 and on_disk["attention_mode"] == "eager"
@@ -50,7 +57,7 @@ def test_save_settings_writes_user_settings_json(backend):
 
 def test_bad_values_are_reported_per_field_and_nothing_is_written(backend):
     before = backend.settings_path.read_text()
-    message, errors = app.save_settings(backend, {"batch_size": 25, "temperature": "warm", "top_p": 0.5})
+    message, errors = settings_page.save_settings(backend, {"batch_size": 25, "temperature": "warm", "top_p": 0.5})
     assert set(errors) == {"batch_size", "temperature"}
     assert "between 1 and 20" in errors["batch_size"]
     assert "Not saved: 2 settings need fixing" in message
@@ -58,26 +65,26 @@ def test_bad_values_are_reported_per_field_and_nothing_is_written(backend):
 
 
 def test_the_models_dir_override_is_not_saved(backend, tiny_models_dir):
-    app.save_settings(backend, {"models_dir": str(tiny_models_dir), "batch_size": 3})
+    settings_page.save_settings(backend, {"models_dir": str(tiny_models_dir), "batch_size": 3})
     assert json.loads(backend.settings_path.read_text())["models_dir"] == ""
 
 
 def test_reset_restores_defaults(backend):
-    app.save_settings(backend, {"batch_size": 9})
-    message, values = app.reset_settings(backend)
-    assert values[app.setting_names().index("batch_size")] == 5
+    settings_page.save_settings(backend, {"batch_size": 9})
+    message, values = settings_page.reset_settings(backend)
+    assert values[settings_page.setting_names().index("batch_size")] == 5
     assert json.loads(backend.settings_path.read_text())["batch_size"] == 5
 
 
 def test_attention_choices_offer_flash_attention_only_when_installed(monkeypatch):
-    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: None)
-    assert app.attention_choices() == ["sdpa", "eager"]
-    monkeypatch.setattr(app.importlib.util, "find_spec", lambda name: object())
-    assert app.attention_choices()[-1] == "flash_attention_2"
+    monkeypatch.setattr(settings_page.importlib.util, "find_spec", lambda name: None)
+    assert settings_page.attention_choices() == ["sdpa", "eager"]
+    monkeypatch.setattr(settings_page.importlib.util, "find_spec", lambda name: object())
+    assert settings_page.attention_choices()[-1] == "flash_attention_2"
 
 
 def test_status_line_names_device_and_model(backend):
-    text = app.status_text(backend)
+    text = widgets_page.status_text(backend)
     assert "cpu" in text and "none loaded yet" in text
 
 
@@ -88,8 +95,8 @@ def test_load_book_summary_and_rows(backend, tmp_path):
     path = tmp_path / "days.txt"
     path.write_text(BOOK, encoding="utf-8")
     book = backend.load_book(str(path))
-    assert "2 chapters" in app.book_summary(book)
-    rows = app.chapter_rows(book)
+    assert "2 chapters" in book_page.book_summary(book)
+    rows = book_page.chapter_rows(book)
     assert [r[0] for r in rows] == [1, 2] and rows[0][1].endswith("Dawn") and rows[0][2] > 0
 
 
@@ -121,32 +128,32 @@ def test_save_book_writes_json_under_output(backend, book):
 
 
 def test_narrator_choices_and_narrators(backend):
-    choices = app.narrator_choices(backend)
-    assert choices and all(v.startswith(app.SPEAKER_PREFIX) for _, v in choices)
-    narrator = app.narrator_for(backend, choices[0][1])
+    choices = voice_lab_page.narrator_choices(backend)
+    assert choices and all(v.startswith(widgets_page.SPEAKER_PREFIX) for _, v in choices)
+    narrator = voice_lab_page.narrator_for(backend, choices[0][1])
     assert narrator.kind == "preset" and narrator.speaker
     with pytest.raises(AudiobookError, match="Choose a narrator"):
-        app.narrator_for(backend, None)
+        voice_lab_page.narrator_for(backend, None)
 
 
 def test_design_preview_save_and_library(backend):
-    preview = app.preview_voice(backend, app.MODE_DESIGN, description="A bright young voice", seed=3,
+    preview = voice_lab_page.preview_voice(backend, voice_lab_page.MODE_DESIGN, description="A bright young voice", seed=3,
                                 text="Hello there, this is a test of the voice.")
-    assert preview.wav_path.is_file() and "seed 3" in app.preview_notes(preview)
-    assert "Saved the voice" in app.save_voice(backend, preview, "Bright")
-    assert app.voice_rows(backend)[0][:2] == ["Bright", "designed"]
-    assert Path(app.voice_audio(backend, "Bright")).is_file()
-    assert any(v == app.VOICE_PREFIX + "Bright" for _, v in app.narrator_choices(backend))
-    assert app.narrator_for(backend, app.VOICE_PREFIX + "Bright").kind == "clone"
+    assert preview.wav_path.is_file() and "seed 3" in voice_lab_page.preview_notes(preview)
+    assert "Saved the voice" in voice_lab_page.save_voice(backend, preview, "Bright")
+    assert voice_lab_page.voice_rows(backend)[0][:2] == ["Bright", "designed"]
+    assert Path(voice_lab_page.voice_audio(backend, "Bright")).is_file()
+    assert any(v == widgets_page.VOICE_PREFIX + "Bright" for _, v in voice_lab_page.narrator_choices(backend))
+    assert voice_lab_page.narrator_for(backend, widgets_page.VOICE_PREFIX + "Bright").kind == "clone"
 
 
 def test_voice_errors_are_sentences(backend):
     with pytest.raises(AudiobookError, match="preview first"):
-        app.save_voice(backend, None, "X")
+        voice_lab_page.save_voice(backend, None, "X")
     with pytest.raises(AudiobookError, match="Upload or record"):
-        app.preview_voice(backend, app.MODE_CLONE, clip=None)
+        voice_lab_page.preview_voice(backend, voice_lab_page.MODE_CLONE, clip=None)
     with pytest.raises(AudiobookError, match="Pick a voice"):
-        app.voice_audio(backend, None)
+        voice_lab_page.voice_audio(backend, None)
 
 
 # ---- render ----
@@ -154,40 +161,40 @@ def test_voice_errors_are_sentences(backend):
 
 def test_render_needs_a_book_and_refuses_a_second_one(backend, book):
     with pytest.raises(AudiobookError, match="Load a book first"):
-        app.start_render(backend, None, app.SPEAKER_PREFIX + "vivian")
-    assert "Started “Days”" in app.start_render(backend, book, app.SPEAKER_PREFIX + "vivian")
+        render_page.start_render(backend, None, widgets_page.SPEAKER_PREFIX + "vivian")
+    assert "Started “Days”" in render_page.start_render(backend, book, widgets_page.SPEAKER_PREFIX + "vivian")
     try:
         with pytest.raises(AudiobookError, match="already running"):
-            app.start_render(backend, book, app.SPEAKER_PREFIX + "vivian")
+            render_page.start_render(backend, book, widgets_page.SPEAKER_PREFIX + "vivian")
     finally:
         backend.stop_render()
         backend.wait_render(120)
-    assert app.stop_render(backend) == "Nothing is rendering."
+    assert render_page.stop_render(backend) == "Nothing is rendering."
 
 
 def test_progress_html_shows_the_numbers():
     state = RenderState(running=True, book_title="Days", chunks_done=3, chunks_total=12, audio_s=90.0,
                         elapsed_s=30.0, x_real_time=3.0, eta_s=125.0)
-    text = app.progress_html(state)
+    text = render_page.progress_html(state)
     assert "3 / 12 chunks (25%)" in text and "1.5 min of audio" in text and "3.00× real time" in text
     assert "ETA 2:05" in text and "Rendering" in text and "width:25.0%" in text
-    assert "No render yet" in app.progress_html(RenderState())
+    assert "No render yet" in render_page.progress_html(RenderState())
     done = RenderState(chunks_done=12, chunks_total=12, finished=True)
-    assert "Done" in app.progress_html(done) and "100%" in app.progress_html(done)
-    failed = app.progress_html(RenderState(chunks_total=4, error="The model <x> is missing."))
+    assert "Done" in render_page.progress_html(done) and "100%" in render_page.progress_html(done)
+    failed = render_page.progress_html(RenderState(chunks_total=4, error="The model <x> is missing."))
     assert "Failed" in failed and "&lt;x&gt;" in failed
 
 
 def test_problem_rows_and_result_files():
     bad = ChunkReport(id="abc", chapter=2, chapter_title="Dusk", index=3, text="The owls woke.", status="failed", reason="no audio")
     state = RenderState(failed=[bad], chapter_files=["/o/01.wav"], book_files=["/o/b.m4b", "/o/b.srt"])
-    assert app.problem_rows(state) == [["failed", "2. Dusk", 3, "no audio", "The owls woke."]]
-    assert app.result_files(state) == {"chapters": ["/o/01.wav"], "m4b": "/o/b.m4b", "srt": "/o/b.srt"}
+    assert render_page.problem_rows(state) == [["failed", "2. Dusk", 3, "no audio", "The owls woke."]]
+    assert render_page.result_files(state) == {"chapters": ["/o/01.wav"], "m4b": "/o/b.m4b", "srt": "/o/b.srt"}
 
 
 def test_rerender_without_problems_says_so(backend, book):
     with pytest.raises(AudiobookError, match="no failed or suspect"):
-        app.rerender_problems(backend, book, app.SPEAKER_PREFIX + "vivian")
+        render_page.rerender_problems(backend, book, widgets_page.SPEAKER_PREFIX + "vivian")
 
 
 def test_page_errors_turn_audiobook_errors_into_page_messages(tmp_path, monkeypatch):
@@ -200,10 +207,10 @@ def test_page_errors_turn_audiobook_errors_into_page_messages(tmp_path, monkeypa
         raise KeyError("x")
 
     with pytest.raises(gr.Error) as shown:
-        app._page_errors(bad)()
+        widgets_page.page_errors(bad)()
     assert shown.value.message == "The book is empty."
     with pytest.raises(gr.Error) as shown:
-        app._page_errors(bug)()
+        widgets_page.page_errors(bug)()
     assert shown.value.message.startswith("An unexpected error (KeyError) stopped this; the details are in ")
     log = Path(shown.value.message.split("the details are in ")[1].split(";")[0])
     assert log.parent == tmp_path / "logs" and "KeyError: 'x'" in log.read_text()
@@ -230,9 +237,9 @@ def test_a_taken_port_is_one_sentence(tmp_path, capsys):
 
 
 def test_fmt_duration():
-    assert app.fmt_duration(75) == "1:15"
-    assert app.fmt_duration(3725) == "1:02:05"
-    assert app.fmt_duration(None) == "—"
+    assert widgets_page.fmt_duration(75) == "1:15"
+    assert widgets_page.fmt_duration(3725) == "1:02:05"
+    assert widgets_page.fmt_duration(None) == "—"
 
 
 # ---- command line ----
@@ -265,19 +272,19 @@ def test_a_bad_login_is_one_sentence(tmp_path, capsys):
 
 
 def test_api_narrators_are_plain_names(backend):
-    assert app.api_choice(backend, "ryan") == "speaker:ryan"
-    assert app.api_choice(backend, "voice:Anna") == "voice:Anna" and app.api_choice(backend, "") == ""
+    assert api_page.api_choice(backend, "ryan") == "speaker:ryan"
+    assert api_page.api_choice(backend, "voice:Anna") == "voice:Anna" and api_page.api_choice(backend, "") == ""
     with pytest.raises(AudiobookError, match="There is no voice called 'Anna'"):
-        app.api_choice(backend, "Anna")
+        api_page.api_choice(backend, "Anna")
 
 
 def test_cast_table_and_the_parts_of_a_chapter():
     from audiobook.books.cast import Cast, CastMember, label_book
 
     book, _ = label_book(Book("T", [Chapter("One", '"Go," said Al.\n\n"No."')]), Cast([CastMember("Al", voice="ryan")]))
-    assert app.cast_rows(book) == [["Al", 1, "ryan", '"Go,"'], ["dialogue", 1, app.NO_VOICE, '"No."']]
-    marked, rows = app.span_parts(book, 0)
+    assert cast_page.cast_rows(book) == [["Al", 1, "ryan", '"Go,"'], ["dialogue", 1, cast_page.NO_VOICE, '"No."']]
+    marked, rows = cast_page.span_parts(book, 0)
     assert "".join(t for t, _ in marked) == book.chapters[0].text
     assert [label for _, label in marked] == ["Al", None, "dialogue"]
     assert rows == [[1, "Al", "", '"Go,"'], [2, "narrator", "", "said Al."], [3, "dialogue", "", '"No."']]
-    assert app.cast_rows(None) == [] and app.span_parts(book, None) == ([], [])
+    assert cast_page.cast_rows(None) == [] and cast_page.span_parts(book, None) == ([], [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -53,9 +54,13 @@ def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_model
             time.sleep(0.3)
         assert table.inner_text().count("suspect") == len(flagged)  # one row per flagged chunk
 
-        # Open the first flagged chunk: its take plays and its text is editable.
+        # Open the first flagged chunk: the note says which rule flagged it and why; its take plays.
+        first = mf.load_manifest(out).chunks[mf.load_manifest(out).chapters[0].chunks[0].id]
+        assert first.rule and first.error
+        why = re.escape(f"{first.rule}: {first.error}")
+        assert re.search(why, table.inner_text())  # the table's "why" column
         table.get_by_text("Chapter one: The Harbour").click()
-        wait_for_text(page.locator("#review-note"), r"Chapter 1, chunk 1 — suspect", timeout=90)
+        wait_for_text(page.locator("#review-note"), r"Chapter 1, chunk 1 — suspect: " + why, timeout=90)
         page.locator("#review-player button[aria-label='Play']").first.click()
         page.locator("#review-player button[aria-label='Pause']").first.wait_for()  # it really plays
         assert page.locator("#review-heard").inner_text().strip()  # the transcript against the text

@@ -2,8 +2,6 @@
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,47 +21,6 @@ GOOD = [  # what a model that labels well answers (its quotes straightened, as m
     {"speaker": "Boy", "text": "\"Will it?\""},
     {"speaker": "narrator", "text": "asked the boy."},
 ]
-
-
-class ChatServer:
-    """A small OpenAI-compatible chat endpoint: answers with what the test sets, records what it was asked."""
-
-    def __init__(self):
-        self.answer = ""
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, **body})
-                data = json.dumps({"id": "x", "object": "chat.completion", "model": body.get("model"),
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": server.answer}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def chat_server():
-    server = ChatServer()
-    yield server
-    server.close()
 
 
 def test_a_good_answer_is_used(chat_server):
@@ -86,8 +43,11 @@ def test_a_rewritten_answer_is_rejected_and_the_quotes_found_stay(chat_server):
     chat_server.answer = json.dumps({"spans": rewritten})
     spans, warnings = LLM(chat_server.url, "m").label(CHAPTER, ["Keeper"])
     assert len(warnings) == 1 and "changed the text" in warnings[0] and "rejected" in warnings[0]
+    assert len(chat_server.requests) == 2  # asked once more before giving up
     assert join_spans(spans) == CHAPTER
-    assert [s.speaker for s in spans if s.text.strip().startswith("\u201c")] == [DIALOGUE] * 3
+    # The rules' labels stay: "the keeper said" names the known Keeper; the boy is no one known.
+    assert [s.speaker for s in spans if s.text.strip().startswith("\u201c")] == ["Keeper", "Keeper", DIALOGUE]
+    assert [s.rule for s in spans if s.text.strip().startswith("\u201c")] == ["said", "paragraph", ""]
 
 
 def test_an_answer_that_is_not_json_is_rejected(chat_server):
@@ -193,9 +153,9 @@ def test_json_book_round_trips_spans_and_cast(tmp_path):
     path = save_book_json(book, tmp_path / "t.json")
     data = json.loads(path.read_text())
     assert data["cast"] == [{"name": "Bob", "lines": 1, "voice": "ryan", "preview": '"Hold fast,"'}]
-    assert data["chapters"][0]["spans"][0] == {"text": '"Hold fast,"', "speaker": "Bob", "style": ""}
+    assert data["chapters"][0]["spans"][0] == {"text": '"Hold fast,"', "speaker": "Bob", "style": "", "rule": "said"}
     again = load_book(path)
-    assert again == book
+    assert again == book and again.chapters[0].spans[0].rule == "said"  # the rule that found the speaker is kept
     assert load_cast(path) == book.cast  # a JSON book serves as a cast file
 
 
@@ -232,3 +192,88 @@ def test_the_cast_of_a_real_book_of_fairy_tales():
     assert lines["Gluck"] >= 30 and lines["Swallow"] >= 20 and lines["Emperor"] >= 20
     assert not {"Once", "Yet", "He", "She", "Then"} & set(lines)  # words that start sentences are nobody's name
     assert lines[DIALOGUE] > 0 and book.cast.members[-1].name == DIALOGUE
+
+
+# ---- the user edits the character list ------------------------------------------------------------
+
+STORY = ('"Come in," said Mr. Knightley. He held the door.\n\n"Thank you," said Emma.\n\n'
+         '"Sit down," said George.\n\n"Hush," whispered the old gentleman.')
+
+
+def test_merge_rename_split_and_hide_characters_and_label_again():
+    from audiobook.books.cast import relabel_book
+    from audiobook.dialogue import strip_markup
+
+    marked, spans, _ = strip_markup("[voice: Emma]\nMarked up.")
+    book, _ = label_book(Book("T", [Chapter("One", STORY), Chapter("Two", marked, spans)]))
+    assert {m.name for m in book.cast.members} == {"Mr. Knightley", "Emma", "George", "Old gentleman"}
+    assert book.cast.get("Mr. Knightley").gender == "male"
+    assert book.cast.get("Emma").lines == 2  # one quote, one marked-up paragraph
+
+    merged = book.cast.merged("Mr. Knightley", "George")
+    assert merged.get("Mr. Knightley").aliases == ["George"] and merged.get("George") is None
+    book2, _ = relabel_book(book, merged)
+    assert [s.speaker for s in book2.chapters[0].spans if s.text.startswith('"')] == [
+        "Mr. Knightley", "Emma", "Mr. Knightley", "Old gentleman"]
+    assert book2.chapters[1].spans == book.chapters[1].spans  # markup stays
+
+    renamed = merged.renamed("Mr. Knightley", "George Knightley")
+    book3, _ = relabel_book(book2, renamed)
+    assert book3.cast.get("George Knightley").lines == 2 and "Mr. Knightley" in book3.cast.get("George Knightley").aliases
+    assert book3.cast.get("George Knightley").aliases == ["Mr. Knightley", "George"]
+
+    split = book3.cast.split("George Knightley", "George")
+    book4, _ = relabel_book(book3, split)
+    assert book4.cast.get("George").lines == 1 and book4.cast.get("George Knightley").lines == 1
+
+    hidden = book4.cast.hidden("Old gentleman")
+    book5, _ = relabel_book(book4, hidden)
+    assert book5.chapters[0].spans[-2].text == '"Hush,"' and book5.chapters[0].spans[-2].speaker == DIALOGUE
+    assert book5.cast.get("Old gentleman").hidden and book5.cast.get("Old gentleman").lines == 0
+    assert Cast.from_dict(json.loads(json.dumps(book5.cast.to_dict()))) == book5.cast  # the JSON cast keeps it all
+    shown, _ = relabel_book(book5, book5.cast.hidden("Old gentleman", False))
+    assert shown.chapters[0].spans[-2].speaker == "Old gentleman"
+
+
+def test_cast_edits_give_sentences():
+    cast = Cast([CastMember("Emma", aliases=["Miss Woodhouse"]), CastMember("Harriet")])
+    with pytest.raises(AudiobookError, match="no character 'Nobody'.*Emma, Harriet"):
+        cast.merged("Emma", "Nobody")
+    with pytest.raises(AudiobookError, match="already a character called Harriet; merge"):
+        cast.renamed("Emma", "Harriet")
+    with pytest.raises(AudiobookError, match="'Emmy' is not one of Emma's other names .*Miss Woodhouse"):
+        cast.split("Emma", "Emmy")
+    with pytest.raises(AudiobookError, match="two different characters"):
+        cast.merged("Emma", "Emma")
+    bad = {"characters": [{"name": "X", "aliases": "Y"}]}
+    with pytest.raises(AudiobookError, match='"aliases" as a list'):
+        Cast.from_dict(bad)
+
+
+def test_the_model_gets_the_characters_and_the_rules_labels_as_hints(chat_server):
+    chat_server.answer = json.dumps({"spans": GOOD})
+    book, warnings = label_book(Book("T", [Chapter("Storm", CHAPTER)]), Cast([CastMember("Keeper", aliases=["the keeper"])]),
+                                llm=LLM(chat_server.url, "m"))
+    asked = chat_server.requests[0]["messages"][-1]["content"]
+    assert "- Keeper (also the keeper)" in asked
+    assert '\u201cHold fast,\u201d -> Keeper' in asked and '\u201cWill it?\u201d -> Boy' in asked and '- Boy (male)' in asked
+    assert warnings == [] and [s.rule for s in book.chapters[0].spans if s.speaker == "Boy"] == ["llm"]
+
+
+def test_a_failing_model_is_asked_again_then_reported_with_its_chapter(chat_server):
+    chat_server.answer = ["not json", json.dumps({"spans": GOOD})]  # wrong once, then right
+    book, warnings = label_book(Book("T", [Chapter("Storm", CHAPTER)]), llm=LLM(chat_server.url, "m"))
+    assert warnings == [] and len(chat_server.requests) == 2 and book.chapters[0].spans[-2].speaker == "Boy"
+
+    chat_server.requests.clear()
+    chat_server.answer = "still not json"
+    book, warnings = label_book(Book("T", [Chapter("Calm", "Quiet."), Chapter("Storm", CHAPTER)]), llm=LLM(chat_server.url, "m"))
+    assert len(chat_server.requests) == 2  # the stormy chapter twice; one with no quotes is not sent
+    assert warnings == ["Chapter 2 (Storm): the language model's answer was not the JSON list of spans asked for twice, "
+                        "so it was rejected and the speakers found by the rules are kept for that part."]
+
+    chat_server.requests.clear()
+    chat_server.status = 500
+    with pytest.raises(AudiobookError, match=r"answered with error 500 .* It failed twice, on chapter 1 \(Storm\)\.$"):
+        label_book(Book("T", [Chapter("Storm", CHAPTER)]), llm=LLM(chat_server.url, "m"))
+    assert len(chat_server.requests) == 2

@@ -87,9 +87,9 @@ def test_add_refuses_what_cannot_render_now(tmp_path, tiny_models_dir):
         be.queue_add(a, voice="nobody")
     with pytest.raises(AudiobookError, match="There is no built-in speaker called 'zed'"):
         be.queue_add(a, speaker="zed")
-    (tmp_path / "a.docx").write_text("x")
-    with pytest.raises(AudiobookError, match="Cannot read '.docx' files"):
-        be.queue_add(tmp_path / "a.docx", speaker="ryan")
+    (tmp_path / "a.xyz").write_text("x")
+    with pytest.raises(AudiobookError, match="Cannot read '.xyz' files"):
+        be.queue_add(tmp_path / "a.xyz", speaker="ryan")
     assert be.queue_items() == []
 
 

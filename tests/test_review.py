@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 import backend
+from audiobook import cli
 from audiobook import manifest as mf
 from audiobook.errors import AudiobookError
 
@@ -51,10 +52,14 @@ def test_review_lists_flagged_chunks_and_writes_json(rendered, capsys):
     assert len(rows) == len(m.chunks) and f"{len(rows)} chunks listed, {len(rows)} flagged." in printed
     for r in rows:
         assert set(r) == {"id", "chapter", "index", "text", "status", "wer", "transcript", "voice_similarity",
-                          "duration_s", "attempts", "speaker", "voice"}
+                          "duration_s", "attempts", "speaker", "voice", "rule", "reason", "book_text"}
         assert r["speaker"] == "narrator"
         assert r["status"] == "suspect" and r["wer"] is not None and r["transcript"] is not None and r["attempts"] == 1
         assert r["id"] in printed
+        # Why it is flagged: the rule and its reason, on the chunk's line.
+        assert r["rule"] and r["reason"]
+        line = next(ln for ln in printed.splitlines() if r["id"] in ln)
+        assert line.endswith(f"\t{r['rule']}: {r['reason']}")
     assert [r["chapter"] for r in rows] == sorted(r["chapter"] for r in rows)
 
 
@@ -122,8 +127,8 @@ def test_render_only_some_chapters(tmp_path, tiny_models_dir, monkeypatch, capsy
     with pytest.raises(AudiobookError, match="no chapter 3"):
         be.render(book, Narrator(kind="preset", speaker="ryan"), out_dir=out, chapters=[3])
     with pytest.raises(AudiobookError):
-        backend.parse_chapters("2-1")
-    assert backend.parse_chapters("1,3-5") == [1, 3, 4, 5]
+        cli.parse_chapters("2-1")
+    assert cli.parse_chapters("1,3-5") == [1, 3, 4, 5]
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def test_cjk_text_chunks_without_spaces():
 def test_plan_chunks_titles_and_chapter_ends():
     chapters = [Chapter("CHAPTER I", "One. Two.\n\nThree."), Chapter("Part Two", "Part Two"), Chapter("C", "x")]
     chunks = plan_chunks(chapters, 500)
-    assert chunks[0] == Chunk(0, 0, "Chapter one", is_title=True, paragraph_end=True)
+    assert chunks[0] == Chunk(0, 0, "Chapter one", is_title=True, paragraph_end=True, book_text="CHAPTER I")
     assert [c.text for c in chunks if c.chapter == 0] == ["Chapter one", "One. Two.", "Three."]
     assert [c.chapter_end for c in chunks] == [False, False, True, True, False, True]
     assert chunks[3].is_title and chunks[3].text == "Part Two"  # a title-only chapter is said once
@@ -163,3 +163,23 @@ def test_chunking_loses_and_reorders_nothing(text, chunk_chars):
     assert all(len(t) <= chunk_chars and t.strip() for t, _ in chunks)
     if chunks:
         assert chunks[-1][1]  # the last chunk ends a paragraph
+
+
+@pytest.mark.parametrize("language, written, spoken", [
+    ("fr", "Il y avait 10 000 soldats.", "Il y avait dix mille soldats."),
+    ("fr", "On compta 25\u202f000 habitants.", "On compta vingt-cinq mille habitants."),
+    ("fr", "Un prix de 1 250 000 francs.", "Un prix de un million deux cent cinquante mille francs."),
+    ("fr", "Il marcha 3,5 km.", "Il marcha trois virgule cinq km."),
+    ("de", "Es kamen 10.000 Menschen.", "Es kamen zehntausend Menschen."),
+    ("de", "Es kamen 10 000 Menschen.", "Es kamen zehntausend Menschen."),
+    ("de", "Es kostete 10'000 Franken.", "Es kostete zehntausend Franken."),
+    ("de", "Er trank 3,5 Liter.", "Er trank drei Komma fünf Liter."),
+    ("ru", "Пришло 10 000 человек.", "Пришло десять тысяч человек."),
+    ("en", "Some 10,000 men and 12\u2009000 stars.", "Some ten thousand men and twelve thousand stars."),
+])
+def test_grouped_thousands_are_one_number(language, written, spoken):
+    assert normalize(written, language) == spoken
+
+
+def test_a_year_beside_a_number_is_not_a_group():
+    assert normalize("En 1998 200 personnes.", "fr") == "En mille neuf cent quatre-vingt-dix-huit deux cents personnes."

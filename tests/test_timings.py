@@ -23,6 +23,9 @@ GAP_S = 0.4  # the silence our fake narrator leaves between sentences
 class PausingTTS:
     """Speaks each sentence as a tone, with a real pause between sentences, like a narrator."""
 
+    def __init__(self, s_per_char=S_PER_CHAR):
+        self.s_per_char = s_per_char
+
     def narrate(self, narrator, texts, language, opts, prompt=None, **kw):
         out = []
         for text in texts:
@@ -30,7 +33,7 @@ class PausingTTS:
             for k, s in enumerate(split_sentences(text, "en")):
                 if k:
                     parts.append(np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32))
-                n = int(S_PER_CHAR * len(s) * SAMPLE_RATE)
+                n = int(self.s_per_char * len(s) * SAMPLE_RATE)
                 parts.append((0.3 * np.sin(np.arange(n) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32))
             out.append(np.concatenate(parts))
         return out

@@ -177,7 +177,7 @@ QUOTES_BOOK = """Chapter 1
 
 "Hold fast," said Alice. The storm went on all night.
 
-"Who is there?" the keeper asked.
+"Who is there?" someone asked.
 """
 
 
@@ -197,7 +197,7 @@ def test_cli_book_and_cast_commands_show_spans_and_cast(tmp_path, capsys, monkey
 
     assert backend_module.main(["cast", str(path), "--json", str(tmp_path / "cast.json")]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split()[:3] == ["Alice", "1", "(narrator)"] and '"Hold fast,"' in out
+    assert out.splitlines()[0].split()[:4] == ["Alice", "1", "-", "(narrator)"] and '"Hold fast,"' in out
     assert Cast.from_dict(json.loads((tmp_path / "cast.json").read_text())).names() == ["Alice", "dialogue"]
 
     b.save_settings(llm_url="http://127.0.0.1:9/v1", llm_model="m", llm_timeout_s=5)
@@ -220,7 +220,7 @@ def test_cli_render_with_a_cast_file_and_a_dialogue_voice(cast_backend, tmp_path
     said = {s.text: (s.speaker, s.voice) for s in m.chunks.values()}
     assert said['"Hold fast,"'] == ("Alice", "Alice voice")
     assert said['"Who is there?"'] == ("dialogue", "vivian")
-    assert said["the keeper asked."] == (NARRATOR, "Storyteller")
+    assert said["someone asked."] == (NARRATOR, "Storyteller")
 
 
 def test_map_a_voice_and_hear_a_line(cast_backend, tmp_path):
@@ -251,9 +251,10 @@ def test_edit_a_span_recounts_and_saves_the_cast(cast_backend, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_voice_check_judges_each_line_against_its_own_voice(cast_backend, tmp_path):
+def test_the_voice_check_judges_each_line_against_its_own_voice(cast_backend, tmp_path, monkeypatch):
     from audiobook.check import SpeakerEncoder, base_checkpoint_on_disk, cosine
 
+    monkeypatch.setattr("audiobook.check.MIN_VOICE_S", 0.0)  # the tiny model's takes are short: judge them all
     b = cast_backend
     b.apply_settings(b.settings.updated(verify="on", engine="qwen_tts", max_retries=0))
     path = tmp_path / "gate.txt"

@@ -11,16 +11,16 @@ is set, else by the narrator. It is saved in ``cast.json`` and in the JSON book.
 from __future__ import annotations
 
 import json
-import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..dialogue import DIALOGUE, NARRATOR, Span, discover_names, find_dialogue, join_spans, merge_spans, speaker_name
+from ..attribution import RULES, find_characters, label_spans
+from ..characters import GENDERS, Character, CharacterList
+from ..dialogue import DIALOGUE, NARRATOR, speaker_name
 from ..errors import AudiobookError
 from ..files import read_json_file
+from ..llm import LLM, align_labels  # noqa: F401  (the labeller; callers import it from here)
 
 CAST_FILE = "cast.json"
 CAST_FORMAT = "audiobook-cast"
@@ -30,15 +30,31 @@ PREVIEW_CHARS = 160  # the preview line shown in the cast table
 
 @dataclass
 class CastMember:
-    """One character: ``lines`` spoken in the book, the ``voice`` that reads them ("" for none yet)."""
+    """One character: ``lines`` spoken in the book, the ``voice`` that reads them ("" for none yet).
+
+    ``aliases`` are the other ways the book names them, ``gender`` is guessed from the text
+    ("male", "female", "" when it does not tell), ``hidden`` ones are read as ``dialogue``,
+    and ``description`` is the voice description "Design the cast" used or will use.
+    """
 
     name: str
     lines: int = 0
     voice: str = ""  # a saved voice's name or a built-in speaker's
     preview: str = ""  # one of their lines
+    aliases: list[str] = field(default_factory=list)
+    gender: str = ""
+    hidden: bool = False
+    description: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "lines": self.lines, "voice": self.voice, "preview": self.preview}
+        out = {"name": self.name, "lines": self.lines, "voice": self.voice, "preview": self.preview}
+        for key, default in (("aliases", []), ("gender", ""), ("hidden", False), ("description", "")):
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
+        return out
+
+    def character(self) -> Character:
+        return Character(self.name, list(self.aliases), self.gender, self.hidden, fixed=True)
 
 
 @dataclass
@@ -72,6 +88,65 @@ class Cast:
         found.voice = (voice or "").strip()
         return Cast(members)
 
+    # ---- the user's edits of the character list: each returns a new Cast
+
+    def _copy(self) -> list[CastMember]:
+        return [replace(m, aliases=list(m.aliases)) for m in self.members]
+
+    def _member(self, members: list[CastMember], name: str) -> CastMember:
+        name = speaker_name(name)
+        found = next((m for m in members if m.name == name), None)
+        if found is None or name in (NARRATOR, DIALOGUE):
+            known = ", ".join(m.name for m in members if m.name != DIALOGUE) or "none yet"
+            raise AudiobookError(f"There is no character '{name}' in this cast (it has: {known}).")
+        return found
+
+    def renamed(self, name: str, new: str) -> "Cast":
+        """``name`` is called ``new`` from now on; the old name stays as an alias so the text still finds them."""
+        new = speaker_name(new)
+        members = self._copy()
+        m = self._member(members, name)
+        if not new or new in (NARRATOR, DIALOGUE):
+            raise AudiobookError("Give the character a name of their own (not 'narrator' or 'dialogue').")
+        if new != m.name and any(x.name == new for x in members):
+            raise AudiobookError(f"There is already a character called {new}; merge the two instead.")
+        m.aliases = [a for a in [m.name] + m.aliases if a != new]
+        m.name = new
+        return Cast(members)
+
+    def merged(self, keep: str, other: str) -> "Cast":
+        """``other`` is the same person as ``keep``: one character with both names; ``keep``'s voice wins."""
+        members = self._copy()
+        a, b = self._member(members, keep), self._member(members, other)
+        if a is b:
+            raise AudiobookError(f"Pick two different characters to merge; both are {a.name}.")
+        a.aliases += [x for x in [b.name] + b.aliases if x != a.name and x not in a.aliases]
+        a.lines += b.lines
+        a.voice = a.voice or b.voice
+        a.gender = a.gender or b.gender
+        a.description = a.description or b.description
+        members.remove(b)
+        return Cast(members)
+
+    def split(self, name: str, alias: str) -> "Cast":
+        """``alias`` of ``name`` is someone else: a character of their own."""
+        members = self._copy()
+        m = self._member(members, name)
+        alias = " ".join(alias.split())
+        match = next((a for a in m.aliases if a.lower() == alias.lower()), None)
+        if match is None:
+            listed = ", ".join(m.aliases) or "none"
+            raise AudiobookError(f"'{alias}' is not one of {m.name}'s other names (they are: {listed}).")
+        m.aliases.remove(match)
+        members.insert(members.index(m) + 1, CastMember(match))
+        return Cast(members)
+
+    def hidden(self, name: str, hide: bool = True) -> "Cast":
+        """Hide a character (their quotes are read as ``dialogue``), or show them again."""
+        members = self._copy()
+        self._member(members, name).hidden = bool(hide)
+        return Cast(members)
+
     def to_dict(self) -> dict:
         return {"format": CAST_FORMAT, "version": CAST_VERSION, "characters": [m.to_dict() for m in self.members]}
 
@@ -91,7 +166,13 @@ class Cast:
             name = speaker_name(item["name"])
             if name == NARRATOR or any(m.name == name for m in members):
                 continue
-            members.append(CastMember(name, lines, voice.strip(), str(item.get("preview") or "")))
+            aliases, gender = item.get("aliases") or [], item.get("gender") or ""
+            if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases) or gender not in GENDERS:
+                raise AudiobookError(f'Character {i} of {where} needs "aliases" as a list of names and a "gender" of '
+                                     '"male", "female" or "".')
+            members.append(CastMember(name, lines, voice.strip(), str(item.get("preview") or ""),
+                                      [" ".join(a.split()) for a in aliases if a.strip()], gender,
+                                      bool(item.get("hidden")), str(item.get("description") or "")))
         return cls(members)
 
 
@@ -116,11 +197,13 @@ def save_cast(cast: Cast, path: str | Path) -> Path:
 # ---------------------------------------------------------------- the book's spans and cast
 
 
-def cast_of(chapters: Iterable, previous: Cast | None = None) -> Cast:
+def cast_of(chapters: Iterable, previous: Cast | None = None, characters: CharacterList | None = None) -> Cast:
     """Every speaker of the chapters' spans but the narrator, most lines first, with a preview line.
 
-    Voices come from ``previous``; its characters with a voice but no lines in this book
-    stay listed (with 0 lines) so a mapping is not lost.
+    Voices, descriptions and what the user set (aliases, gender, hidden) come from
+    ``previous``; aliases and guessed genders found in the text from ``characters``.
+    ``previous``'s characters with a voice, or hidden, but no lines in this book stay
+    listed (with 0 lines) so the user's choice is not lost.
     """
     lines: dict[str, int] = {}
     preview: dict[str, str] = {}
@@ -133,183 +216,76 @@ def cast_of(chapters: Iterable, previous: Cast | None = None) -> Cast:
             if s.speaker not in preview or len(preview[s.speaker]) < 20 <= len(line):
                 preview[s.speaker] = line[:PREVIEW_CHARS]
     old = {m.name: m for m in (previous.members if previous else [])}
-    members = [CastMember(n, lines[n], old[n].voice if n in old else "", preview[n])
-               for n in sorted(lines, key=lambda n: (n == DIALOGUE, -lines[n], n))]
-    members += [CastMember(m.name, 0, m.voice, m.preview) for m in old.values() if m.name not in lines and m.voice]
+    found = {c.name: c for c in (characters.characters if characters else [])}
+
+    def member(name: str, count: int, line: str) -> CastMember:
+        was, c = old.get(name), found.get(name)
+        aliases = list(was.aliases if was else [])
+        aliases += [a for a in (c.aliases if c else []) if a not in aliases and a != name]
+        return CastMember(name, count, was.voice if was else "", line, aliases,
+                          (was.gender if was and was.gender else c.gender if c else ""),
+                          was.hidden if was else False, was.description if was else "")
+
+    members = [member(n, lines[n], preview[n]) for n in sorted(lines, key=lambda n: (n == DIALOGUE, -lines[n], n))]
+    members += [replace(member(m.name, 0, m.preview), preview=m.preview) for m in old.values()
+                if m.name not in lines and (m.voice or m.hidden or m.aliases)]
     return Cast(members)
+
+
+def book_characters(book, cast: Cast | None = None, chapters: Iterable[int] | None = None) -> CharacterList:
+    """The characters of ``book``: those of ``cast`` and of the book's cast (with their aliases, genders and
+    hidden ones), then the ones the text's speech verbs name, clustered."""
+    known: dict[str, Character] = {}
+    for m in (book.cast.members if book.cast else []) + (cast.members if cast else []):
+        if m.name not in (NARRATOR, DIALOGUE):
+            known[m.name] = m.character()
+    todo = range(len(book.chapters)) if chapters is None else chapters
+    return find_characters((book.chapters[i].text for i in todo), known.values())
+
+
+_AUTOMATIC = set(RULES) | {"llm"}
+
+
+def relabel_book(book, cast: Cast, llm: "LLM | None" = None, progress: Callable[[int, int], None] | None = None):
+    """``label_book`` again after the cast was edited: chapters whose speakers were all found automatically
+    are labelled anew with ``cast`` (its names, aliases and hidden characters); markup and parts the user
+    set stay."""
+    chapters = []
+    for ch in book.chapters:
+        spans = ch.spans or []
+        automatic = all(s.rule in _AUTOMATIC or (not s.rule and s.speaker in (NARRATOR, DIALOGUE)) for s in spans)
+        chapters.append(replace(ch, spans=None) if automatic else ch)
+    return label_book(replace(book, chapters=chapters, cast=cast), cast, llm, progress)
 
 
 def label_book(book, cast: Cast | None = None, llm: "LLM | None" = None, progress: Callable[[int, int], None] | None = None):
     """A copy of ``book`` where every chapter has spans, and its ``cast`` is counted again.
 
     Chapters that already have spans (markup, a JSON book) keep them. The others get
-    quoted dialogue attributed to the names of ``cast``, of the book's cast and of the
-    "said Name" phrases found in the book; with ``llm``, a language model labels them
-    and the dialogue finder is the fallback for any answer that is rejected. Returns
-    ``(book, warnings)``: one sentence per rejected answer.
+    their quotes attributed by the rules of ``attribution`` to the characters of
+    ``cast``, of the book's cast and of the text; with ``llm``, a language model labels
+    each chapter with those labels as hints, and they are the fallback for any answer
+    that is rejected. Returns ``(book, warnings)``: one sentence per rejected answer.
     """
-    known = list(cast.names() if cast else []) + [m.name for m in (book.cast.members if book.cast else [])]
     todo = [i for i, ch in enumerate(book.chapters) if ch.spans is None]
-    names = known + [n for n in discover_names(book.chapters[i].text for i in todo) if n not in known]
+    characters = book_characters(book, cast, todo)
     chapters, warnings = list(book.chapters), []
     for n, i in enumerate(todo):
         text = chapters[i].text
+        spans = label_spans(text, characters)
         if llm is not None:
-            spans, why = llm.label(text, names)
-            warnings += [f"Chapter {i + 1}: {w}" for w in why]
-        else:
-            spans = find_dialogue(text, names)
+            try:
+                spans, why = llm.label(text, characters, hints=spans)
+            except AudiobookError as e:  # already asked twice
+                raise AudiobookError(f"{e} It failed twice, on chapter {i + 1} ({chapters[i].title}).") from None
+            warnings += [f"Chapter {i + 1} ({chapters[i].title}): {w}" for w in why]
         chapters[i] = replace(chapters[i], spans=spans)
         if progress:
             progress(n + 1, len(todo))
     previous = Cast([replace(m) for m in (book.cast.members if book.cast else [])])
-    for m in (cast.members if cast else []):  # the given cast's voices win over the book's
-        previous = previous.with_voice(m.name, m.voice or previous.voice_of(m.name))
+    for m in (cast.members if cast else []):  # the given cast wins over the book's
+        old = previous.get(m.name)
+        previous = Cast([x for x in previous.members if x.name != m.name]
+                        + [replace(m, voice=m.voice or (old.voice if old else ""))])
     labelled = replace(book, chapters=chapters)
-    return replace(labelled, cast=cast_of(chapters, previous)), warnings
-
-
-# ---------------------------------------------------------------- a language model as labeller
-
-LLM_WINDOW_CHARS = 4000  # text sent to the model at once, cut at paragraph ends
-_PLAIN = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"', "\u2018": "'",
-                        "\u2019": "'", "\u201a": "'", "\u300c": '"', "\u300d": '"'})
-_SYSTEM = (
-    "You label who speaks each part of a story. Cut the text you are given into consecutive parts and "
-    "return only JSON: {\"spans\": [{\"speaker\": \"...\", \"text\": \"...\"}]}. The texts of the parts, one "
-    "after the other, must be the given text exactly: copy every word and punctuation mark, change nothing, "
-    "add nothing, leave nothing out. A part is either narration (speaker \"narrator\") or the words one "
-    "character says, quote marks included (speaker: that character's name as the story writes it, or "
-    "\"dialogue\" when you cannot tell who speaks)."
-)
-
-
-def _windows(text: str) -> list[str]:
-    """Pieces of ``text`` at most about LLM_WINDOW_CHARS long, cut after paragraph breaks; they join to ``text``."""
-    pieces, start = [], 0
-    while len(text) - start > LLM_WINDOW_CHARS:
-        cut = text.rfind("\n\n", start, start + LLM_WINDOW_CHARS)
-        if cut <= start:
-            cut = text.find("\n\n", start + LLM_WINDOW_CHARS)
-            if cut < 0:
-                break
-        cut += 2
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:])
-    return pieces
-
-
-def _answer_spans(content: str) -> list[tuple[str, str]]:
-    """``(speaker, text)`` pairs from a model's answer; ValueError when it is not the asked-for JSON."""
-    body = content.strip()
-    fence = re.search(r"```(?:json)?\s*(.*?)```", body, re.DOTALL)
-    if fence:
-        body = fence.group(1)
-    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
-    if not starts:
-        raise ValueError("no JSON")
-    data, _ = json.JSONDecoder().raw_decode(body[min(starts):])
-    items = data.get("spans") if isinstance(data, dict) else data
-    if not isinstance(items, list) or not items:
-        raise ValueError("no spans")
-    out = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-            raise ValueError("a span without text")
-        out.append((speaker_name(str(item.get("speaker") or NARRATOR)) or NARRATOR, item["text"]))
-    return out
-
-
-def align_labels(text: str, labelled: list[tuple[str, str]]) -> list[Span]:
-    """Spans of ``text`` (exactly) from a model's ``(speaker, text)`` parts; ValueError when they differ.
-
-    The parts must hold the same characters as ``text`` in the same order; only white
-    space and the kind of quote mark may differ. The cuts between parts are carried over
-    to ``text``, whose own white space is kept.
-    """
-    mine = [(i, c) for i, c in enumerate(text) if not c.isspace()]
-    theirs = "".join(c for _, t in labelled for c in t if not c.isspace())
-    if "".join(c for _, c in mine).translate(_PLAIN) != theirs.translate(_PLAIN):
-        raise ValueError("rewritten")
-    spans, count, pos = [], 0, 0
-    for n, (speaker, part) in enumerate(labelled):
-        count += sum(1 for c in part if not c.isspace())
-        end = len(text) if n == len(labelled) - 1 or count >= len(mine) else mine[count][0]
-        spans.append(Span(text[pos:end], speaker))
-        pos = end
-    return merge_spans(spans)
-
-
-@dataclass(frozen=True)
-class LLM:
-    """An OpenAI-compatible chat endpoint (Ollama, LM Studio, llama.cpp's server, ...) that labels spans."""
-
-    url: str
-    model: str
-    timeout_s: float = 120.0
-
-    @classmethod
-    def from_settings(cls, s) -> "LLM":
-        if not s.llm_url.strip():
-            raise AudiobookError("Labelling with a language model needs its address: set llm_url in Advanced Settings, "
-                                 "for example http://127.0.0.1:11434/v1 for Ollama.")
-        return cls(s.llm_url.strip(), s.llm_model.strip(), float(s.llm_timeout_s))
-
-    @property
-    def endpoint(self) -> str:
-        url = self.url.rstrip("/")
-        if url.endswith("/chat/completions"):
-            return url
-        if re.fullmatch(r"https?://[^/]+", url):
-            url += "/v1"
-        return url + "/chat/completions"
-
-    def chat(self, system: str, user: str) -> str:
-        """The model's answer to one exchange; AudiobookError with a sentence when the server fails."""
-        body = json.dumps({"model": self.model, "temperature": 0, "stream": False,
-                           "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]})
-        request = urllib.request.Request(self.endpoint, data=body.encode("utf-8"),
-                                         headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                data = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", "replace")[:200].strip()
-            raise AudiobookError(f"The language model at {self.endpoint} answered with error {e.code}"
-                                 f"{f' ({detail})' if detail else ''}; check the llm_model setting.") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise AudiobookError(f"Could not reach the language model at {self.endpoint} ({reason}); start it, "
-                                 "or fix llm_url in Advanced Settings, or label without it.") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AudiobookError(f"The server at {self.endpoint} did not answer like an OpenAI-compatible chat endpoint.") from None
-        try:
-            return str(data["choices"][0]["message"]["content"])
-        except (KeyError, IndexError, TypeError):
-            raise AudiobookError(f"The server at {self.endpoint} did not answer like an OpenAI-compatible chat endpoint.") from None
-
-    def label(self, text: str, names: Iterable[str] = ()) -> tuple[list[Span], list[str]]:
-        """Spans of a chapter labelled by the model, with one sentence per rejected answer.
-
-        Each window's answer must rebuild its text word for word; a rewritten or invalid
-        answer is rejected and that window keeps the dialogue finder's labels.
-        """
-        names = [n for n in names if n not in (NARRATOR, DIALOGUE)]
-        who = f"Characters known so far: {', '.join(names)}.\n\n" if names else ""
-        spans: list[Span] = []
-        warnings: list[str] = []
-        for window in _windows(text):
-            if not window.strip():
-                spans.append(Span(window))
-                continue
-            try:
-                spans += align_labels(window, _answer_spans(self.chat(_SYSTEM, f"{who}Text:\n{window}")))
-            except ValueError as e:
-                what = "changed the text" if str(e) == "rewritten" else "was not the JSON list of spans asked for"
-                warnings.append(f"the language model's answer {what}, so it was rejected and the quotes found in the text are used instead.")
-                spans += find_dialogue(window, names)
-        spans = merge_spans(spans)
-        if join_spans(spans) != text:  # pragma: no cover - align_labels guarantees it
-            raise AudiobookError("The labelled spans do not rebuild the chapter.")
-        return spans, warnings
+    return replace(labelled, cast=cast_of(chapters, previous, characters)), warnings

@@ -68,3 +68,49 @@ def chapter_entries(nodes: list[TocNode]) -> list[TocNode]:
         out.append(level[0])
         level = _linked(level[0].children)
     return out + level
+
+
+def drop_title_page(blocks: list, *known: str) -> list:
+    """Blocks without the leading ones that only repeat the title or author, or give a date (a title page)."""
+    words = set(words_of(" ".join(known)))
+    i = 0
+    while i < len(blocks) and len(blocks[i].text) <= 200 and words and {w for w in words_of(blocks[i].text) if not w.isdigit()} <= words:
+        i += 1
+    return blocks[i:]
+
+
+def chapters_from_blocks(blocks, fallback_title: str) -> tuple[str, list]:
+    """(book title, chapters) from blocks of text with heading levels (``.text``, ``.level``).
+
+    Chapters start at the top heading level the document uses; a top heading that
+    appears once above deeper ones is the book's title. Deeper headings stay in their
+    chapter as paragraphs; a heading with no text under it is its own short chapter.
+    Without any headings, chapters come from heading lines as in a text file
+    ("Chapter 1", "Prologue").
+    """
+    from .model import FRONT_MATTER_TITLE, Chapter
+    from .txt import split_text_chapters
+
+    blocks = [b for b in blocks if b.text.strip()]
+    levels = sorted({b.level for b in blocks if b.level})
+    title = fallback_title
+    if not levels:
+        return title, split_text_chapters("\n\n".join(b.text for b in blocks), fallback_title)
+    top = levels[0]
+    tops = [b for b in blocks if b.level == top]
+    if len(tops) == 1 and len(levels) > 1 and blocks.index(tops[0]) <= 2:
+        title = " ".join(tops[0].text.split())  # "# Book title" over "## Chapter"s
+        blocks = [b for b in blocks if b is not tops[0]]
+        top = levels[1]
+    chapters: list = []
+    current, paras = None, []
+    for b in blocks:
+        if b.level and b.level <= top:
+            if current is not None or paras:
+                chapters.append(Chapter(current or FRONT_MATTER_TITLE, "\n\n".join(paras) or current))
+            current, paras = " ".join(b.text.split()), []
+        else:
+            paras.append(b.text)
+    if current is not None or paras:
+        chapters.append(Chapter(current or title, "\n\n".join(paras) or current))
+    return title, chapters

@@ -10,149 +10,15 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import AudiobookError
-from .common import TocNode, chapter_entries, words_of
+from .common import TocNode, chapter_entries, chapters_from_blocks, drop_title_page, words_of
 from .model import FRONT_MATTER_TITLE, Book, Chapter
+from .reading import OnProgress, ReadReport
+from .xhtml import Block, Split, XhtmlText, local_name, parse_xhtml, tokens
 
-_XHTML_BLOCKS = {
-    "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "section", "article",
-    "header", "footer", "figure", "figcaption", "table", "tr", "td", "th", "dt", "dd", "ul", "ol", "dl",
-    "body", "hr", "address", "center", "main", "aside", "caption", "hgroup", "details", "summary",
-}
-_XHTML_SKIP = {"script", "style", "head", "nav", "svg", "math", "rt", "rp", "template", "noscript",
-               "object", "iframe", "audio", "video", "button", "input", "select", "textarea", "img"}
-# epub:type / role values of things a listener should not hear in the flow of the text.
-_SKIP_TYPES = {"pagebreak", "noteref", "toc", "landmarks", "page-list", "loi", "lot", "lof", "index",
-               "doc-pagebreak", "doc-noteref", "doc-toc", "doc-pagelist", "doc-index", "doc-backlink", "backlink"}
-_NOTE_TYPES = {"footnote", "endnote", "note", "rearnote", "doc-footnote", "doc-endnote"}
-_SKIP_CLASSES = {"lnum", "linenum", "linenumber", "line-number", "pagenum", "page-number", "pagenumber", "pageno"}
 # A spine document whose type, class or file name says it is one of these is not read.
 _NON_BODY = {"cover", "toc", "contents", "loft", "lof", "lot", "loi", "copyright", "copyright-page",
              "colophon", "nav", "landmarks", "page-list", "index"}
-_LINE_GROUP_CLASSES = {"linegroup", "stanza", "poem", "verse", "lg", "line-group"}
-_NOTE_MARK = re.compile(r"^\W{0,2}(?:\d{1,3}|[*\u2020\u2021\u00a7\u00b6#]{1,3}|[a-z]|[ivx]{1,4})\W{0,2}$", re.IGNORECASE)
 _FONT_OBFUSCATION = {"http://www.idpf.org/2008/embedding", "http://ns.adobe.com/pdf/enc#RC"}
-_LINE_BREAK = "\ue000"  # stands for <br> while whitespace is collapsed (not itself whitespace)
-
-
-@dataclass
-class _Block:
-    text: str
-    heading: bool = False
-
-
-@dataclass
-class _Split:
-    entry: int  # index of the table-of-contents entry that starts here
-
-
-def _local(tag) -> str:
-    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
-
-
-def _tokens(el, *names: str) -> set[str]:
-    out: set[str] = set()
-    for key, value in el.attrib.items():
-        if _local(key) in names or key in names:
-            out.update(value.lower().split())
-    return out
-
-
-class _XhtmlText:
-    """Walks one XHTML document and emits paragraph blocks and chapter split marks."""
-
-    def __init__(self, targets: dict[str, int]):
-        self.targets = targets
-        self.out: list[_Block | _Split] = []
-        self.notes: list[_Block] = []
-        self.buf: list[str] = []
-
-    def flush(self, heading: bool = False) -> None:
-        text = re.sub(r"\s+", " ", "".join(self.buf))
-        text = re.sub(rf" ?{_LINE_BREAK} ?", "\n", text).strip()
-        self.buf = []
-        if text:
-            self.out.append(_Block(text, heading))
-
-    def walk(self, el, inline: bool = False) -> None:
-        tag = _local(el.tag)
-        if el.get("id") in self.targets:
-            self.flush()
-            self.out.append(_Split(self.targets[el.get("id")]))
-        types = _tokens(el, "type", "role")
-        if not tag or tag in _XHTML_SKIP or types & _SKIP_TYPES or _tokens(el, "class") & _SKIP_CLASSES or self._is_note_mark(el, tag, types):
-            pass  # not read; its tail still is
-        elif tag == "aside" and types & _NOTE_TYPES:
-            inner = _XhtmlText({})
-            inner.walk_children(el)
-            inner.flush()
-            self.notes += [b for b in inner.out if isinstance(b, _Block)]  # read after the chapter's text
-        elif tag == "br":
-            self.buf.append(_LINE_BREAK)
-        elif tag in _XHTML_BLOCKS and not inline:
-            self.flush()
-            if self._is_line_group(el):
-                self.buf.append(el.text or "")
-                for child in el:
-                    self.walk(child, inline=True)
-                    self.buf.append(_LINE_BREAK)
-            else:
-                self.walk_children(el)
-            self.flush(heading=tag in ("h1", "h2", "h3", "h4", "h5", "h6"))
-        else:
-            self.walk_children(el, inline)
-        if el.tail:
-            self.buf.append(el.tail)
-
-    def walk_children(self, el, inline: bool = False) -> None:
-        if el.text:
-            self.buf.append(el.text)
-        for child in el:
-            self.walk(child, inline)
-
-    @staticmethod
-    def _is_note_mark(el, tag: str, types: set[str]) -> bool:
-        """A footnote reference such as <a href="#n1"><sup>1</sup></a>: a marker, not words."""
-        if tag not in ("a", "sup") or "#" not in (el.get("href") or "#" if tag == "sup" else el.get("href") or ""):
-            return False
-        text = "".join(el.itertext()).strip()
-        if not _NOTE_MARK.match(text):
-            return False
-        parent = el.getparent()
-        classes = " ".join(_tokens(el, "class"))
-        links = tag == "a" or el.find(".//{*}a") is not None or el.find(".//a") is not None
-        return links and ("note" in classes or "fn" in classes or tag == "sup"
-                          or (parent is not None and _local(parent.tag) == "sup") or el.find(".//{*}sup") is not None
-                          or el.find(".//sup") is not None or text.startswith(("[", "(")) or not text.isalnum())
-
-    @staticmethod
-    def _is_line_group(el) -> bool:
-        """A poem's stanza: a block whose children are all one-line blocks."""
-        children = [c for c in el if isinstance(c.tag, str)]
-        if len(children) < 2 or (el.text or "").strip():
-            return False
-        marked = bool(_tokens(el, "class") & _LINE_GROUP_CLASSES)
-        for child in children:
-            if _local(child.tag) not in ("div", "p", "span") or (_local(child.tag) == "p" and not marked):
-                return False
-            if any(_local(d.tag) in _XHTML_BLOCKS for d in child.iterdescendants() if isinstance(d.tag, str)):
-                return False
-            if not marked and len("".join(child.itertext())) > 120:
-                return False
-        return marked or all(_local(c.tag) == "div" for c in children)
-
-
-def _parse_xhtml(content: bytes):
-    from lxml import etree, html
-
-    try:
-        root = etree.fromstring(content, etree.XMLParser(recover=True, resolve_entities=False, huge_tree=True, no_network=True))
-    except etree.XMLSyntaxError:
-        root = None
-    if root is None:
-        root = html.document_fromstring(content)
-    return root
-
-
 def _check_epub_container(path: Path) -> None:
     """Refuse non-zip, damaged and DRM-protected EPUBs with a sentence."""
     from lxml import etree
@@ -193,7 +59,7 @@ def _toc_nodes(toc) -> list[TocNode]:
     return nodes
 
 
-def _drop_title_headings(blocks: list[_Block], title: str) -> list[_Block]:
+def _drop_title_headings(blocks: list[Block], title: str) -> list[Block]:
     """Leading headings that only repeat the chapter title are removed (the title is spoken)."""
     title_words = set(words_of(title))
     # Numbers are ignored: a heading "1 Arrival" repeats a contents entry "Arrival".
@@ -202,18 +68,19 @@ def _drop_title_headings(blocks: list[_Block], title: str) -> list[_Block]:
     return blocks
 
 
-def _is_copyright_page(blocks: list[_Block]) -> bool:
+def _is_copyright_page(blocks: list[Block]) -> bool:
     text = " ".join(b.text for b in blocks)
     hits = re.findall(r"©|\ball rights reserved\b|\bisbn\b|\bcopyright\b|\bpublished by\b|\bprinted in\b", text, re.IGNORECASE)
     return len(text.split()) < 300 and len(set(h.lower() for h in hits)) >= 2
 
 
-def read_epub(path: Path) -> Book:
+def read_epub(path: Path, on_progress: OnProgress | None = None) -> Book:
     """An EPUB 2 or 3 book: spine order, chapters from the nav document or NCX.
 
     Cover pages, navigation, contents lists and copyright pages are not read;
     footnote markers are removed and inline footnotes are read after their chapter's
-    text; page numbers and line numbers are not read.
+    text; page numbers and line numbers are not read. A page that is only an image is
+    read by OCR (``on_progress`` hears each image) when the words found look like text.
     """
     import ebooklib
     from ebooklib import epub
@@ -230,7 +97,7 @@ def read_epub(path: Path) -> Book:
         file, _, frag = unquote(node.href).partition("#")
         targets.setdefault(posixpath.normpath(file), {}).setdefault(frag, i)
 
-    stream: list[_Block | _Split] = []
+    stream: list[Block | Split] = []
     doc_titles: list[tuple[int, str]] = []  # (stream position, <title>) for books without a contents list
     for idref, linear in book.spine:
         item = book.get_item_with_id(idref)
@@ -242,48 +109,121 @@ def read_epub(path: Path) -> Book:
         if not content.strip():
             continue  # an empty chapter file: nothing to read (lxml refuses an empty document)
         try:
-            root = _parse_xhtml(content)
+            root = parse_xhtml(content)
         except Exception:
             raise AudiobookError(f"{path.name} is damaged: its part {item.file_name} cannot be read as a page; "
                                  "repair the book (for example by converting it with Calibre) and load it again.") from None
-        body = next((e for e in root.iter() if _local(e.tag) == "body"), root)
+        body = next((e for e in root.iter() if local_name(e.tag) == "body"), root)
         stem_tokens = set(re.split(r"[-_. ]+", Path(item.file_name).stem.lower())) - {"index"}
-        if (_tokens(body, "type", "role", "class") | _tokens(root, "type", "role") | stem_tokens) & _NON_BODY:
+        if (tokens(body, "type", "role", "class") | tokens(root, "type", "role") | stem_tokens) & _NON_BODY:
             continue
         doc_targets = targets.get(posixpath.normpath(unquote(item.file_name)), {})
-        walker = _XhtmlText({k: v for k, v in doc_targets.items() if k})
+        walker = XhtmlText({k: v for k, v in doc_targets.items() if k})
         if "" in doc_targets:
-            walker.out.append(_Split(doc_targets[""]))
+            walker.out.append(Split(doc_targets[""]))
         walker.walk(body)
         walker.flush()
         doc = walker.out + walker.notes
-        blocks = [b for b in doc if isinstance(b, _Block)]
-        if not blocks and not any(isinstance(b, _Split) for b in doc):
+        blocks = [b for b in doc if isinstance(b, Block)]
+        if not blocks:
+            pictures = _pictures(book, item.file_name, body)
+            if pictures:  # a page that is only an image (a scanned or drawn page): read by OCR below
+                doc.append(_Pictures(pictures, item.file_name))
+        if not blocks and not any(isinstance(b, (Split, _Pictures)) for b in doc):
             continue
-        if blocks and not any(isinstance(b, _Split) for b in doc) and _is_copyright_page(blocks):
+        if blocks and not any(isinstance(b, Split) for b in doc) and _is_copyright_page(blocks):
             continue
-        title_el = next((e for e in root.iter() if _local(e.tag) == "title"), None)
+        title_el = next((e for e in root.iter() if local_name(e.tag) == "title"), None)
         doc_titles.append((len(stream), " ".join("".join(title_el.itertext()).split()) if title_el is not None else ""))
         stream += doc
 
+    report = ReadReport(reader="EPUB")
+    if any(isinstance(piece, _Pictures) for piece in stream):
+        stream = _ocr_pictures(path, stream, _first_meta(book, "language"), report, on_progress)
     chapters = _epub_chapters(stream, entries, doc_titles)
     if not chapters:
         raise AudiobookError(f"{path.name} has no readable text (only images, or an empty book).")
     title = _first_meta(book, "title") or path.stem
     creators = [c for c, _ in book.get_metadata("DC", "creator") if c and c.strip()]
     author = " and ".join(creators) if len(creators) <= 2 else ", ".join(creators)
+    blocks = [b for b in stream if isinstance(b, Block)]
+    if len(chapters) == 1 and sum(b.heading for b in blocks) >= 2:
+        # One file under one contents entry (a converted book): its headings make the chapters.
+        _, chapters = chapters_from_blocks(drop_title_page(blocks, title, author), title)
     from ..text import base_language
 
     language = _first_meta(book, "language")
+    known = set(words_of(f"{title} {author}"))
+    if len(chapters) > 1 and {w for w in words_of(f"{chapters[0].title} {chapters[0].text}") if not w.isdigit()} <= known:
+        chapters = chapters[1:]  # a title page: the title and author are in the book's tags, not its narration
     cover, mime = _epub_cover(book)
     year = re.search(r"\b(1[5-9]\d\d|2[01]\d\d)\b", _first_meta(book, "date"))
     return Book(title=" ".join(title.split()), chapters=chapters, author=" ".join(author.split()),
                 language=base_language(language) if language else "", cover=cover, cover_mime=mime,
-                year=year.group(1) if year else "", genre=" ".join(_first_meta(book, "subject").split()))
+                year=year.group(1) if year else "", genre=" ".join(_first_meta(book, "subject").split()),
+                report=report)
+
+
+@dataclass
+class _Pictures:
+    """The images of a page that has no text, to be read by OCR."""
+
+    images: list[bytes]
+    name: str
+
+
+def _pictures(book, file_name: str, body) -> list[bytes]:
+    """The bytes of the images a page shows (<img src>, SVG <image href>), in page order."""
+    out = []
+    for el in body.iter():
+        tag = local_name(el.tag)
+        href = el.get("src") if tag == "img" else next((v for k, v in el.attrib.items() if local_name(k) == "href"), None) if tag == "image" else None
+        if not href or href.startswith("data:"):
+            continue
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(file_name), unquote(href.split("#")[0])))
+        item = book.get_item_with_href(target)
+        if item is not None and item.get_content():
+            out.append(item.get_content())
+    return out
+
+
+def _ocr_pictures(path: Path, stream: list, language: str, report: ReadReport, on_progress: OnProgress | None) -> list:
+    """The stream with each image-only page's pictures replaced by the text OCR finds in them.
+
+    Pictures where OCR finds no words, or only words it is unsure of (an illustration),
+    are left out. Without Tesseract the pages are left out with a warning.
+    """
+    from ..text import base_language
+    from .ocr import LOW_CONFIDENCE, image_for_ocr, ocr_language, ocr_pages, ocr_paragraphs, page_key
+
+    pictures = [(piece, data) for piece in stream if isinstance(piece, _Pictures) for data in piece.images]
+    try:
+        lang, warnings = ocr_language(base_language(language) if language else "")
+    except AudiobookError as e:
+        if not any(isinstance(p, Block) for p in stream):
+            raise AudiobookError(f"{path.name} has only images of its pages: {e}") from None
+        report.warnings.append(f"{len(pictures)} pages that are only images were left out: {e}")
+        return [p for p in stream if not isinstance(p, _Pictures)]
+    read = ocr_pages(((f"image:{page_key(data)}", lambda data=data: image_for_ocr(data)) for _, data in pictures),
+                     len(pictures), lang, on_progress, what="image")
+    text: dict[int, list[Block]] = {}
+    kept = 0
+    for (piece, _), page in zip(pictures, read):
+        words = sum(len(line.split()) for line in page.lines)
+        if words >= 3 and page.confidence >= LOW_CONFIDENCE:
+            kept += 1
+            text.setdefault(id(piece), []).extend(Block(p) for p in ocr_paragraphs(page.lines))
+    report.ocr_pages, report.ocr_cached, report.ocr_language = kept, sum(p.cached for p in read), lang
+    if kept:
+        report.warnings += [w.replace("scanned pages", "image pages") for w in warnings]
+    out = []
+    for piece in stream:
+        out += text.get(id(piece), []) if isinstance(piece, _Pictures) else [piece]
+    return out
 
 
 def _epub_chapters(stream: list, entries: list[TocNode], doc_titles: list[tuple[int, str]]) -> list[Chapter]:
-    found = [s.entry for s in stream if isinstance(s, _Split)]
+    found = [s.entry for s in stream if isinstance(s, Split)]
     if not found:
         # No usable contents list: one chapter per spine document.
         bounds = [pos for pos, _ in doc_titles] + [len(stream)]
@@ -291,7 +231,7 @@ def _epub_chapters(stream: list, entries: list[TocNode], doc_titles: list[tuple[
     else:
         groups, current = [], (None, [])
         for piece in stream:
-            if isinstance(piece, _Split):
+            if isinstance(piece, Split):
                 if piece.entry in [g[0] for g in groups] + [current[0]]:
                     continue  # two entries at one place: the first wins
                 groups.append(current)
@@ -302,7 +242,7 @@ def _epub_chapters(stream: list, entries: list[TocNode], doc_titles: list[tuple[
         groups = [(entries[e].title if e is not None else None, blocks) for e, blocks in groups]
     chapters = []
     for n, (title, blocks) in enumerate(groups):
-        blocks = [b for b in blocks if isinstance(b, _Block)]
+        blocks = [b for b in blocks if isinstance(b, Block)]
         if not title:
             if not blocks:
                 continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from ..dialogue import NARRATOR, Span, check_spans, join_spans, merge_spans
 from ..errors import AudiobookError
 from .cast import Cast
+from .reading import ReadReport
 
 BOOK_FORMAT_VERSION = 1
 # Where nothing better is known the book says this about its front matter.
@@ -51,6 +52,8 @@ class Book:
     year: str = ""  # publication year, for the audiobook's tags
     genre: str = ""
     cast: Cast | None = None  # the characters who speak, and their voices
+    # How the file was read (reader, OCR, cleaning, warnings); not part of the JSON book.
+    report: ReadReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def words(self) -> int:

@@ -1,4 +1,9 @@
-"""Text PDFs: chapters from the outline (bookmarks), else from heading lines."""
+"""PDF books: chapters from the outline (bookmarks), else from heading lines; scanned pages read by OCR.
+
+The text is cleaned as a listener needs it: running heads and footers and page numbers
+go, words hyphenated at a line end are joined, footnote markers are dropped. Pages that
+are only a picture (a scan) are read with Tesseract (``ocr``).
+"""
 
 from __future__ import annotations
 
@@ -9,55 +14,74 @@ from pathlib import Path
 from ..errors import AudiobookError
 from .common import TocNode, chapter_entries, read_bytes, words_of
 from .model import FRONT_MATTER_TITLE, Book, Chapter
+from .reading import OnProgress, ReadReport
 from .txt import HEADING, split_text_chapters
 
 _ROMAN_PAGE = re.compile(r"^[ivxlc]{1,7}$")
 _PAGE_WORD = re.compile(r"^(?:page\s+)?[-\u2013\u2014(\[]?\s*\d{1,4}\s*[-\u2013\u2014)\]]?(?:\s*(?:of|/)\s*\d+)?$", re.IGNORECASE)
 _EDGE_LINES = 2  # running headers and footers live in this many lines at each end of a page
+_NOTE_MARK = re.compile(r"^[\d*\u2020\u2021\u00a7\u00b6]{1,3}$")
+_SCANNED_CHARS = 20  # a page with an image and fewer characters of text than this is a scan
 
 
-def _strip_running_lines(pages: list[list[str]]) -> list[list[str]]:
-    """Remove running headers, footers and page numbers from the first/last lines of each page.
+def _number_key(line: str, page: int) -> tuple[str, int] | None:
+    """(text around the number, number - page index) of a line that carries a number at one end."""
+    m = re.match(r"^(.*?)\s*(\d{1,4})\s*$|^\s*(\d{1,4})\s*(.*)$", line)
+    if not m:
+        return None
+    rest = (m.group(1) if m.group(2) else m.group(4)) or ""
+    return _PAGE_WORD.sub("", rest.lower()).strip(), int(m.group(2) or m.group(3)) - page
 
-    A line goes when its text repeats at the page edge on many pages, or when it is a
-    number that counts up with the pages ("12", "Page 12", "My Book 12").
+
+def _strip_running_lines(pages: list[list[str]], report: ReadReport | None = None) -> list[list[str]]:
+    """Remove running heads, footers and page numbers from the first/last lines of each page.
+
+    An edge line goes when its text repeats at the page edge on many pages (the book's
+    title), when it repeats on every page or every other page after its first showing
+    (a chapter's title as the head of its pages; the first showing is the chapter's
+    heading), or when it is a number that counts up with the pages ("12", "Page 12",
+    "My Book 12"). "" lines (paragraph breaks of OCR pages) are not counted as edges.
     """
     n = len(pages)
     threshold = max(3, int(0.3 * n)) if n >= 3 else n + 1
-    exact: Counter = Counter()
-    numbered: Counter = Counter()  # (text around the number, number - page index)
+    edges = []
+    for lines in pages:
+        filled = [k for k, line in enumerate(lines) if line]
+        edges.append(sorted(set(filled[:_EDGE_LINES] + filled[-_EDGE_LINES:])))
+    shown: dict[str, list[int]] = {}  # edge line -> the pages it is on an edge of
+    numbered: Counter = Counter()
     for i, lines in enumerate(pages):
-        edge = set(lines[:_EDGE_LINES] + lines[-_EDGE_LINES:])
-        for line in edge:
-            exact[line.lower()] += 1
-            m = re.match(r"^(.*?)\s*(\d{1,4})\s*$|^\s*(\d{1,4})\s*(.*)$", line)
-            if m:
-                rest = (m.group(1) if m.group(2) else m.group(4)) or ""
-                num = int(m.group(2) or m.group(3))
-                numbered[(_PAGE_WORD.sub("", rest.lower()).strip(), num - i)] += 1
+        for line in {lines[k] for k in edges[i]}:
+            shown.setdefault(line.lower(), []).append(i)
+            key = _number_key(line, i)
+            if key is not None:
+                numbered[key] += 1
+
+    def running(line: str, i: int) -> bool:
+        pages_shown = shown.get(line.lower(), [])
+        if len(pages_shown) >= threshold or _ROMAN_PAGE.match(line.strip()):
+            return True
+        at = pages_shown.index(i)
+        if at > 0 and pages_shown[at] - pages_shown[at - 1] <= 2 and len(line) <= 80:
+            return True
+        key = _number_key(line, i)
+        return key is not None and (numbered[key] >= threshold or (n < 3 and _PAGE_WORD.match(line.strip()) is not None))
+
     out = []
     for i, lines in enumerate(pages):
-        def running(line: str) -> bool:
-            if exact[line.lower()] >= threshold or _ROMAN_PAGE.match(line.strip()):
-                return True
-            m = re.match(r"^(.*?)\s*(\d{1,4})\s*$|^\s*(\d{1,4})\s*(.*)$", line)
-            if not m:
-                return False
-            rest = (m.group(1) if m.group(2) else m.group(4)) or ""
-            key = (_PAGE_WORD.sub("", rest.lower()).strip(), int(m.group(2) or m.group(3)) - i)
-            return numbered[key] >= threshold or (n < 3 and _PAGE_WORD.match(line.strip()) is not None)
-
-        keep = list(lines)
-        for _ in range(_EDGE_LINES):
-            if keep and running(keep[0]):
-                keep.pop(0)
-            if keep and running(keep[-1]):
-                keep.pop()
+        drop = {k for k in edges[i] if running(lines[k], i)}
+        keep = [line for k, line in enumerate(lines) if k not in drop]
+        while keep and not keep[-1]:
+            keep.pop()
+        while keep and not keep[0]:
+            keep.pop(0)
         out.append(keep)
+        if report is not None:
+            report.running_lines += len(drop)
     return out
 
 
-def _pdf_paragraphs(lines: list[str]) -> list[str]:
+def _pdf_paragraphs(lines: list[str], report: ReadReport | None = None) -> list[str]:
     """Join PDF lines into paragraphs; a word hyphenated across a line break is made whole."""
     if not lines:
         return []
@@ -73,6 +97,8 @@ def _pdf_paragraphs(lines: list[str]) -> list[str]:
             continue
         if current.endswith("-") and re.search(r"[a-zà-ÿ]-$", current) and line[:1].islower():
             current = current[:-1] + line
+            if report is not None:
+                report.hyphens_joined += 1
         else:
             current = f"{current} {line}".strip()
         # A short line that ends a sentence ends its paragraph.
@@ -84,21 +110,112 @@ def _pdf_paragraphs(lines: list[str]) -> list[str]:
     return paras
 
 
-def read_pdf(path: Path) -> Book:
-    """A text PDF: chapters from its outline (bookmarks), else from heading lines.
+def _page_text(page, report: ReadReport) -> str:
+    """A page's text, footnote markers (small raised digits or signs after a word) left out."""
+    pieces: list[tuple[str, float, float]] = []  # (text, font size, baseline height)
+
+    def visit(text, cm, tm, font_dict, font_size):
+        scale = abs(tm[3] * cm[3]) or 1.0
+        pieces.append((text, float(font_size or 0) * scale, tm[5] * cm[3] + cm[5]))
+
+    page.extract_text(visitor_text=visit)
+    sizes: Counter = Counter()
+    for text, size, _ in pieces:
+        sizes[round(size, 1)] += len(text.strip())
+    body = sizes.most_common(1)[0][0] if sizes else 0.0
+    out, previous = [], None
+    for text, size, y in pieces:
+        if previous is not None and _NOTE_MARK.match(text.strip()) and 0 < size < 0.85 * body:
+            prev_text, _, prev_y = previous
+            if not prev_text.endswith("\n") or 0 < y - prev_y < body:
+                report.note_marks += 1
+                if text.endswith("\n") and not out[-1].endswith("\n"):
+                    out.append(" ")
+                continue
+        out.append(text)
+        if text.strip():
+            previous = (text, size, y)
+    return "".join(out)
+
+
+def _has_image(page) -> bool:
+    """Whether a page draws a picture (directly or inside a form)."""
+    try:
+        xobjects = (page.get("/Resources") or {}).get("/XObject") or {}
+        for ref in xobjects.values():
+            obj = ref.get_object()
+            if obj.get("/Subtype") == "/Image":
+                return True
+            inner = ((obj.get("/Resources") or {}).get("/XObject") or {}) if obj.get("/Subtype") == "/Form" else {}
+            if any(r.get_object().get("/Subtype") == "/Image" for r in inner.values()):
+                return True
+    except Exception:  # a damaged resource dictionary: treat the page as having no picture
+        return False
+    return False
+
+
+def _ocr_scanned(path: Path, raw: bytes, pages: list[str], scanned: list[int], language: str,
+                 report: ReadReport, on_progress: OnProgress | None) -> None:
+    """Put the OCR text of the ``scanned`` pages into ``pages``; what it did goes into ``report``."""
+    import hashlib
+    import io
+
+    import pypdfium2 as pdfium
+
+    from .ocr import LOW_CONFIDENCE, OCR_DPI, ocr_language, ocr_pages
+
+    lang, warnings = ocr_language(language)
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        document = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as e:
+        raise AudiobookError(f"{path.name} has scanned pages that cannot be drawn for OCR ({e}).") from None
+
+    def image(index: int):
+        def make() -> bytes:
+            page = document[index]
+            try:
+                picture = page.render(scale=OCR_DPI / 72, grayscale=True).to_pil()
+            finally:
+                page.close()
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PPM")  # fast to write, and Tesseract reads it
+            return buffer.getvalue()
+        return make
+
+    try:
+        read = ocr_pages(((f"pdf:{digest}:{i}", image(i)) for i in scanned), len(scanned), lang, on_progress)
+    finally:
+        document.close()
+    for i, page in zip(scanned, read):
+        pages[i] = "\n".join(page.lines or [""])
+    report.ocr_pages, report.ocr_cached, report.ocr_language = len(scanned), sum(p.cached for p in read), lang
+    report.warnings += warnings
+    low = [str(i + 1) for i, p in zip(scanned, read) if p.lines and p.confidence < LOW_CONFIDENCE]
+    if low:
+        listed = ", ".join(low[:12]) + (f" and {len(low) - 12} more" if len(low) > 12 else "")
+        report.warnings.append(f"OCR was unsure of the text of page{'s' if len(low) > 1 else ''} {listed}; check "
+                               f"{'them' if len(low) > 1 else 'it'} before a long render.")
+
+
+def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
+    """A PDF: chapters from its outline (bookmarks), else from heading lines.
 
     Running headers, footers and page numbers are removed; hyphenated line breaks
-    are joined. A PDF with no text layer (a scan) is refused with advice.
+    are joined; footnote markers are dropped. Scanned pages (a picture and no text)
+    are read by OCR in the book's language, with ``on_progress`` told each page.
     """
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PdfReadError
 
-    read_bytes(path)
+    raw = read_bytes(path)
+    report = ReadReport(reader="PDF")
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted and not reader.decrypt(""):
             raise AudiobookError(f"{path.name} is protected by a password; save an unprotected copy first.")
-        pages = [(page.extract_text() or "") for page in reader.pages]
+        pages = [_page_text(page, report) for page in reader.pages]
+        scanned = [i for i, text in enumerate(pages) if len(text.strip()) < _SCANNED_CHARS and _has_image(reader.pages[i])]
     except AudiobookError:
         raise
     except DependencyError as e:  # AES encryption needs a package this install may lack
@@ -108,23 +225,35 @@ def read_pdf(path: Path) -> Book:
         raise AudiobookError(f"{path.name} is damaged or not a PDF ({type(e).__name__}).") from e
     except Exception as e:  # pypdf's other complaints (limits, recursion, its own errors) mean the same to a reader
         raise AudiobookError(f"{path.name} is damaged or not a PDF that can be read ({type(e).__name__}).") from None
-    if sum(len(p.strip()) for p in pages) < max(20, 10 * len(pages)) // 2:
-        raise AudiobookError(f"{path.name} has no text layer (it is probably scanned); run OCR first, for example with ocrmypdf.")
-    page_lines = _strip_running_lines([[l.strip() for l in p.split("\n") if l.strip()] for p in pages])
-    meta = reader.metadata or {}
-    title = str(meta.get("/Title") or "").strip() or path.stem.replace("_", " ")
-    author = str(meta.get("/Author") or "").strip()
+    report.pages = len(pages)
     try:
         lang = str(reader.trailer["/Root"].get("/Lang") or "")
     except Exception:
         lang = ""
     from ..text import base_language
 
-    chapters = _pdf_outline_chapters(reader, page_lines) or _pdf_heading_chapters(page_lines, title)
-    return Book(title=title, author=author, language=base_language(lang) if lang else "", chapters=chapters)
+    language = base_language(lang) if lang else ""
+    if scanned:
+        try:
+            _ocr_scanned(path, raw, pages, scanned, language, report, on_progress)
+        except AudiobookError as e:
+            text_pages = len(pages) - len(scanned)
+            if sum(len(p.strip()) for p in pages) < max(20, 10 * text_pages) // 2:
+                raise AudiobookError(f"{path.name} is scanned: {e}") from None
+            report.warnings.append(f"{len(scanned)} scanned page{'s were' if len(scanned) > 1 else ' was'} left out: {e}")
+    if sum(len(p.strip()) for p in pages) < max(20, 10 * len(pages)) // 2:
+        raise AudiobookError(f"{path.name} has no text to read: its pages have neither a text layer nor scanned images for OCR.")
+    ocr = set(scanned)  # an OCR page keeps its paragraph breaks as "" lines
+    page_lines = _strip_running_lines([[line.strip() for line in p.split("\n") if line.strip() or i in ocr]
+                                       for i, p in enumerate(pages)], report)
+    meta = reader.metadata or {}
+    title = str(meta.get("/Title") or "").strip() or path.stem.replace("_", " ")
+    author = str(meta.get("/Author") or "").strip()
+    chapters = _pdf_outline_chapters(reader, page_lines, report) or _pdf_heading_chapters(page_lines, title, report)
+    return Book(title=title, author=author, language=language, chapters=chapters, report=report)
 
 
-def _pdf_outline_chapters(reader, page_lines: list[list[str]]) -> list[Chapter]:
+def _pdf_outline_chapters(reader, page_lines: list[list[str]], report: ReadReport) -> list[Chapter]:
     def nodes(outline) -> list[TocNode]:
         out: list[TocNode] = []
         for entry in outline:
@@ -165,7 +294,7 @@ def _pdf_outline_chapters(reader, page_lines: list[list[str]]) -> list[Chapter]:
         chapters[-1][1].extend(lines)
     out = []
     for title, lines in chapters:
-        text = "\n\n".join(_pdf_paragraphs(lines))
+        text = "\n\n".join(_pdf_paragraphs(lines, report))
         if title == FRONT_MATTER_TITLE and not text:
             continue
         out.append(Chapter(title, text or title))
@@ -181,7 +310,7 @@ def _find_title_line(lines: list[str], title: str) -> int:
     return 0
 
 
-def _pdf_heading_chapters(page_lines: list[list[str]], title: str) -> list[Chapter]:
+def _pdf_heading_chapters(page_lines: list[list[str]], title: str, report: ReadReport) -> list[Chapter]:
     text_lines: list[str] = []
     for lines in page_lines:
         for line in lines:
@@ -189,5 +318,5 @@ def _pdf_heading_chapters(page_lines: list[list[str]], title: str) -> list[Chapt
                 text_lines += ["", line, ""]  # a heading line stands alone, as in a text file
             else:
                 text_lines.append(line)
-    paragraphs = _pdf_paragraphs(text_lines)
+    paragraphs = _pdf_paragraphs(text_lines, report)
     return split_text_chapters("\n\n".join(paragraphs), title)

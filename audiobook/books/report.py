@@ -12,7 +12,8 @@ def describe_book(book: Book, chunk_chars: int, show_chunks: bool = False, speak
                   pronunciations=None) -> str:
     """What the reader found, as text for a person checking a book before a long render.
 
-    Title, author, language, cover, and per chapter its number, title, words and
+    Title, author, language, cover, how the file was read (reader, OCR, lines removed,
+    warnings), and per chapter its number, title, words and
     chunks; with ``show_chunks`` every chunk's text too, with its speaker when it is not
     the narrator.
     """
@@ -26,6 +27,7 @@ def describe_book(book: Book, chunk_chars: int, show_chunks: bool = False, speak
         f"Author:   {book.author or '(unknown)'}",
         f"Language: {book.language or '(unknown)'}",
         f"Cover:    {cover}",
+        *(book.report.lines() if book.report else []),
         f"Chapters: {len(book.chapters)}, {book.words} words, {len(chunks)} chunks of at most {chunk_chars} characters",
         "",
         f"{'#':>4}  {'words':>7}  {'chunks':>6}  title",
