@@ -95,6 +95,8 @@ def test_frame_limits_and_seeds_come_from_the_chunk_alone():
 
 CHAOS_SCRIPT = textwrap.dedent("""
     import os, sys
+    import torch
+    torch.set_num_threads(1)  # two threads on a shared machine spin against each other
     sys.path.insert(0, {root!r})
     from backend import Backend
     from audiobook.books import load_book
