@@ -119,10 +119,11 @@ CHAOS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # each run starts a Python with torch: seconds when idle, minutes on a loaded machine
 def test_kill_9_at_random_moments_loses_at_most_the_takes_in_flight(tmp_path, tiny_models_dir):
     """kill -9 a render again and again: every run goes on where the last stopped; no chunk file is
     written twice, and each kill loses at most the slot count of finished takes."""
-    b = book(n_chapters=4, sentences=5)
+    b = book(n_chapters=3, sentences=5)
     book_path = tmp_path / "book.json"
     book_path.write_text(json.dumps(b.to_dict()))
     out, takes = tmp_path / "out", tmp_path / "takes.log"
@@ -133,7 +134,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_takes_in_flight(tmp_path, ti
     kills, complete, start = 0, False, time.time()
     while not complete and time.time() - start < 900:  # a hang guard for a loaded machine
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if kills < 3:
+        if kills < 2:
             # Wait for the render to be under way (imports and model loading take seconds), then a random moment.
             base = takes.stat().st_size if takes.exists() else 0
             while proc.poll() is None and not (takes.exists() and takes.stat().st_size > base):
