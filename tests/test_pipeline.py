@@ -123,7 +123,7 @@ CHAOS_SCRIPT = textwrap.dedent("""
 def test_kill_9_at_random_moments_loses_at_most_the_takes_in_flight(tmp_path, tiny_models_dir):
     """kill -9 a render again and again: every run goes on where the last stopped; no chunk file is
     written twice, and each kill loses at most the slot count of finished takes."""
-    b = book(n_chapters=3, sentences=5)
+    b = book(n_chapters=2, sentences=5)
     book_path = tmp_path / "book.json"
     book_path.write_text(json.dumps(b.to_dict()))
     out, takes = tmp_path / "out", tmp_path / "takes.log"
@@ -143,7 +143,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_takes_in_flight(tmp_path, ti
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 kills += 1
-        stdout, stderr = proc.communicate(timeout=300)
+        stdout, stderr = proc.communicate(timeout=1000)
         complete = b"COMPLETE" in stdout and b"INCOMPLETE" not in stdout
         assert proc.returncode in (0, -signal.SIGKILL), stderr.decode()[-2000:]
         for p in (out / "chunks").glob("*.wav"):
