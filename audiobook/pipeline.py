@@ -152,11 +152,6 @@ class StreamRender:
         self.open = set(todo)  # chunks not yet kept or failed
         self.failure: BaseException | None = None
         self.decoding = False  # the decode stage holds a group
-        from .workers import WorkerPool
-
-        self.pool = r.executor if isinstance(r.executor, WorkerPool) else None
-        self.remote_left = 0  # worker feeders still running
-        self.remote_lock = threading.Lock()
         self.assembled_done = threading.Event()
         self.model_failures = 0  # model errors in a row (each fails the takes in flight)
         states = r.m.chunks
@@ -186,31 +181,15 @@ class StreamRender:
     def run(self) -> Iterator[None]:
         """Run the stages until every chunk is kept or failed (or a Stop); yield after every ``batch_size`` kept."""
         r = self.r
-        pool = self.pool
-        if pool is not None:
-            # Ray workers: each runs an engine session of its own (generation and decoding there); this
-            # process feeds them, checks, and stays the only writer of chunk files and the manifest.
-            pool._log_to = r._log
-            for line in pool._unlogged:
-                r._log(line)
-            pool._unlogged = []
-            if not pool.workers:
-                pool.start()
-            self.remote_left = len(pool.workers)
-            stages = [(lambda w=w: self._remote(w)) for w in range(len(pool.workers))] + [self._check, self._assembler]
-        else:
-            stages = [self._generate, self._decode, self._check, self._assembler]
-        threads = [threading.Thread(target=self._guard, args=(f,), name=f"render-stage-{n}", daemon=True)
-                   for n, f in enumerate(stages)]
-        lock = getattr(self.tts, "lock", None) if pool is None else None
+        threads = [threading.Thread(target=self._guard, args=(f,), name=f"render-{f.__name__.strip('_')}", daemon=True)
+                   for f in (self._generate, self._decode, self._check, self._assembler)]
+        lock = getattr(self.tts, "lock", None)
         with lock.hold("a render") if lock else _nothing(), lock.shared_with(threads) if lock else _nothing():
             for t in threads:
                 t.start()
             try:
                 yield from self._keep_loop()
             finally:
-                if pool is not None:
-                    pool._log_to = None
                 self.halt.set()
                 self.feed.close()
                 for q in (self.decode_q, self.check_q, self.keep_q, self.assemble_q):
@@ -381,85 +360,6 @@ class StreamRender:
             except queue.Full:
                 if self.halt.is_set():
                     return
-
-    def _remote(self, w: int) -> None:
-        """Feed Ray worker ``w``'s engine session and pass its finished takes (audio) to the checks.
-
-        A worker that dies has its takes in flight fed again (first); Ray restarts it.
-        """
-        from ray.exceptions import RayActorError, RayTaskError
-
-        from .workers import RESTART_WAIT_S, _first_line, _import_ray
-
-        ray = _import_ray()
-        r, pool = self.r, self.pool
-        worker = pool.workers[w]
-        outstanding: dict[int, _Item] = {}
-        job, fresh = None, True
-        try:
-            while not self.halt.is_set():
-                items: list[_Item] = []
-                if not self.feed.closed:
-                    room = 2 * self.slots - len(outstanding)
-                    want = job if outstanding and self.feed.has(job) else (None if outstanding else self.feed.next_job())
-                    if room > 0 and want is not None:
-                        items, job = self.feed.take(room, want), want
-                if not outstanding and not items:
-                    if self.feed.closed:
-                        return
-                    self.feed.wait(0.2)
-                    continue
-                median = r.rate.median()
-                payload = []
-                for it in items:
-                    text = r.m.chunks[it.chunk].text
-                    it.limit = frame_limit(text, median, r.settings.duration_outlier_factor, r.opts.max_new_tokens)
-                    outstanding[id(it)] = it
-                    payload.append((id(it), it.voice, text, self._prompt_of(it.voice), it.seed, it.limit))
-                n = len(outstanding)
-                pool._set(w, state=f"rendering {n} chunk{'s' if n != 1 else ''}")
-                try:
-                    pid, done = ray.get(worker.actor.stream.remote(fresh, payload, r.language, r.opts, self.slots))
-                    fresh = False
-                    self.model_failures = 0
-                except RayTaskError as e:
-                    cause = getattr(e, "cause", None)
-                    lost = list(outstanding.values())
-                    outstanding.clear()
-                    fresh = True
-                    self._fail(lost, cause if isinstance(cause, BaseException) else RuntimeError(_first_line(e)))
-                    continue
-                except RayActorError as e:
-                    lost = list(outstanding.values())
-                    outstanding.clear()
-                    fresh = True
-                    with pool._info_lock:
-                        info = worker.info
-                        seen = info.pid is not None
-                        info.state, info.pid = "restarting", None
-                        info.restarts += 1 if seen else 0
-                    if seen:
-                        r._log(f"{info.name.capitalize()} died ({_first_line(e)[:160]}); Ray restarts it, and its "
-                               f"{len(lost)} takes in flight were fed again.")
-                    for it in reversed(lost):
-                        self.feed.push_front(it)
-                    time.sleep(RESTART_WAIT_S)
-                    continue
-                with pool._info_lock:
-                    info = worker.info
-                    info.pid, info.batches, info.chunks = pid, info.batches + 1, info.chunks + len(done)
-                    info.state = "idle" if len(outstanding) == len(done) else info.state
-                for tag, wav, runaway in done:
-                    it = outstanding.pop(tag)
-                    it.wav, it.runaway = wav, runaway
-                    self._put(self.check_q, it)
-        finally:
-            pool._set(w, state="idle")
-            with self.remote_lock:
-                self.remote_left -= 1
-                last = self.remote_left == 0
-            if last:
-                self._put(self.check_q, _DONE)
 
     def _wait_decoded(self) -> None:
         while (self.decoding or not self.decode_q.empty()) and not self.halt.is_set():

@@ -495,11 +495,7 @@ class _Render:
 
     @property
     def streams(self) -> bool:
-        """Whether this render runs as the pipeline over engine sessions (the fast engine, here or on Ray workers)."""
-        from .workers import WorkerPool
-
-        if isinstance(self.executor, WorkerPool):  # each Ray worker runs a session; this process feeds them
-            return self.use_stream and self.settings.engine != "qwen_tts"
+        """Whether this render runs as the pipeline over an engine session (the fast engine, in this process)."""
         return (self.use_stream and self.fast and isinstance(self.executor, InProcess)
                 and callable(getattr(self.tts, "capture", None)))
 

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MAX_DEALS = 8  # a call that finds its worker dead this many times in a row ends the render with a sentence
 RESTART_WAIT_S = 1.0  # a call that met a worker still restarting waits this long before it is dealt again
-STREAM_WAIT_S = 0.5  # a worker's stream call returns once a take ended and this long passed
 START_TIMEOUT_S = 300.0  # actors must be placed and answering within this (a busy cluster may queue them)
 # Ray's own dashboard and usage statistics are off unless the user turns them on in the environment.
 RAY_DEFAULT_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
@@ -113,49 +112,6 @@ class _Actor:
 
     def narrate(self, narrator, texts, language, opts, prompt, slots):
         return os.getpid(), self.tts.narrate(narrator, texts, language, opts, prompt=prompt, slots=slots)
-
-    def stream(self, fresh: bool, items: list, language, opts, slots: int, wait_s: float = STREAM_WAIT_S):
-        """Feed this worker's engine session and step it; the takes that ended meanwhile, as audio.
-
-        ``items`` are ``(tag, narrator, text, clone prompt, seed, frame limit)`` of one model's voices;
-        ``fresh`` (a render's first call) drops what an earlier render left in the session. Returns
-        ``(pid, [(tag, wav, runaway)])`` once a take ended and ``wait_s`` passed, or the session is idle.
-        """
-        import numpy as np
-
-        from audiobook.stream import Request
-
-        session = getattr(self, "_session", None)
-        if fresh and session is not None:
-            session.drop_waiting()
-            session.drop_in_flight()
-        try:
-            if items:
-                narrators, texts = [i[1] for i in items], [i[2] for i in items]
-                prompts = [i[3] for i in items] if narrators[0].job == "clone" else None
-                model, built, sampling = self.tts.capture(narrators, texts, language, opts, prompt=prompts)
-                if (session is None or session.engine.qmodel is not model.model or session.sampling != sampling
-                        or session.slots != slots):
-                    session = self.tts.session(model, sampling, slots)
-                for item, prompt in zip(items, built):
-                    session.submit(Request(prompt, item[4], item[5], item))
-            self._session = session
-            out: list = []
-            start = time.monotonic()
-            while session is not None and session.busy:
-                ended = session.step()
-                if ended:
-                    its = [f.tag for f in ended]
-                    prompts = [i[3] for i in its] if its[0][1].job == "clone" else None
-                    wavs = self.tts.decode_codes([i[1] for i in its], [i[2] for i in its], language, opts,
-                                                 [f.codes for f in ended], prompt=prompts)
-                    out += [(i[0], np.asarray(w, dtype=np.float32), f.runaway) for i, f, w in zip(its, ended, wavs)]
-                if out and time.monotonic() - start >= wait_s:
-                    break
-            return os.getpid(), out
-        except BaseException:
-            self._session = None  # its state is not to be trusted again
-            raise
 
     def clone_prompt(self, ref_audio, ref_text, x_vector_only):
         return self.tts.clone_prompt(ref_audio, ref_text, x_vector_only)
