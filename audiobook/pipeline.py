@@ -327,7 +327,10 @@ class StreamRender:
                     except AudiobookError:
                         raise
                     except Exception as e:  # noqa: BLE001
-                        session = None
+                        if is_out_of_memory(e) and session is not None:
+                            # Fewer slots from now on: the takes in flight are fed again with these.
+                            items += [req.tag for req in session.drop_in_flight() + session.drop_waiting()]
+                            session = None
                         self._fail(items, e)
                         continue
                     busy = True
@@ -434,13 +437,14 @@ class StreamRender:
                     voices = [it.voice for it in part]
                     prompts = [self._prompt_of(v) for v in voices] if job == "clone" else None
                     try:
-                        wavs = self.tts.decode_codes(voices, texts, r.language, r.opts, [it.codes for it in part],
-                                                     prompt=prompts)
+                        wavs = self._decoded(part, voices, texts, prompts)
                     except AudiobookError:
                         raise
                     except Exception as e:  # noqa: BLE001
+                        from .render import MODEL_ERROR
+
                         for it in part:
-                            it.error = e
+                            it.error = RuntimeError(f"{MODEL_ERROR}: {type(e).__name__}: {e}")
                         wavs = [None] * len(part)
                     for it, wav in zip(part, wavs):
                         it.codes = None
@@ -451,6 +455,20 @@ class StreamRender:
             if end:
                 self._put(self.check_q, _DONE)
                 return
+
+    def _decoded(self, part: list[_Item], voices, texts, prompts) -> list:
+        """One wav per item (a take with no frame is silence of no length), or an error for the group."""
+        wavs: list = [np.zeros(0, dtype=np.float32)] * len(part)
+        speaking = [n for n, it in enumerate(part) if it.codes is not None and it.codes.shape[0] > 0]
+        if speaking:
+            got = self.tts.decode_codes([voices[n] for n in speaking], [texts[n] for n in speaking], self.r.language,
+                                        self.r.opts, [part[n].codes for n in speaking],
+                                        prompt=[prompts[n] for n in speaking] if prompts else None)
+            if len(got) != len(speaking):
+                raise RuntimeError(f"decoding returned {len(got)} takes for {len(speaking)}")
+            for n, wav in zip(speaking, got):
+                wavs[n] = wav
+        return wavs
 
     def _check(self) -> None:
         """The checks on whatever takes are ready (batched), then on to the keeper."""
