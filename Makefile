@@ -69,8 +69,11 @@ calibre:
 run: setup
 	$(BIN)/python app.py $(ARGS)
 
+# The suite runs on TEST_JOBS processes (pytest-xdist), one test file per process at a time, so a
+# module's app server and fixtures are made once; the tiny checkpoints are built once for all.
+TEST_JOBS ?= 2
 test: setup-test
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 bench: setup
 	$(BIN)/python bench/run.py $(ARGS)

@@ -97,7 +97,7 @@ def _trim_forward(words: list[str]) -> list[str]:
         if lw == "of" and out and i + 1 < len(words) and (words[i + 1][:1].isupper() or words[i + 1].lower() not in DETERMINERS):
             out.append(w)
             continue
-        if lw == "of" and out and out[-1].lower() == "one":
+        if lw == "of" and out and out[-1].lower() in ("one", "each", "some", "all", "both", "none", "most"):
             out.append(w)
             continue
         if (lw in _STOP and not (not out and lw in DETERMINERS)) or lw == "of" or (lw.endswith("ly") and len(lw) > 3 and lw not in ("lily", "emily", "molly", "polly", "sally", "kelly", "holly")):
@@ -392,6 +392,8 @@ def _turns(text, quotes, who, rule, addressed, elsewhere, mentions, paras) -> No
                     guess, why = speakers[i - 2], "turns"
                 elif i + 2 < len(run) and speakers[i + 2] and speakers[i + 1] and speakers[i + 2] != speakers[i + 1]:
                     guess, why = speakers[i + 2], "turns"
+                elif 0 < i < len(run) - 1 and speakers[i - 1] and speakers[i - 1] == speakers[i + 1]:
+                    guess, why = next(iter(pair - {speakers[i - 1]})), "turns"  # A, ?, A: the other one
                 if to and len(pair - to) == 1 and (not guess or guess in to):
                     guess, why = next(iter(pair - to)), "addressee"
                 if guess and guess not in to:

@@ -99,7 +99,8 @@ def _is_name(phrase: str) -> bool:
 
 def _core(phrase: str) -> list[str]:
     """A name's words without titles or determiners: "Mr. George Knightley" -> ["george", "knightley"]."""
-    return [w for w in norm(phrase).split() if w not in TITLES and w != "of"]
+    words = [w for w in norm(phrase).split() if w != "of"]
+    return [w for w in words if w not in TITLES] or words  # "the Prince" alone: the title is the name
 
 
 def _head(phrase: str) -> str:
@@ -164,7 +165,11 @@ class CharacterList:
         if key in self._exact:
             return self._exact[key]
         if _is_name(phrase):
-            core = [NICKNAMES.get(w, w) for w in _core(phrase)]
+            # Only the capitalised words name them: "the old Minister" is "Minister", "little Gluck" "Gluck".
+            capitals = " ".join(w for w in phrase.split() if w[:1].isupper() or w.lower() == "of")
+            if norm(capitals) in self._exact:
+                return self._exact[norm(capitals)]
+            core = [NICKNAMES.get(w, w) for w in _core(capitals)]
             sets = [self._words.get(w, set()) for w in core]
             owners = set.intersection(*sets) if sets else set()
             gender = title_gender(phrase)

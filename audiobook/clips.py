@@ -23,7 +23,7 @@ BEST_MIN_S = 5.0
 BEST_MAX_S = 15.0
 MAX_WITH_TRANSCRIPT_S = 20.0  # a transcript fixes the words, so a longer clip cannot be cut
 MAX_DECODE_S = 600  # read at most ten minutes of an uploaded file
-CLIP_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".ogg")
+CLIP_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".webm", ".opus")
 
 SILENT_PEAK = 10 ** (-60 / 20)  # -60 dBFS: nothing there
 QUIET_RMS = 10 ** (-40 / 20)  # speech quieter than -40 dBFS is raised and reported

@@ -4,22 +4,19 @@ A chapter's text can be cut into ``Span``s, each with a ``speaker`` (a character
 ``narrator`` or ``dialogue``) and a ``style`` (an instruction such as "whispering").
 The spans of a chapter always rebuild its text exactly: ``"".join(s.text for s in spans)``.
 
-Three sources of spans live here:
+Two sources of spans live here:
 
 * ``strip_markup``: lines ``[voice: Name]`` switch the speaker until the next such tag
   (``[voice: narrator]`` returns), ``[style: whispering]`` sets the style of the next
   paragraph; the tags are removed from the text, so they are never spoken;
-* ``find_dialogue``: quoted speech (straight and typographic quotes, « », » «, „ “, 「 」)
-  becomes a span of its own, attributed to a character by a nearby "said Name" or
-  "Name asked" when that name is in the cast, else to the ``dialogue`` speaker;
-* ``discover_names``: the names that such phrases attribute speech to, for a first cast.
+* ``quote_ranges``: quoted speech (straight and typographic quotes, « », » «, „ “, 「 」),
+  which ``find_dialogue`` makes spans of their own, attributed by the rules of
+  ``attribution`` (who finds the characters: ``characters``), else to ``dialogue``.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -249,150 +246,13 @@ _SPEECH_VERBS = (
     "dit demanda répondit cria murmura ajouta s'écria reprit "
     "dijo preguntó respondió gritó"
 ).split()
-_VERB = r"(?:" + "|".join(re.escape(v) for v in _SPEECH_VERBS) + r")"
-_TITLES = r"(?:Mr|Mrs|Ms|Dr|Mme|Mlle|Herr|Frau|St)\.?"
-_WORD = r"[^\W\d_][\w'\u2019-]*"
-_NAME = rf"(?:{_TITLES}\s+)?{_WORD}(?:\s+{_WORD}){{0,2}}"
-# "said Alice" right after a quote; "Alice said" / "Alice asked Bob" after or before one.
-_AFTER_VERB_NAME = re.compile(rf"^[\s,.;:!?\u2014\u2013-]*(?:{_VERB})\s+(?P<name>{_NAME})", re.IGNORECASE)
-_AFTER_NAME_VERB = re.compile(rf"^[\s,.;:!?\u2014\u2013-]*(?P<name>{_NAME})\s+(?:\w+ly\s+)?(?:{_VERB})\b", re.IGNORECASE)
-_BEFORE_NAME_VERB = re.compile(rf"(?P<name>{_NAME})\s+(?:\w+ly\s+)?(?:{_VERB})\b[^.!?\"\u201c\u201d\u00ab\u00bb]{{0,40}}$", re.IGNORECASE)
-_BEFORE_VERB_NAME = re.compile(rf"\b(?:{_VERB})\s+(?P<name>{_NAME})\s*[,:\u2014-]?\s*$", re.IGNORECASE)
-# Words that start a sentence or stand for a person but are no one's name.
-_NOT_NAMES = set(
-    "i you he she it we they him her them his hers its our their me us one someone somebody everyone nobody "
-    "the a an and but or then so now when as while if that this there here who what which where why how "
-    "yes no oh ah well not also again still just only too very softly quietly loudly at last finally "
-    "once yet soon suddenly presently afterwards later meanwhile perhaps however thus indeed instead nevertheless "
-    "er sie es ich du wir ihr man il elle ils elles on je tu nous vous ella él".split()
-)
-
-
-def _clean_name(raw: str) -> str:
-    """The name inside a matched phrase: leading non-names ("Then", "And") and trailing adverbs dropped."""
-    words = raw.split()
-    while words and words[0].lower().strip(".") in _NOT_NAMES:
-        words = words[1:]
-    while words and (words[-1].lower() in _NOT_NAMES or words[-1].lower().endswith("ly")):
-        words = words[:-1]
-    if not words or not all(w[0].isupper() for w in words):
-        return ""
-    return " ".join(words)
-
-
-def _attribution(before: str, after: str) -> list[str]:
-    """Names a quote is attributed to by the narration around it, nearest first."""
-    found = []
-    for pattern, text in ((_AFTER_VERB_NAME, after), (_AFTER_NAME_VERB, after)):
-        m = pattern.match(text)
-        if m:
-            found.append(m.group("name"))
-    for pattern in (_BEFORE_NAME_VERB, _BEFORE_VERB_NAME):
-        m = pattern.search(before)
-        if m:
-            found.append(m.group("name"))
-    names = []
-    for raw in found:
-        # "Alice Liddell asked Bob": try the longest name, then shorter ones.
-        words = raw.split()
-        for k in range(len(words), 0, -1):
-            name = _clean_name(" ".join(words[:k]))
-            if name and name not in names:
-                names.append(name)
-    return names
-
-
-class _Cast:
-    """Matches a name found in the text to a cast member: exactly, or by a word of a longer name."""
-
-    def __init__(self, names: Iterable[str]):
-        self.names = [n for n in (speaker_name(x) for x in names) if n not in (NARRATOR, DIALOGUE)]
-        self.words: dict[str, set[str]] = {}
-        for n in self.names:
-            for w in n.split():
-                if w[:1].isupper() and w.lower().strip(".") not in _NOT_NAMES and not re.fullmatch(_TITLES, w):
-                    self.words.setdefault(w.lower(), set()).add(n)
-
-    def match(self, name: str) -> str:
-        exact = {n.lower(): n for n in self.names}
-        if name.lower() in exact:
-            return exact[name.lower()]
-        for w in reversed(name.split()):
-            owners = self.words.get(w.lower(), set())
-            if len(owners) == 1:
-                return next(iter(owners))
-        return ""
-
-
-def _quotes_with_context(text: str):
-    """Each quote with the narration before and after it inside its paragraph."""
-    ranges = quote_ranges(text)
-    paras = _paragraph_ranges(text)
-
-    starts = [p0 for p0, _, _ in paras]
-
-    def para_of(pos: int) -> int:
-        return max(0, bisect.bisect_right(starts, pos) - 1)
-
-    for k, (a, b) in enumerate(ranges):
-        pa, pb = para_of(a), para_of(max(a, b - 1))
-        lo = max(paras[pa][0], ranges[k - 1][1] if k else 0)
-        hi = min(paras[pb][1], ranges[k + 1][0] if k + 1 < len(ranges) else len(text))
-        yield a, b, pa, pb, text[lo:a], text[b:hi] if hi > b else ""
 
 
 def find_dialogue(text: str, cast: Iterable[str] = (), narrator: str = NARRATOR) -> list[Span]:
-    """Spans of ``text``: quoted speech apart from the narration, attributed when possible.
+    """Spans of ``text``: quoted speech apart from the narration, each quote given to a member of ``cast``
+    by the rules of ``attribution`` when they tell who speaks, else to ``dialogue``. The spans rebuild ``text``."""
+    from .attribution import label_spans
+    from .characters import Character, CharacterList
 
-    A quote goes to a cast member named by a nearby "said Name"/"Name asked"; an
-    unattributed quote in a paragraph where another quote is attributed goes to that
-    speaker too; anything else quoted goes to ``dialogue``. The spans rebuild ``text``.
-    """
-    members = _Cast(cast)
-    quotes = list(_quotes_with_context(text))
-    who: list[str] = []
-    for a, b, pa, pb, before, after in quotes:
-        speaker = ""
-        for name in _attribution(before, after):
-            speaker = members.match(name)
-            if speaker:
-                break
-        who.append(speaker)
-    # A paragraph's unattributed quotes share the speaker of its attributed ones ("Yes," said Bob. "Go.").
-    by_paragraph: dict[int, set[str]] = {}
-    for (a, b, pa, pb, _, _), speaker in zip(quotes, who):
-        if speaker:
-            by_paragraph.setdefault(pa, set()).add(speaker)
-            by_paragraph.setdefault(pb, set()).add(speaker)
-    for k, (a, b, pa, pb, _, _) in enumerate(quotes):
-        same = by_paragraph.get(pa, set()) | by_paragraph.get(pb, set())
-        if not who[k] and len(same) == 1:
-            who[k] = next(iter(same))
-    spans, pos = [], 0
-    for (a, b, *_), speaker in zip(quotes, who):
-        spans.append(Span(text[pos:a], narrator))
-        spans.append(Span(text[a:b], speaker or DIALOGUE))
-        pos = b
-    spans.append(Span(text[pos:], narrator))
-    return merge_spans(spans)
-
-
-def discover_names(texts: Iterable[str]) -> Counter:
-    """Names that "said Name"/"Name asked" phrases next to quotes attribute speech to, with counts.
-
-    A name is kept when it is written with capitals in that phrase; pronouns and
-    sentence-starting words are not names.
-    """
-    found: Counter = Counter()
-    for text in texts:
-        for *_, before, after in _quotes_with_context(text):
-            names = _attribution(before, after)
-            if names:
-                found[names[0]] += 1
-    # "Alice" and "Alice Liddell" are one person: the shorter form joins the longer when it is unique.
-    for name in sorted(found, key=len):
-        longer = [n for n in found if n != name and name in n.split() + [n] and n.startswith(name + " ")]
-        if len(longer) == 1:
-            found[longer[0]] += found.pop(name)
-    return found
-
+    names = [n for n in (speaker_name(x) for x in cast) if n not in (NARRATOR, DIALOGUE)]
+    return label_spans(text, CharacterList(Character(n) for n in dict.fromkeys(names)), narrator)

@@ -326,7 +326,8 @@ def plan_book(book: Book, narrator: Narrator, settings, out_dir: Path, options: 
     """The manifest a render of ``book`` would start from (no model needed); it is not saved."""
     language = _language(book, settings)
     chunks = plan_chunks(book.chapters, settings.chunk_chars, "en" if language == "auto" else language,
-                         pronunciations=pronunciations_from_settings(settings))
+                         pronunciations=pronunciations_from_settings(settings),
+                         book_texts=getattr(settings, "verify", "off") != "off")  # what takes are checked against
     if not chunks:
         raise AudiobookError("This book has no text to narrate.")
     opts = GenerationOptions.from_settings(settings)

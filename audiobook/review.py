@@ -90,6 +90,25 @@ def review_rows(out_dir: str | Path, flagged: bool = False, chapter: int | None 
     return rows
 
 
+def chapters_to_rebuild(out_dir: str | Path) -> list[int]:
+    """The chapters (1-based) that a rebuild would assemble again: every chunk has a kept take and
+    the chapter file is missing, or older than one of its chunks' audio (a fix since it was made)."""
+    out_dir = Path(out_dir)
+    m = load_render(out_dir)
+    todo = []
+    for ci, ch in enumerate(m.chapters):
+        if m.chapter_missing(ci) != []:
+            continue  # a chunk still pending or failed: a rebuild would not assemble it
+        made = out_dir / ch.file if ch.file else None
+        if made is None or not made.is_file():
+            todo.append(ci + 1)
+            continue
+        takes = [out_dir / m.chunks[r.id].file for r in ch.chunks if m.chunks[r.id].file]
+        if any(t.is_file() and t.stat().st_mtime_ns > made.stat().st_mtime_ns for t in takes):
+            todo.append(ci + 1)
+    return todo
+
+
 def find_chunk(m: mf.Manifest, chunk: str) -> mf.ChunkState:
     if chunk not in m.chunks:
         raise AudiobookError(f"There is no chunk {chunk} in this render; `backend.py review` lists the chunk ids.")

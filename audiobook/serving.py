@@ -22,8 +22,10 @@ from .settings import SETTINGS_FILE
 
 DEFAULT_USER = "audiobook"
 # What a finished file may be: audio, subtitles, covers, an edited book, a voice to share.
-SERVED_SUFFIXES = frozenset({".m4b", ".mp3", ".wav", ".flac", ".m4a", ".ogg", ".srt", ".png", ".jpg", ".jpeg",
-                             ".webp", ".gif", ".json", ".zip"})
+SERVED_SUFFIXES = frozenset({".m4b", ".mp3", ".wav", ".flac", ".m4a", ".ogg", ".srt", ".vtt", ".ass", ".png",
+                             ".jpg", ".jpeg", ".webp", ".gif", ".json", ".zip"})
+# ...and these whole endings: the read-along book (a source EPUB is never handed out)
+SERVED_ENDINGS = (" (read-along).epub",)
 # Files of the project's own state, never handed out whatever their suffix.
 NEVER_SERVED = frozenset({MANIFEST_FILE, SETTINGS_FILE, "voice.json", "queue.json"})
 
@@ -97,7 +99,8 @@ class ServedFiles:
         if path is None or path == "":
             return None
         source = Path(path).resolve()
-        if source.name in NEVER_SERVED or source.parent.name == CHUNKS_DIR or source.suffix.lower() not in SERVED_SUFFIXES:
+        finished = source.suffix.lower() in SERVED_SUFFIXES or source.name.endswith(SERVED_ENDINGS)
+        if source.name in NEVER_SERVED or source.parent.name == CHUNKS_DIR or not finished:
             raise AudiobookError(f"{source.name} is not a finished file, so the page does not hand it out.")
         try:
             st = source.stat()

@@ -67,6 +67,7 @@ class Settings:
     verify_model: str = field(default="auto", metadata={"help": "Whisper checkpoint that checks takes (auto: openai/whisper-large-v3-turbo on a GPU, openai/whisper-small on a CPU); a folder of that name in the models folder is used first."})
     max_wer: float = field(default=0.3, metadata=_num(0.0, 2.0, "Highest word error rate a take may have before it is taken again."))
     min_voice_similarity: float = field(default=0.5, metadata=_num(0.0, 1.0, "Lowest similarity of a take's voice to the narrator's before it is taken again."))
+    word_timings: bool = field(default=False, metadata={"help": "With verify on, Whisper also times every word (karaoke subtitles, word highlighting in the read-along player); it costs Whisper time."})
     # Pauses (milliseconds)
     pause_chunk_ms: int = field(default=250, metadata=_num(0, 5000))
     pause_paragraph_ms: int = field(default=600, metadata=_num(0, 5000))

@@ -403,17 +403,18 @@ def chunk_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str 
     characters and never cross a paragraph; a longer sentence is cut at a clause
     boundary. No chunk is longer than ``chunk_chars``.
     """
-    return [(t, end) for t, end, _ in chunk_sources(text, chunk_chars, language, pronunciations)]
+    return [(t, end) for t, end, _ in chunk_sources(text, chunk_chars, language, pronunciations, book_texts=False)]
 
 
 def chunk_sources(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
-                  pronunciations: Pronunciations | None = None) -> list[tuple[str, bool, str]]:
+                  pronunciations: Pronunciations | None = None, book_texts: bool = True) -> list[tuple[str, bool, str]]:
     """``chunk_text`` with each chunk's book text: ``(chunk text, paragraph_end, book text)``.
 
     The book text is the chunk's sentences as the book writes them (Unicode cleaned, before
     the pronunciation dictionary, abbreviations and numbers); "" where it is the chunk text
     itself, or where the chunk does not start and end on a sentence of the book (a long
-    sentence cut at a clause).
+    sentence cut at a clause). Without ``book_texts`` every book text is "" (no second pass of
+    the sentence splitter: planning a render whose takes are not checked stays as fast).
     """
     if chunk_chars < MIN_CHUNK_CHARS:
         raise AudiobookError(f"Chunk size must be at least {MIN_CHUNK_CHARS} character.")
@@ -441,7 +442,7 @@ def chunk_sources(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: s
                     current = joined
         if current:
             pieces.append((current, True))
-        books = [""] * len(pieces) if same or not book else _book_sentences(
+        books = [""] * len(pieces) if same or not book or not book_texts else _book_sentences(
             [t for t, _ in pieces], book, language, pronunciations)
         out += [(t, end, b) for (t, end), b in zip(pieces, books)]
     return out
@@ -488,16 +489,16 @@ def chunk_spans(spans, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "
     text, in white space between spans or at the start of the next span) or the chapter
     ends; ``turn_end`` marks a chunk after which another speaker talks.
     """
-    return [row[:5] for row in _span_chunks(spans, chunk_chars, language, pronunciations)]
+    return [row[:5] for row in _span_chunks(spans, chunk_chars, language, pronunciations, False)]
 
 
 def _span_chunks(spans, chunk_chars: int, language: str,
-                 pronunciations: Pronunciations | None) -> list[tuple[str, bool, str, str, bool, str]]:
+                 pronunciations: Pronunciations | None, book_texts: bool = True) -> list[tuple[str, bool, str, str, bool, str]]:
     """``chunk_spans`` with each chunk's book text last (see ``chunk_sources``)."""
     spoken = [(k, s) for k, s in enumerate(spans) if s.text.strip()]
     out: list[tuple[str, bool, str, str, bool, str]] = []
     for n, (k, span) in enumerate(spoken):
-        pieces = chunk_sources(span.text, chunk_chars, language, pronunciations)
+        pieces = chunk_sources(span.text, chunk_chars, language, pronunciations, book_texts)
         if not pieces:
             continue
         nxt = spoken[n + 1] if n + 1 < len(spoken) else None
@@ -512,7 +513,7 @@ def _span_chunks(spans, chunk_chars: int, language: str,
 
 def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: str = "en",
                 speak_titles: bool = True, pronunciations: Pronunciations | None = None,
-                progress: Callable[[int, int], None] | None = None) -> list[Chunk]:
+                progress: Callable[[int, int], None] | None = None, book_texts: bool = False) -> list[Chunk]:
     """Every chunk of the book in reading order.
 
     ``chapters`` are objects with ``title`` and ``text`` (``books.Chapter``), and
@@ -520,17 +521,18 @@ def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, lang
     their speaker and style. With ``speak_titles`` each chapter starts with its spoken
     title (``is_title``, read by the narrator), unless the chapter's text is only that
     title. The last chunk of every chapter has ``chapter_end``. ``progress(done, total)``
-    is called after each chapter.
+    is called after each chapter. With ``book_texts`` each chunk carries the book's own
+    words (``Chunk.book_text``) for checking its takes.
     """
     chapters = list(chapters)
     chunks: list[Chunk] = []
     for ci, chapter in enumerate(chapters):
         spans = getattr(chapter, "spans", None)
         if spans:
-            body = _span_chunks(spans, chunk_chars, language, pronunciations)
+            body = _span_chunks(spans, chunk_chars, language, pronunciations, book_texts)
         else:
             body = [(t, p, NARRATOR, "", False, b)
-                    for t, p, b in chunk_sources(chapter.text, chunk_chars, language, pronunciations)]
+                    for t, p, b in chunk_sources(chapter.text, chunk_chars, language, pronunciations, book_texts)]
         items: list[tuple] = []
         title = chapter.title.strip()
         body_is_title = title and " ".join(chapter.text.split()) == " ".join(title.split())
@@ -540,7 +542,8 @@ def plan_chunks(chapters: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, lang
                 spoken = pronunciations.apply(spoken)
             said = chunk_text(spoken, chunk_chars, language)
             written = " ".join(clean_unicode(title).split())
-            items += [(t, True, True, NARRATOR, "", False, written if len(said) == 1 and written != t else "")
+            items += [(t, True, True, NARRATOR, "", False,
+                       written if book_texts and len(said) == 1 and written != t else "")
                       for t, _ in said]
         items += [(t, bool(body_is_title), p, who, style, turn, b) for t, p, who, style, turn, b in body]
         for i, (t, is_title, para_end, who, style, turn, book) in enumerate(items):

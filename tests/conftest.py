@@ -15,7 +15,13 @@ os.environ.setdefault("AUDIOBOOK_OCR_CACHE", tempfile.mkdtemp(prefix="audiobook-
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory):
-    """A folder holding all five tiny random Qwen3-TTS checkpoints and the tiny Whisper ones, built once a session."""
+    """A folder holding all five tiny random Qwen3-TTS checkpoints and the tiny Whisper ones, built once a session.
+
+    Under pytest-xdist the workers share one folder: the first builds it under a lock, the others
+    find it complete (a rerun of the build keeps a complete folder).
+    """
+    import fcntl
+
     import torch
 
     from audiobook.tiny import build_tiny_models, build_tiny_whisper
@@ -23,9 +29,15 @@ def tiny_models_dir(tmp_path_factory):
     # Tiny matmuls gain nothing from threads, and on a shared CPU extra threads
     # spin-wait: one thread is several times faster than two under load.
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("tiny-models")
-    build_tiny_models(out)
-    build_tiny_whisper(out)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp("tiny-models")
+    else:
+        shared = tmp_path_factory.getbasetemp().parent  # the same for every worker of this run
+        out = shared / "tiny-models"
+    with open(out.parent / "tiny-models.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build_tiny_models(out)
+        build_tiny_whisper(out)
     return out
 
 
@@ -58,3 +70,72 @@ def chat_server():
     server = ChatServer()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def cast_backend(tiny_models_dir, tmp_path_factory):
+    """A Backend on the tiny 1.7B checkpoints with two saved voices ("Storyteller", "Alice voice") made of tones."""
+    import soundfile as sf
+
+    import backend as backend_module
+    from audiobook.settings import SETTINGS_FILE
+    from audiobook.voices import Voice
+    from tests.tone import tone_clip
+
+    root = tmp_path_factory.mktemp("cast-app")
+    b = backend_module.Backend(root=root, settings_path=root / SETTINGS_FILE, models_dir=str(tiny_models_dir))
+    b.apply_settings(b.settings.updated(device="cpu", max_new_tokens=64, batch_size=4, max_retries=0, make_m4b=False,
+                                        do_sample=False, model_size="1.7B"))
+    for name, seed in (("Storyteller", 1), ("Alice voice", 2)):
+        clip = tone_clip(root / f"{seed}.wav", seed)
+        voice = Voice(name=name, kind="cloned", reference_text="A line of the reference clip.")
+        b.voices.save(voice, sf.read(str(clip), dtype="float32")[0])
+    return b
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuse every outgoing connection and record where it went (the list the test gets).
+
+    Local connections (127.0.0.1, a Unix socket) are let through: a test's own server is not the network.
+    """
+    import socket
+
+    tried = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and host not in ("127.0.0.1", "localhost", "::1"):
+            tried.append(address)
+            raise OSError(f"no network in this test (tried {address})")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return tried
+
+
+_TIMES_LOG = os.environ.get("AUDIOBOOK_TEST_TIMES")  # a file: one JSON line per test with its wall and CPU time
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With AUDIOBOOK_TEST_TIMES set, log each test's wall time and the CPU time it cost (this process and the
+    children it waited for), setup and teardown included; ``bench/test_times.py`` sums them up. The CPU time
+    barely depends on how loaded the machine is, so it estimates an idle run on a busy machine."""
+    if not _TIMES_LOG:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    wall0, cpu0 = time.perf_counter(), cpu()
+    yield
+    line = {"test": item.nodeid, "wall_s": round(time.perf_counter() - wall0, 2), "cpu_s": round(cpu() - cpu0, 2)}
+    with open(_TIMES_LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")

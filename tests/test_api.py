@@ -91,8 +91,12 @@ def test_a_whole_render_through_the_client(server, client, tmp_path):
     assert [Path(c).name[:2] for c in chapters] == ["01", "02"]
     assert client.predict(api_name="/stop") == "Nothing is rendering."
     # Resume after a finished render redoes nothing and ends at once.
+    takes = {p: p.stat().st_mtime_ns for p in (server.root / "output").glob("*/chunks/*.wav")}
+    assert takes
     client.predict("Reader", api_name="/resume")
     deadline = time.monotonic() + 120
     while not (state := client.predict(api_name="/render_state")[0])["finished"] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert state["finished"] and state["chunks_done"] == state["chunks_total"]
+    assert not any(line.startswith("Batch (") for line in state["log"]), state["log"]  # no model call
+    assert {p: p.stat().st_mtime_ns for p in (server.root / "output").glob("*/chunks/*.wav")} == takes

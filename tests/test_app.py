@@ -187,9 +187,10 @@ def test_progress_html_shows_the_numbers():
 
 def test_problem_rows_and_result_files():
     bad = ChunkReport(id="abc", chapter=2, chapter_title="Dusk", index=3, text="The owls woke.", status="failed", reason="no audio")
-    state = RenderState(failed=[bad], chapter_files=["/o/01.wav"], book_files=["/o/b.m4b", "/o/b.srt"])
+    state = RenderState(failed=[bad], chapter_files=["/o/01.wav"], book_files=["/o/b.m4b", "/o/b.srt", "/o/b (read-along).epub"])
     assert render_page.problem_rows(state) == [["failed", "2. Dusk", 3, "no audio", "The owls woke."]]
-    assert render_page.result_files(state) == {"chapters": ["/o/01.wav"], "m4b": "/o/b.m4b", "srt": "/o/b.srt"}
+    assert render_page.result_files(state) == {"chapters": ["/o/01.wav"], "m4b": "/o/b.m4b", "srt": "/o/b.srt",
+                                               "epub": "/o/b (read-along).epub"}
 
 
 def test_rerender_without_problems_says_so(backend, book):
@@ -281,10 +282,13 @@ def test_api_narrators_are_plain_names(backend):
 def test_cast_table_and_the_parts_of_a_chapter():
     from audiobook.books.cast import Cast, CastMember, label_book
 
-    book, _ = label_book(Book("T", [Chapter("One", '"Go," said Al.\n\n"No."')]), Cast([CastMember("Al", voice="ryan")]))
-    assert cast_page.cast_rows(book) == [["Al", 1, "ryan", '"Go,"'], ["dialogue", 1, cast_page.NO_VOICE, '"No."']]
+    book, _ = label_book(Book("T", [Chapter("One", '"Go," said Al.\n\n"No."')]), Cast([CastMember("Al", voice="ryan", aliases=["Alan"])]))
+    assert cast_page.cast_rows(book) == [["Al", 1, "", "ryan", "Alan", "", '"Go,"'],
+                                         ["dialogue", 1, "", cast_page.NO_VOICE, "", "", '"No."']]
     marked, rows = cast_page.span_parts(book, 0)
     assert "".join(t for t, _ in marked) == book.chapters[0].text
     assert [label for _, label in marked] == ["Al", None, "dialogue"]
-    assert rows == [[1, "Al", "", '"Go,"'], [2, "narrator", "", "said Al."], [3, "dialogue", "", '"No."']]
+    assert rows == [[1, "Al", "", "said", '"Go,"'], [2, "narrator", "", "", "said Al."], [3, "dialogue", "", "", '"No."']]
+    marked, _ = cast_page.span_parts(book, 0, by_confidence=True)
+    assert [label for _, label in marked] == [cast_page.SURE, None, cast_page.UNKNOWN]
     assert cast_page.cast_rows(None) == [] and cast_page.span_parts(book, None) == ([], [])

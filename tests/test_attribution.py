@@ -117,3 +117,21 @@ def test_the_labelled_set_scores_no_lower_than_recorded():
         assert scores[part]["precision"] >= recorded[part]["precision"], part
     before = json.loads(SCORES.read_text())["before"]
     assert scores["all"]["accuracy"] > before["all"]["accuracy"] and scores["held_out"]["accuracy"] > before["held_out"]["accuracy"]
+
+
+def test_a_title_alone_is_a_name_of_its_own():
+    text = '"Why?" asked the prince.\n\n"Go," said the slaves.\n\n"Because," said the King.'
+    chars = find_characters([text])
+    assert {c.name for c in chars.characters} == {"Prince", "Slaves", "King"}
+    assert who(text, chars) == [("Prince", "said"), ("Slaves", "said"), ("King", "said")]
+
+
+def test_adjectives_before_a_name_and_one_of_a_group():
+    chars = CharacterList([Character("Minister", gender=MALE), Character("Town Councillors", group=True)])
+    text = '"Mercy!" thought the old Minister.\n\n"Of myself," said each of the Town Councillors.'
+    assert who(text, chars) == [("Minister", "said"), ("Town Councillors", "said")]
+
+
+def test_a_question_between_two_lines_of_one_speaker_is_the_others_turn():
+    text = '"Come in," said Tom.\n\n"No," said Anna.\n\n"Your cap?"\n\n"No, thank you," said Anna.'
+    assert who(text, [TOM, ANNA])[2] == ("Tom", "turns")

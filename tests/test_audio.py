@@ -433,4 +433,4 @@ def test_two_hour_book_assembles_in_flat_memory(tmp_path):
     values = dict(kv.split("=") for kv in stdout.split())
     assert float(values["duration"]) > 2 * 3600
     assert float(values["peak_mb"]) < 500
-    assert float(values["ffmpeg_peak_mb"]) < 500
+    assert 0 < float(values["ffmpeg_peak_mb"]) < 500  # above 0: the watcher did see ffmpeg encode the book

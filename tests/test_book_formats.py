@@ -144,6 +144,41 @@ def test_fb2_year_and_poem_lines(tmp_path):
     assert (book.year, book.language, book.genre, book.author) == ("1901", "ru", "poetry", "Ivan Poet")
 
 
+def test_rtf_headings_from_word_style_sheet_and_info_group(tmp_path):
+    rtf = tmp_path / "word.rtf"  # the shape Word writes: heading styles in the style sheet, paragraphs naming them
+    rtf.write_bytes(rb"""{\rtf1\ansi\ansicpg1252\deff0\deflang1031{\fonttbl{\f0 Times New Roman;}}
+{\stylesheet{\s0\ql Normal;}{\s1\ql\outlinelevel0\b\fs32 heading 1;}{\s2\ql\outlinelevel1\b\fs28 heading 2;}}
+{\info{\title Die Geschichte}{\author Hans M\'fcller}}
+\pard\plain\s1\b\fs32 Erstes Kapitel\par
+\pard\plain\s0 Es war einmal ein K\'f6nig.\par
+\pard\plain\s2\b Ein Abschnitt\par
+\pard\plain\s0 Mehr Text hier.\par
+\pard\plain\s1\b\fs32 Zweites Kapitel\par
+\pard\plain\s0 Das Ende.\par
+}""")
+    book = load_book(rtf)
+    assert [(c.title, c.text) for c in book.chapters] == [
+        ("Erstes Kapitel", "Es war einmal ein K\u00f6nig.\n\nEin Abschnitt\n\nMehr Text hier."), ("Zweites Kapitel", "Das Ende.")]
+    assert (book.title, book.author, book.language) == ("Die Geschichte", "Hans M\u00fcller", "de")
+
+
+def test_html_book_title_over_h2_chapters_without_the_gutenberg_licence(tmp_path):
+    page = tmp_path / "emma.htm"
+    page.write_text("""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Emma | Project Gutenberg</title>
+<meta name="author" content="Jane Austen"></head><body>
+<section class="pg-boilerplate" id="pg-header"><p>The Project Gutenberg eBook of Emma. This eBook is for the use of anyone.</p></section>
+<h1>Emma</h1><p>by Jane Austen</p>
+<h2>Chapter I</h2><p>Emma Woodhouse, handsome, clever, and rich&nbsp;&mdash; had lived nearly twenty-one years.</p>
+<h2>Chapter II</h2><p>Mr. Weston was a native of Highbury.</p>
+<section class="pg-boilerplate" id="pg-footer"><p>END OF THE PROJECT GUTENBERG EBOOK. Updated editions will replace the previous one.</p></section>
+</body></html>""", "utf-8")
+    book = load_book(page)
+    assert [c.title for c in book.chapters] == ["Chapter I", "Chapter II"]  # "by Jane Austen" is the title page
+    assert book.chapters[0].text.startswith("Emma Woodhouse, handsome, clever, and rich \u2014 had")
+    assert "Gutenberg" not in " ".join(c.text for c in book.chapters)
+    assert (book.title, book.author, book.language) == ("Emma", "Jane Austen", "en")
+
+
 def test_book_extensions_come_from_the_readers():
     for ext in (".mobi", ".azw3", ".fb2", ".docx", ".odt", ".html", ".htm", ".xhtml", ".rtf", ".epub", ".pdf"):
         assert ext in OWN_EXTENSIONS and ext in BOOK_EXTENSIONS
@@ -276,6 +311,23 @@ def test_scanned_pdf_is_read_by_ocr_then_from_the_cache(scanned_pdf, tmp_path, m
     assert time.perf_counter() - start < max(1.0, first_s / 5)
 
 
+def test_a_scan_stored_as_an_inline_image_is_read_too(tmp_path, monkeypatch):
+    from reportlab.lib.pagesizes import A5
+    from reportlab.pdfgen import canvas
+
+    need("tesseract", "tesseract")
+    monkeypatch.setenv("AUDIOBOOK_OCR_CACHE", str(tmp_path / "ocr-cache"))
+    path = tmp_path / "inline.pdf"
+    c = canvas.Canvas(str(path), pagesize=A5)
+    c.drawInlineImage(draw_page(None, PROSE[1:2], None, head=None), 0, 0, *A5)  # BI ... EI in the page's own stream
+    c.showPage()
+    c.save()
+    assert b"BI" in path.read_bytes() or b"/XObject" not in path.read_bytes()
+    book = load_book(path)
+    assert book.report.ocr_pages == 1
+    assert word_accuracy(PROSE[1], book.chapters[0].text) >= 0.98
+
+
 def test_book_command_reports_the_reader_ocr_and_cleaning_with_a_progress_bar(scanned_pdf, tmp_path):
     need("tesseract", "tesseract")
     env = {**os.environ, "AUDIOBOOK_OCR_CACHE": str(tmp_path / "ocr-cache")}
@@ -296,6 +348,18 @@ def test_book_command_reports_the_reader_ocr_and_cleaning_with_a_progress_bar(sc
         "Error: scanned.pdf is scanned: Reading scanned pages needs Tesseract OCR, which is not installed; install "
         "Debian's tesseract-ocr package with its English pack (sudo apt-get install tesseract-ocr tesseract-ocr-eng, "
         "or make setup).")
+
+
+def test_ocr_in_a_language_without_its_pack_reads_english_and_names_the_pack(scanned_pdf, tmp_path, monkeypatch):
+    need("tesseract", "tesseract")
+    monkeypatch.setenv("AUDIOBOOK_OCR_CACHE", str(tmp_path / "ocr-cache"))
+    book = load_book(scanned_pdf, language="de")  # the book does not say its language; the narration's is German
+    if "deu" in subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True).stdout.split():
+        assert book.report.ocr_language == "deu"
+    else:
+        assert book.report.ocr_language == "eng"
+        assert any("install Debian's tesseract-ocr-deu package" in w for w in book.report.warnings)
+    assert not any("does not say its language" in w for w in book.report.warnings)
 
 
 def test_missing_tesseract_names_the_package(scanned_pdf, tmp_path, monkeypatch):

@@ -329,6 +329,8 @@ def test_edit_errors_are_sentences():
     ("binary.txt", bytes(range(256)) * 20, "binary"),
     ("book.xyz", b"PK", "Cannot read '.xyz' files; use .txt, .md, .epub, .pdf, .mobi, .azw3, .fb2, .docx, .odt, .html, .rtf or .json"),
     ("book.docx", b"PK", "damaged or not a Word document"),
+    ("irm.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + "DRMEncryptedDataSpace".encode("utf-16-le"), "protected by DRM; only DRM-free"),
+    ("locked.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 64, "protected by a password or is an old Word"),
     ("book.odt", b"PK", "not a valid OpenDocument"),
     ("book.fb2", b"<html><body>no</body></html>", "not a FictionBook"),
     ("book.rtf", b"plain words", "not an RTF document"),
@@ -351,7 +353,8 @@ def test_missing_file():
         load_book("/nonexistent/book.epub")
 
 
-def test_large_txt_reads_quickly(tmp_path):
+def test_large_txt_reads_every_chapter_and_paragraph(tmp_path):
+    """A 5 MB, 60-chapter book read whole (how long it takes: bench/timings.py)."""
     paragraph = ("It was the best of times, it was the worst of times, it was the age of wisdom. " * 5).strip()
     block = "\n\n".join(paragraph for _ in range(200))
     path = tmp_path / "big.txt"

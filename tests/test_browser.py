@@ -278,6 +278,46 @@ def test_a_page_on_the_network_asks_for_a_login_and_hands_out_only_finished_file
         app.stop()
 
 
+def test_design_the_cast_in_one_click_then_rename_a_character(browser, server, tmp_path):
+    book = tmp_path / "river.txt"
+    book.write_text('Chapter 1: The Knock\n\nThe old gentleman knocked at the door.\n\n'
+                    '"Let me in, I am wet through and through," growled the old gentleman.\n\n'
+                    '"I cannot, sir, my brothers would beat me," said Gluck softly.\n\n'
+                    '"Then I shall wait here all night," muttered the old gentleman.\n\n'
+                    '"Please do not be angry with me, sir," whispered Gluck.\n', encoding="utf-8")
+    page = new_page(browser, server.url)
+    open_tab(page, "Book")
+    page.set_input_files("#book-file input[type=file]", str(book))
+    wait_for_text(page.locator("#book-chapters"), "The Knock")
+    page.locator("#cast-find").click()
+    wait_for_text(page.locator("#cast-message"), r"Found 2 speakers")
+    page.locator("#book-chapter input").click()
+    page.get_by_role("option", name="1. Chapter 1: The Knock").click()
+    legend = page.locator('#cast-spans [data-testid="highlighted-text:category-legend"]')
+    wait_for_text(legend, "Gluck")
+    assert "sure" not in legend.inner_text()  # coloured by speaker
+    page.locator("#cast-confidence input").check()
+    wait_for_text(legend, "sure")  # every quote here says who speaks
+    assert "Gluck" not in legend.inner_text()
+    page.locator("#cast-design").click()
+    wait_for_text(page.locator("#cast-message"), r"Designed 2 voices", timeout=180)
+    wait_for_text(page.locator("#cast-table"), r"Gluck\s+2[\s\S]*Gluck \(river\)")
+    assert "Gluck" not in legend.inner_text()  # still coloured by how sure
+    saved = json.loads((server.root / "output" / "river" / "cast.json").read_text())
+    assert {c["name"]: c["voice"] for c in saved["characters"]} == {
+        "Gluck": "Gluck (river)", "Old gentleman": "Old gentleman (river)"}
+    assert (server.root / "voices").is_dir() and any("Gluck" in p.name for p in (server.root / "voices").iterdir())
+    screenshot(page, "cast-designed")
+
+    page.locator("#cast-character input").click()
+    page.get_by_role("option", name="Old gentleman", exact=True).click()
+    page.locator("#cast-other textarea, #cast-other input").first.fill("Southwest Wind")
+    page.locator("#cast-rename").click()
+    wait_for_text(page.locator("#cast-message"), "Old gentleman is now called Southwest Wind")
+    wait_for_text(page.locator("#cast-table"), r"Southwest Wind\s+2\s+male\s+Old gentleman \(river\)\s+Old gentleman")
+    page.close()
+
+
 def test_cast_map_a_character_to_a_saved_voice_render_and_see_who_spoke(browser, server, tmp_path):
     import numpy as np
 
@@ -361,6 +401,7 @@ def test_queue_two_books_on_the_page_and_watch_both_finish(browser, server, tmp_
         wait_for_text(page.locator("#render-book-info"), title)
         page.locator("#render-queue-add").click()
         wait_for_text(page.locator("#render-message"), f"Queued “{title}”")
+    page.get_by_text("Queue", exact=True).click()  # the panel starts closed
     table = page.locator("#queue-table")
     wait_for_text(table, r"ropes[\s\S]*queued[\s\S]*lamps[\s\S]*queued")
     screenshot(page, "queue-added")

@@ -2,6 +2,7 @@
 
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,23 @@ def test_a_failing_model_is_asked_again_then_reported_with_its_chapter(chat_serv
     with pytest.raises(AudiobookError, match=r"answered with error 500 .* It failed twice, on chapter 1 \(Storm\)\.$"):
         label_book(Book("T", [Chapter("Storm", CHAPTER)]), llm=LLM(chat_server.url, "m"))
     assert len(chat_server.requests) == 2
+
+
+def test_merge_rename_and_hide_keep_each_part_as_it_was_labelled(tmp_path):
+    import backend as backend_module
+    from audiobook.settings import SETTINGS_FILE
+
+    b = backend_module.Backend(root=tmp_path, settings_path=tmp_path / SETTINGS_FILE)
+    spans = [Span('"Hi,"', "Al", rule="llm"), Span(" he said. "), Span('"Yo."', "Bo", rule="llm"), Span(" "),
+             Span('"Hm."', "Cy", rule="pronoun")]
+    book = Book("Parts", [Chapter("One", join_spans(spans), spans)])
+    book = replace(book, cast=cast_of(book.chapters))
+    book = b.edit_cast(book, "merge", "Al", "Bo")
+    assert [(s.speaker, s.rule) for s in book.chapters[0].spans if s.speaker != NARRATOR] == [
+        ("Al", "llm"), ("Al", "llm"), ("Cy", "pronoun")]  # the language model's labels are not lost
+    book = b.edit_cast(book, "rename", "Al", "Alan")
+    book = b.edit_cast(book, "hide", "Cy")
+    assert [(s.speaker, s.rule) for s in book.chapters[0].spans if s.speaker != NARRATOR] == [
+        ("Alan", "llm"), ("Alan", "llm"), (DIALOGUE, "")]
+    assert [(m.name, m.lines, m.aliases, m.hidden) for m in load_cast(b.cast_path(book)).members] == [
+        ("Alan", 2, ["Al", "Bo"], False), (DIALOGUE, 1, [], False), ("Cy", 0, [], True)]

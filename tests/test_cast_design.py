@@ -10,7 +10,6 @@ from audiobook.books.cast import Cast, CastMember, label_book
 from audiobook.cast_design import describe, design_cast, design_line, main_characters
 from audiobook.errors import AudiobookError
 from audiobook.llm import LLM
-from audiobook.settings import SETTINGS_FILE
 
 STORY = (
     'The old gentleman knocked at the door.\n\n'
@@ -20,15 +19,6 @@ STORY = (
     '"Please do not be angry with me, sir," whispered Gluck.\n\n'
     '"Who is that?" asked a passer-by.'
 )
-
-
-@pytest.fixture(scope="module")
-def design_backend(tiny_models_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("design-app")
-    b = backend_module.Backend(root=root, settings_path=root / SETTINGS_FILE, models_dir=str(tiny_models_dir))
-    b.apply_settings(b.settings.updated(device="cpu", max_new_tokens=64, batch_size=2, max_retries=0, make_m4b=False,
-                                        do_sample=False, model_size="1.7B"))
-    return b
 
 
 def labelled():
@@ -48,8 +38,8 @@ def test_main_characters_and_descriptions_come_from_the_text():
     assert design_line(book, "Gluck") == "I cannot, sir, my brothers would beat me"
 
 
-def test_design_the_cast_saves_and_maps_one_voice_per_main_character(design_backend):
-    b = design_backend
+def test_design_the_cast_saves_and_maps_one_voice_per_main_character(cast_backend):
+    b = cast_backend
     book = labelled()
     steps = []
     designed, done, warnings = design_cast(
@@ -104,8 +94,8 @@ def test_design_needs_a_cast():
     assert json.dumps(main_characters(None)) == "[]"
 
 
-def test_the_command_line_designs_edits_and_lists_the_cast(design_backend, tmp_path, capsys, monkeypatch):
-    b = design_backend
+def test_the_command_line_designs_edits_and_lists_the_cast(cast_backend, tmp_path, capsys, monkeypatch):
+    b = cast_backend
     path = tmp_path / "river.txt"
     path.write_text(STORY, encoding="utf-8")
     monkeypatch.setattr(backend_module, "Backend", lambda models_dir=None: b)

@@ -7,7 +7,6 @@ from audiobook.dialogue import (
     DIALOGUE,
     NARRATOR,
     Span,
-    discover_names,
     find_dialogue,
     has_markup,
     is_markup_line,
@@ -15,7 +14,7 @@ from audiobook.dialogue import (
     quote_ranges,
     strip_markup,
 )
-from audiobook.text import chunk_spans
+from audiobook.text import chunk_spans, chunk_text
 
 CAST = ["Alice", "Bob", "Marie", "Anna", "Mr. Darcy", "Kenji"]
 
@@ -78,10 +77,11 @@ def test_cast_names_match_by_a_word_of_the_full_name():
     assert said('"Come," said Alice.', ["Alice Liddell"])[0] == ('"Come,"', "Alice Liddell")
 
 
-def test_discover_names_finds_speakers_not_pronouns():
-    found = discover_names(['"Hi," said Alice. "Go," she said.', 'Then Bob asked, "Why?" "No," Alice Liddell replied.'])
-    assert set(found) == {"Alice Liddell", "Bob"}
-    assert found["Alice Liddell"] == 2
+def test_the_characters_found_are_speakers_not_pronouns():
+    from audiobook.attribution import find_characters
+
+    found = find_characters(['"Hi," said Alice. "Go," she said.', 'Then Bob asked, "Why?" "No," Alice Liddell replied.'])
+    assert {c.name: c.mentions for c in found.characters} == {"Alice Liddell": 2, "Bob": 1}
 
 
 # ---- markup -----------------------------------------------------------------------------------
@@ -130,6 +130,17 @@ def test_spans_always_rebuild_the_chapter_text(text, cast):
     # chunks never cross a span, and every word of the spans is in a chunk
     chunks = chunk_spans(spans, 40)
     assert all(len(t) <= 40 for t, *_ in chunks)
+    spoken = [s for s in spans if s.text.strip()]
+    # Span by span, in order: each span's chunks carry its speaker and style (none lost, none moved) ...
+    assert [(t, who, style) for t, _, who, style, _ in chunks] == [
+        (t, s.speaker, s.style) for s in spoken for t, _ in chunk_text(s.text, 40)]
+    # ... and say the span's own text: cutting it at 40 characters loses and adds nothing.
+    def letters(pieces):
+        return "".join(" ".join(pieces).split())
+
+    for s in spoken:
+        assert letters(t for t, _ in chunk_text(s.text, 40)) == letters(t for t, _ in chunk_text(s.text, 100_000))
+    assert letters(t for t, *_ in chunks) == "".join(letters(t for t, _ in chunk_text(s.text, 100_000)) for s in spoken)
 
 
 def test_chunks_follow_speakers_with_paragraph_and_turn_ends():

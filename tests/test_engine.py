@@ -10,6 +10,7 @@ import torch
 from audiobook.engine import FastEngine, Sampling, _choose, capture_prompts, compare_with_qwen_tts
 from audiobook.settings import Settings
 from audiobook.tts import TTS, GenerationOptions
+from model_helpers import varied_lengths
 
 MAX_NEW = 40
 TEXTS = [
@@ -51,19 +52,20 @@ def _job_call(tts, job, ref_wav):
 
 @contextlib.contextmanager
 def _recording(model):
-    """Collect, in item order, the codes each loop returns for a qwen_tts wrapper call on ``model``."""
-    seen = []
+    """Collect, in item order, the codes each loop returns for a qwen_tts wrapper call on ``model``:
+    ``seen["qwen_tts"]`` from qwen_tts's own loop, ``seen["fast"]`` from the engine, each apart."""
+    seen = {"qwen_tts": [], "fast": []}
     real = model.model.generate
     fast = FastEngine.generate_codes
 
     def qwen_generate(**kw):
         codes, hidden = real(**kw)
-        seen.extend(c.clone() for c in codes)
+        seen["qwen_tts"].extend(c.clone() for c in codes)
         return codes, hidden
 
     def fast_generate(self, prompts, sampling):
         codes = fast(self, prompts, sampling)
-        seen.extend(c.clone() for c in codes)
+        seen["fast"].extend(c.clone() for c in codes)
         return codes
 
     model.model.generate = qwen_generate
@@ -83,25 +85,24 @@ def _codes(tts, job, speak, texts, engine, batch_size):
     with _recording(tts.model(job)) as seen:
         for group in groups:
             speak(group)
-    return seen
+    other = "qwen_tts" if engine == "fast" else "fast"
+    assert seen[engine] and not seen[other], f"asked {engine}, but {other} made {len(seen[other])} takes"
+    return seen[engine]
 
 
 @pytest.fixture(scope="module")
 def varied_eos(tts):
     """Shrink the loaded talker's EOS row so greedy lengths vary; restored on teardown."""
-    saved = {}
+    with contextlib.ExitStack() as stack:
+        shrunk = set()
 
-    def apply(job):
-        head = tts.model(job).model.talker.codec_head.weight
-        eos = tts.model(job).model.config.talker_config.codec_eos_token_id
-        key = id(head)
-        if key not in saved:
-            saved[key] = (head, eos, head[eos].clone())
-            head.data[eos] = head[eos] / head[eos].norm() * EOS_SCALE
+        def apply(job):
+            model = tts.model(job)
+            if id(model) not in shrunk:
+                shrunk.add(id(model))
+                stack.enter_context(varied_lengths(model, EOS_SCALE))
 
-    yield apply
-    for head, eos, row in saved.values():
-        head.data[eos] = row
+        yield apply
 
 
 @pytest.mark.parametrize("job", ["design", "clone_icl", "clone_xvector", "preset"])
@@ -154,6 +155,9 @@ def test_sampling_is_seeded_and_reproducible(tts):
     b = tts.preset(TEXTS[:3], "ryan", "", "en", opts)
     assert len(a) == len(b) == 3
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    # Another seed draws other codes (a silent fall-back to greedy would repeat the same audio).
+    c = tts.preset(TEXTS[:3], "ryan", "", "en", GenerationOptions(max_new_tokens=16, do_sample=True, seed=4))
+    assert not all(len(x) == len(z) and np.array_equal(x, z) for x, z in zip(a, c))
 
 
 def test_engine_setting_picks_the_loop(tts):
@@ -212,7 +216,9 @@ def test_streaming_text_prompts_match_too(tts, ref_wav, varied_eos):
             do_sample=False, subtalker_dosample=False, max_new_tokens=MAX_NEW, repetition_penalty=1.5)
         with _recording(model) as seen:
             FastEngine(model.model, slots=2).generate_wavs(call) if name == "fast" else call()
-        got[name] = seen
+        other = "qwen_tts" if name == "fast" else "fast"
+        assert not seen[other], f"{other} ran where {name} was asked for"
+        got[name] = seen[name]
     assert len(got["fast"]) == len(got["qwen_tts"]) == 4 and len({c.shape[0] for c in got["qwen_tts"]}) > 1
     assert all(torch.equal(a, b) for a, b in zip(got["qwen_tts"], got["fast"]))
 
@@ -224,7 +230,8 @@ def test_fast_wavs_come_back_in_input_order(tts, ref_wav, varied_eos):
     tts.settings = tts.settings.updated(engine="fast", batch_size=2)
     with _recording(tts.model(checkpoint)) as seen:
         wavs = speak(TEXTS)
-    assert [len(w) // 1920 for w in wavs] == [c.shape[0] for c in seen]
+    assert not seen["qwen_tts"]  # the engine made every take
+    assert [len(w) // 1920 for w in wavs] == [c.shape[0] for c in seen["fast"]]
     assert len({len(w) for w in wavs}) > 2
 
 

@@ -299,6 +299,8 @@ def test_a_seeded_call_reproduces_itself_across_state_changes(tts, ref_wav, monk
     for name, codes in (("replayed", again), ("new state", fresh), ("after growth", after_growth)):
         assert len(codes) == 3
         assert all(torch.equal(a, b) for a, b in zip(first, codes)), f"{name}: a seeded call changed its codes"
+    other_seed = run(12, prompts[:3])  # and sampling does sample: another seed draws other codes
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other_seed))
 
 
 # ---- the runtime guard: a graph's first replay against the eager step --------------------------

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import pytest
 import torch
 
@@ -196,12 +197,19 @@ def test_render_writes_chunks_manifest_and_chapters_then_resumes_with_nothing_to
 def test_results_go_back_to_book_order_whatever_the_batch_order(tmp_path):
     b = book(n_chapters=1, sentences=6)
     b.chapters[0].text = "Short. A much longer sentence that takes a good while to say. Mid length line here. Hi."
-    by_length, _ = run(b, settings(batch_order="length"), tmp_path / "l", FakeTTS())
-    in_order, _ = run(b, settings(batch_order="book"), tmp_path / "b", FakeTTS())
+    tts_l, tts_b = FakeTTS(), FakeTTS()
+    by_length, _ = run(b, settings(batch_order="length"), tmp_path / "l", tts_l)
+    in_order, _ = run(b, settings(batch_order="book"), tmp_path / "b", tts_b)
+    # The two orders really asked the model for the same chunks in different orders.
+    assert tts_l.texts() != tts_b.texts() and sorted(tts_l.texts()) == sorted(tts_b.texts())
     ml, mb = mf.load_manifest(tmp_path / "l"), mf.load_manifest(tmp_path / "b")
     assert ml.chapter_ids(0) == mb.chapter_ids(0)
     cues = [c[2] for c in ml.chapters[0].audio["cues"]]
     assert cues == [ml.chunks[i].text for i in ml.chapter_ids(0)]
+    for out, m in ((tmp_path / "l", ml), (tmp_path / "b", mb)):
+        for i in m.chapter_ids(0):  # each chunk file holds its own take: the fake's length for its text
+            st = m.chunks[i]
+            assert sf.info(str(out / st.file)).frames == int(S_PER_CHAR * len(st.text) * SAMPLE_RATE), st.text
 
 
 @pytest.mark.parametrize("batch_size, fits", [(2, 1), (5, 2), (8, 3), (20, 1)])

@@ -52,7 +52,9 @@ def test_served_copies_are_finished_files_only(tmp_path):
     newer = served(m4b)
     assert newer != copy and open(newer, "rb").read() == b"second version" and open(copy, "rb").read() == b"first"
 
-    for name in ("manifest.json", "chunks/0123abcd.wav", "book.txt", "notes.epub"):
+    (book / "Harbour (read-along).epub").write_bytes(b"epub")  # the read-along book is a finished file
+    assert open(served(book / "Harbour (read-along).epub"), "rb").read() == b"epub"
+    for name in ("manifest.json", "chunks/0123abcd.wav", "book.txt", "notes.epub", "source.epub"):
         (book / name).write_text("{}")
         with pytest.raises(AudiobookError, match="is not a finished file"):
             served(book / name)

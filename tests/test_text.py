@@ -119,7 +119,8 @@ def test_cjk_text_chunks_without_spaces():
 def test_plan_chunks_titles_and_chapter_ends():
     chapters = [Chapter("CHAPTER I", "One. Two.\n\nThree."), Chapter("Part Two", "Part Two"), Chapter("C", "x")]
     chunks = plan_chunks(chapters, 500)
-    assert chunks[0] == Chunk(0, 0, "Chapter one", is_title=True, paragraph_end=True, book_text="CHAPTER I")
+    assert chunks[0] == Chunk(0, 0, "Chapter one", is_title=True, paragraph_end=True)
+    assert plan_chunks(chapters, 500, book_texts=True)[0].book_text == "CHAPTER I"
     assert [c.text for c in chunks if c.chapter == 0] == ["Chapter one", "One. Two.", "Three."]
     assert [c.chapter_end for c in chunks] == [False, False, True, True, False, True]
     assert chunks[3].is_title and chunks[3].text == "Part Two"  # a title-only chapter is said once
@@ -183,3 +184,18 @@ def test_grouped_thousands_are_one_number(language, written, spoken):
 
 def test_a_year_beside_a_number_is_not_a_group():
     assert normalize("En 1998 200 personnes.", "fr") == "En mille neuf cent quatre-vingt-dix-huit deux cents personnes."
+
+
+def test_chunks_carry_the_books_own_words_for_the_check():
+    """Before the dictionary, abbreviations and numbers; only where they differ from what is said."""
+    sentence = "In 1851 Mr. Qwen climbed 112 stairs. The lamp was lit at dusk. "
+    chapters = [Chapter("IV", sentence * 8 + "\n\nA plain paragraph.")]
+    dictionary = Pronunciations.from_dict({"Qwen": "chwen"})
+    chunks = plan_chunks(chapters, 200, pronunciations=dictionary, book_texts=True)
+    body = [c for c in chunks if not c.is_title]
+    assert len(body) > 2 and body[-1].text == "A plain paragraph." and body[-1].book_text == ""
+    for c in body[:-1]:
+        assert "chwen" in c.text and "eighteen fifty-one" in c.text
+        assert c.book_text.startswith("In 1851 Mr. Qwen climbed 112 stairs.") and c.book_text.endswith(".")
+    assert [c.text for c in chunks] == [c.text for c in plan_chunks(chapters, 200, pronunciations=dictionary)]
+    assert not any(c.book_text for c in plan_chunks(chapters, 200, pronunciations=dictionary))

@@ -145,3 +145,47 @@ def test_karaoke_files_time_every_word(tmp_path):
 def _secs(stamp: str) -> float:
     h, m, s = stamp.replace(",", ".").split(":")
     return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def test_whisper_segments_are_moved_by_the_silence_trimmed_off_the_take(tmp_path):
+    from types import SimpleNamespace
+
+    from audiobook.audio import TRIM_MARGIN_MS, write_wav
+    from audiobook.timings import _whisper_anchors
+
+    # The take starts with 1 s of silence, which assembly trims down to its margin; Whisper's times
+    # count from the take's start, so they move back by what was trimmed.
+    tone = (0.3 * np.sin(np.arange(2 * SAMPLE_RATE) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32)
+    write_wav(tmp_path / "take.wav", np.concatenate([np.zeros(SAMPLE_RATE, dtype=np.float32), tone]))
+    state = SimpleNamespace(file="take.wav", segments=[{"start": 1.0, "end": 2.0, "text": "Aaaa aaaa."},
+                                                       {"start": 2.0, "end": 3.0, "text": "Bbbb bbbb."}])
+    anchors = _whisper_anchors(state, tmp_path, 10.0, 12.04)
+    shift = 1.0 - TRIM_MARGIN_MS / 1000  # the first kept sample of the take is at 0.96 s
+    times = dict(anchors)
+    assert times[0.5] == pytest.approx(10.0 + 2.0 - shift, abs=0.01)
+    assert anchors[0] == (0.0, 10.0) and anchors[-1][1] == pytest.approx(12.04)
+
+
+def test_word_times_go_to_their_sentences_and_make_karaoke_files(tmp_path):
+    from audiobook.timings import time_chapter
+
+    render(tmp_path)
+    m = mf.load_manifest(tmp_path)
+    ref = m.chapters[1].chunks[1]  # "Only one line here. And another one." (after the title)
+    state = m.chunks[ref.id]
+    assert state.text == "Only one line here. And another one."
+    # Whisper's word times, in the take's own time (from its start, before the trim).
+    words = [("Only", 0.0, 0.2), ("one", 0.2, 0.4), ("line", 0.4, 0.6), ("here.", 0.6, 0.9),
+             ("And", 1.3, 1.5), ("another", 1.5, 1.7), ("one.", 1.7, 1.95)]
+    state.segments = [{"start": 0.0, "end": 1.95, "text": state.text,
+                       "words": [{"word": w, "start": s, "end": e} for w, s, e in words]}]
+    mf.save_manifest(m, tmp_path)
+    timed = time_chapter(tmp_path, mf.load_manifest(tmp_path), 1)
+    assert timed.source == "whisper"
+    body = [s for s in timed.sentences if not s.title]
+    assert [[w.text for w in s.words] for s in body] == [["Only", "one", "line", "here."], ["And", "another", "one."]]
+    assert all(a.start <= b.start for a, b in zip(body[0].words, body[0].words[1:]))
+    audio = tmp_path / timed.file
+    karaoke = audio.with_suffix(".karaoke.vtt").read_text()
+    assert "<c>Only</c>" in karaoke and "<c>another</c>" in karaoke
+    assert "\\k" in audio.with_suffix(".ass").read_text()

@@ -246,14 +246,18 @@ def test_voice_clone_x_vector_batch(tiny_models_dir):
 
 def test_batch_keeps_input_order(tiny_models_dir):
     """Greedy decoding makes each item's length a function of its own input."""
+    from model_helpers import varied_lengths
+
     model = load(tiny_models_dir / "Qwen3-TTS-12Hz-1.7B-VoiceDesign")
     texts = TEXTS[:4]
     greedy = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=60)
-    batched, _ = model.generate_voice_design(text=texts, instruct="", language="English", **greedy)
-    alone = [
-        model.generate_voice_design(text=t, instruct="", language="English", **greedy)[0][0]
-        for t in texts
-    ]
+    with varied_lengths(model):
+        batched, _ = model.generate_voice_design(text=texts, instruct="", language="English", **greedy)
+        alone = [
+            model.generate_voice_design(text=t, instruct="", language="English", **greedy)[0][0]
+            for t in texts
+        ]
+    assert len(set(frames(alone))) > 1, "the items must end at different lengths for their order to show"
     assert frames(batched) == frames(alone)
 
 

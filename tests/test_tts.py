@@ -98,16 +98,20 @@ def test_speakers_come_from_the_config_without_loading_a_model(tiny_models_dir):
 
 
 def test_batch_returns_one_wav_per_text_in_order(tiny_models_dir):
+    from model_helpers import varied_lengths
+
     tts = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu"))
     opts = GenerationOptions(max_new_tokens=120, do_sample=False)
     texts = ["One.", "A longer second sentence, with a clause.", "Three short words."]
-    together = tts.preset(texts, "ryan", "", "en", opts)
-    alone = [tts.preset([t], "ryan", "", "en", opts)[0] for t in texts]
+    with varied_lengths(tts.model(PRESET)):
+        together = tts.preset(texts, "ryan", "", "en", opts)
+        alone = [tts.preset([t], "ryan", "", "en", opts)[0] for t in texts]
     assert len(together) == 3 and all(np.sqrt(np.mean(w**2)) > 1e-4 for w in together)
+    assert len({len(w) for w in alone}) > 1, "the takes must differ in length for their order to show"
     assert [len(w) for w in together] == [len(w) for w in alone]
 
 
-def test_narrate_clones_with_a_reused_prompt(tiny_models_dir, tmp_path):
+def test_narrate_clones_with_a_reused_prompt(tiny_models_dir, tmp_path, monkeypatch):
     import soundfile as sf
 
     tts = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu"))
@@ -115,12 +119,19 @@ def test_narrate_clones_with_a_reused_prompt(tiny_models_dir, tmp_path):
     clip = tmp_path / "ref.wav"
     sf.write(clip, (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32), 24000)
     opts = GenerationOptions(max_new_tokens=100)
+    make_prompt = tts.clone_prompt
     for x_vector_only, text in ((False, "A tone for testing."), (True, "")):
         narrator = Narrator(kind=CLONE, ref_audio=str(clip), ref_text=text, x_vector_only=x_vector_only)
-        prompt = tts.clone_prompt(narrator.ref_audio, narrator.ref_text, x_vector_only)
+        prompt = make_prompt(narrator.ref_audio, narrator.ref_text, x_vector_only)
         assert prompt.icl_mode is (not x_vector_only)
+        used = []  # the prompts the model was handed
+        real_clone = tts.clone
+        monkeypatch.setattr(tts, "clone", lambda texts, p, *a, **k: used.append(p) or real_clone(texts, p, *a, **k))
+        monkeypatch.setattr(tts, "clone_prompt", lambda *a, **k: pytest.fail("narrate made a new clone prompt"))
         wavs = tts.narrate(narrator, ["First line.", "Second line."], "en", opts, prompt=prompt)
         assert len(wavs) == 2 and all(len(w) > 0 for w in wavs)
+        assert used == [prompt]  # the given prompt, reused as is
+        monkeypatch.undo()
     assert tts.loaded.job == CLONE
 
 
@@ -149,14 +160,15 @@ def test_auto_engine_falls_back_to_qwen_tts_when_the_engine_fails(tiny_models_di
         fast.preset(["One."], "ryan", "", "en", opts)
 
 
-def test_speakers_without_local_weights_need_no_download(tmp_path, monkeypatch):
+def test_speakers_without_local_weights_need_no_download(tmp_path, monkeypatch, no_network):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     loads = []
     tts = TTS(Settings(models_dir=str(tmp_path), device="cpu"), on_load=lambda job, src: loads.append(src))
     assert "ryan" in tts.speakers() and "vivian" in tts.speakers()
-    assert loads == []
+    assert loads == [] and no_network == []  # no model loaded, no connection tried
+    assert not (tmp_path / "hf").exists()  # and nothing fetched into the cache
 
 
 def test_released_speaker_list_matches_the_released_configs():

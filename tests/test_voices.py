@@ -209,11 +209,12 @@ def test_every_bad_clip_gets_a_clear_sentence(tmp_path, spoken_clip):
         assert str(err.value).endswith(".") and "\n" not in str(err.value), name
 
 
-@pytest.mark.parametrize("ext", [".mp3", ".flac", ".m4a", ".ogg", ".wav"])
+@pytest.mark.parametrize("ext", [".mp3", ".flac", ".m4a", ".ogg", ".wav", ".webm", ".opus"])
 def test_every_format_decodes_to_mono_24k(tmp_path, spoken_clip, ext):
     ref, sr = sf.read(str(spoken_clip))
     stereo = tmp_path / f"clip{ext}"
-    ffmpeg("-i", str(spoken_clip), "-ac", "2", "-ar", "44100", str(stereo))
+    rate = "48000" if ext in (".webm", ".opus") else "44100"  # Opus (a browser's recording) runs at 48 kHz
+    ffmpeg("-i", str(spoken_clip), "-ac", "2", "-ar", rate, str(stereo))
     wav = clips.load_clip(stereo)
     assert wav.dtype == np.float32 and wav.ndim == 1
     assert abs(len(wav) / SAMPLE_RATE - len(ref) / sr) < 0.1  # codec padding only
@@ -319,7 +320,7 @@ def test_clone_without_transcript_is_x_vector_only_and_says_so(bk, spoken_clip):
     assert prompt.x_vector_only_mode and prompt.ref_code is None
 
 
-def test_preset_with_and_without_instruct(bk, book, tmp_path):
+def test_preset_with_and_without_instruct(bk, book, tmp_path, monkeypatch):
     speakers = bk.speakers()
     assert speakers and bk.supports_instruct()
     plain = bk.save_voice(bk.preview_preset(speakers[0]), "Plain")
@@ -328,8 +329,17 @@ def test_preset_with_and_without_instruct(bk, book, tmp_path):
     assert styled.preview_path is not None and styled.reference_path is None
     assert bk.narrator_for("Solemn").instruct == "slow and solemn"
     bk.spy.loads.clear()
+    asked = []  # (speaker, instruction) of every model call the render makes
+    real_preset = bk.tts.preset
+
+    def recording_preset(texts, speaker, instruct, *args, **kwargs):
+        asked.append((speaker, instruct))
+        return real_preset(texts, speaker, instruct, *args, **kwargs)
+
+    monkeypatch.setattr(bk.tts, "preset", recording_preset)
     bk.render(book, "Solemn", out_dir=tmp_path / "out")
-    assert set(bk.spy.jobs()) <= {PRESET} and not bk.spy.prompts
+    assert asked and set(asked) == {(speakers[1], "slow and solemn")}  # the saved voice's speaker and style
+    assert set(bk.spy.jobs()) <= {PRESET} and bk.tts.loaded.job == PRESET and not bk.spy.prompts
 
     bk.apply_settings(bk.settings.updated(model_size="0.6B"))
     assert not bk.supports_instruct()

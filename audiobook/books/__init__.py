@@ -60,10 +60,11 @@ def formats_label() -> str:
     return " ".join(names) + (" and more through Calibre" if ebook_convert() else "")
 
 
-def load_book(path: str | Path, on_progress: OnProgress | None = None) -> Book:
+def load_book(path: str | Path, on_progress: OnProgress | None = None, language: str = "") -> Book:
     """Read a book file; raise AudiobookError with a sentence when it cannot be read.
 
     ``on_progress(done, total, what)`` hears how far a slow read (OCR of scanned pages) is.
+    ``language`` (ISO 639-1) is the one OCR reads scanned pages in when the book does not say its own.
     The book's ``report`` says which reader read it and what it cleaned up.
     """
     p = Path(path)
@@ -74,9 +75,9 @@ def load_book(path: str | Path, on_progress: OnProgress | None = None) -> Book:
     ext = p.suffix.lower()
     if ext in _READERS:
         reader, name = _READERS[ext]
-        book = reader(p, on_progress=on_progress) if "on_progress" in inspect.signature(reader).parameters else reader(p)
+        book = reader(p, on_progress=on_progress, language=language) if "on_progress" in inspect.signature(reader).parameters else reader(p)
     elif ext in CALIBRE_FORMATS:
-        book, name = read_with_calibre(p, formats_sentence()), ext
+        book, name = read_with_calibre(p, formats_sentence(), on_progress, language), ext
     else:
         also = f" (with Calibre installed, also {', '.join(CALIBRE_FORMATS)})" if ebook_convert() else ""
         raise AudiobookError(f"Cannot read '{p.suffix or p.name}' files; use {formats_sentence()}{also}.")

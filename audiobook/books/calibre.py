@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import AudiobookError
 from .epub import read_epub
 from .model import Book
+from .reading import OnProgress
 
 # Formats Calibre reads that we have no reader of our own for (comic-book archives left out: pictures, not text).
 CALIBRE_FORMATS = (".azw4", ".chm", ".djvu", ".htmlz", ".lit", ".lrf", ".pdb", ".pml", ".rb", ".snb", ".tcr", ".txtz")
@@ -22,7 +23,7 @@ def ebook_convert() -> str | None:
     return shutil.which("ebook-convert")
 
 
-def read_with_calibre(path: Path, our_formats: str) -> Book:
+def read_with_calibre(path: Path, our_formats: str, on_progress: OnProgress | None = None, language: str = "") -> Book:
     """Convert ``path`` to EPUB with ebook-convert and read that; refuse with a sentence when Calibre is missing."""
     exe = ebook_convert()
     if exe is None:
@@ -45,7 +46,7 @@ def read_with_calibre(path: Path, our_formats: str) -> Book:
             last = next((line for line in reversed(said.splitlines()) if line.strip()), "no message")
             raise AudiobookError(f"Calibre could not convert {path.name} ({last.strip()[:160]}).")
         try:
-            book = read_epub(out)
+            book = read_epub(out, on_progress, language)
         except AudiobookError as e:
             raise AudiobookError(str(e).replace(out.name, path.name)) from None
     book.report.converted_by = "Calibre (ebook-convert)"

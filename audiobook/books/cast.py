@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from ..attribution import RULES, find_characters, label_spans
 from ..characters import GENDERS, Character, CharacterList
-from ..dialogue import DIALOGUE, NARRATOR, speaker_name
+from ..dialogue import DIALOGUE, NARRATOR, merge_spans, speaker_name
 from ..errors import AudiobookError
 from ..files import read_json_file
 from ..llm import LLM, align_labels  # noqa: F401  (the labeller; callers import it from here)
@@ -244,6 +244,20 @@ def book_characters(book, cast: Cast | None = None, chapters: Iterable[int] | No
 
 
 _AUTOMATIC = set(RULES) | {"llm"}
+
+
+def recast_book(book, cast: Cast, speakers: dict[str, str]):
+    """The book with the parts of each speaker in ``speakers`` given to its new name (a merge, a rename;
+    ``dialogue`` for a hidden character), every other part as it was labelled (by the rules, the language
+    model, markup or hand), and the lines of ``cast`` counted again."""
+    chapters = []
+    for ch in book.chapters:
+        if ch.spans:
+            ch = replace(ch, spans=merge_spans(
+                replace(s, speaker=speakers[s.speaker], rule="" if speakers[s.speaker] == DIALOGUE else s.rule)
+                if s.speaker in speakers else s for s in ch.spans))
+        chapters.append(ch)
+    return replace(book, chapters=chapters, cast=cast_of(chapters, cast))
 
 
 def relabel_book(book, cast: Cast, llm: "LLM | None" = None, progress: Callable[[int, int], None] | None = None):

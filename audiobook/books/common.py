@@ -72,7 +72,7 @@ def chapter_entries(nodes: list[TocNode]) -> list[TocNode]:
 
 def drop_title_page(blocks: list, *known: str) -> list:
     """Blocks without the leading ones that only repeat the title or author, or give a date (a title page)."""
-    words = set(words_of(" ".join(known)))
+    words = set(words_of(" ".join(known))) | {"by", "and", "of", "the", "a", "an"}
     i = 0
     while i < len(blocks) and len(blocks[i].text) <= 200 and words and {w for w in words_of(blocks[i].text) if not w.isdigit()} <= words:
         i += 1

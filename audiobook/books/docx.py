@@ -79,7 +79,9 @@ def read_docx(path: Path) -> Book:
     from docx.table import Table
 
     raw = read_bytes(path)
-    if raw[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+    if raw[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":  # a compound file: encrypted, rights-managed, or an old .doc
+        if "DRMEncrypted".encode("utf-16-le") in raw:  # Information Rights Management's data space
+            raise AudiobookError(f"{path.name} is protected by DRM; only DRM-free books can be narrated.")
         raise AudiobookError(f"{path.name} is protected by a password or is an old Word .doc file; "
                              "save an unprotected copy as .docx and load that.")
     try:

@@ -74,7 +74,7 @@ def _is_copyright_page(blocks: list[Block]) -> bool:
     return len(text.split()) < 300 and len(set(h.lower() for h in hits)) >= 2
 
 
-def read_epub(path: Path, on_progress: OnProgress | None = None) -> Book:
+def read_epub(path: Path, on_progress: OnProgress | None = None, language: str = "") -> Book:
     """An EPUB 2 or 3 book: spine order, chapters from the nav document or NCX.
 
     Cover pages, navigation, contents lists and copyright pages are not read;
@@ -139,7 +139,7 @@ def read_epub(path: Path, on_progress: OnProgress | None = None) -> Book:
 
     report = ReadReport(reader="EPUB")
     if any(isinstance(piece, _Pictures) for piece in stream):
-        stream = _ocr_pictures(path, stream, _first_meta(book, "language"), report, on_progress)
+        stream = _ocr_pictures(path, stream, _first_meta(book, "language") or language, report, on_progress)
     chapters = _epub_chapters(stream, entries, doc_titles)
     if not chapters:
         raise AudiobookError(f"{path.name} has no readable text (only images, or an empty book).")

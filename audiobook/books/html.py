@@ -46,14 +46,18 @@ def html_book(root, fallback_title: str, reader: str, known: tuple[str, ...] = (
     head_title = " ".join("".join(title_el.itertext()).split()) if title_el is not None else ""
     author = _meta(root, "author", "dc.creator", "dcterms.creator")
     date = _meta(root, "dcterms.date", "dc.date", "date")
+    page_title = ""
     if head_title or known:
-        blocks = drop_title_page(blocks, head_title, author, date, *known)
-    title, chapters = chapters_from_blocks(blocks, head_title or fallback_title)
+        kept = drop_title_page(blocks, head_title, author, date, *known)
+        # A heading on the title page names the book better than <title> ("Emma | Project Gutenberg").
+        page_title = next((" ".join(b.text.split()) for b in blocks[:len(blocks) - len(kept)] if b.level), "")
+        blocks = kept
+    title, chapters = chapters_from_blocks(blocks, page_title or head_title or fallback_title)
     from ..text import base_language
 
     lang = next((v for k, v in root.attrib.items() if local_name(k) == "lang" and v.strip()), "") or _meta(root, "dc.language", "language")
     year = re.search(r"\b(1[5-9]\d\d|2[01]\d\d)\b", date)
-    return Book(title=head_title or title, chapters=chapters,
+    return Book(title=title, chapters=chapters,  # a lone top heading over the chapters, else <title>
                 author=author,
                 language=base_language(lang) if lang else "", year=year.group(1) if year else "",
                 genre=_meta(root, "dc.subject", "keywords"), report=ReadReport(reader=reader))

@@ -17,7 +17,7 @@ from .common import read_bytes
 from .epub import read_epub
 from .html import html_book
 from .model import Book
-from .reading import ReadReport
+from .reading import OnProgress, ReadReport
 from .xhtml import local_name
 
 def check_kindle(path: Path, raw: bytes) -> None:
@@ -72,7 +72,7 @@ def _mobi7_book(folder: Path, name: str) -> Book:
     return book
 
 
-def read_kindle(path: Path) -> Book:
+def read_kindle(path: Path, on_progress: OnProgress | None = None, language: str = "") -> Book:
     """A DRM-free Kindle book: chapters from its contents, title, author, language and cover from its metadata."""
     import mobi
     from loguru import logger
@@ -86,7 +86,7 @@ def read_kindle(path: Path) -> Book:
     try:
         unpacked = Path(unpacked)
         if unpacked.suffix.lower() == ".epub":
-            book = read_epub(unpacked)
+            book = read_epub(unpacked, on_progress, language)
         elif unpacked.suffix.lower() in (".html", ".htm") and (unpacked.parent / "content.opf").exists():
             book = _mobi7_book(unpacked.parent, path.stem.replace("_", " "))
         else:

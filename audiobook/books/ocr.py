@@ -76,7 +76,8 @@ def ocr_language(book_language: str) -> tuple[str, list[str]]:
     want = TESSERACT_LANGUAGES.get(code, "eng")
     warnings = []
     if not code:
-        warnings.append("The book does not say its language; its scanned pages were read as English.")
+        warnings.append("The book does not say its language; its scanned pages were read as English "
+                        "(choose the narration language in the settings to read them in another).")
     if want not in installed:
         name = _LANGUAGE_NAMES.get(code, code)
         package = f"tesseract-ocr-{want.replace('_', '-').lower()}"

@@ -138,20 +138,29 @@ def _page_text(page, report: ReadReport) -> str:
     return "".join(out)
 
 
-def _has_image(page) -> bool:
-    """Whether a page draws a picture (directly or inside a form)."""
+def _pictured(path: Path, candidates: list[int]) -> list[int]:
+    """Those of the ``candidates`` pages that draw a picture (an image object, inline or not, in forms too)."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    if not candidates:
+        return []
     try:
-        xobjects = (page.get("/Resources") or {}).get("/XObject") or {}
-        for ref in xobjects.values():
-            obj = ref.get_object()
-            if obj.get("/Subtype") == "/Image":
-                return True
-            inner = ((obj.get("/Resources") or {}).get("/XObject") or {}) if obj.get("/Subtype") == "/Form" else {}
-            if any(r.get_object().get("/Subtype") == "/Image" for r in inner.values()):
-                return True
-    except Exception:  # a damaged resource dictionary: treat the page as having no picture
-        return False
-    return False
+        document = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError:
+        return []  # pypdf read it; a file PDFium refuses has no scans we could draw anyway
+    try:
+        out = []
+        for i in candidates:
+            page = document[i]
+            try:
+                if next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=4), None) is not None:
+                    out.append(i)
+            finally:
+                page.close()
+        return out
+    finally:
+        document.close()
 
 
 def _ocr_scanned(path: Path, raw: bytes, pages: list[str], scanned: list[int], language: str,
@@ -198,12 +207,12 @@ def _ocr_scanned(path: Path, raw: bytes, pages: list[str], scanned: list[int], l
                                f"{'them' if len(low) > 1 else 'it'} before a long render.")
 
 
-def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
+def read_pdf(path: Path, on_progress: OnProgress | None = None, language: str = "") -> Book:
     """A PDF: chapters from its outline (bookmarks), else from heading lines.
 
     Running headers, footers and page numbers are removed; hyphenated line breaks
     are joined; footnote markers are dropped. Scanned pages (a picture and no text)
-    are read by OCR in the book's language, with ``on_progress`` told each page.
+    are read by OCR in the book's language (else ``language``), with ``on_progress`` told each page.
     """
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PdfReadError
@@ -215,7 +224,6 @@ def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
         if reader.is_encrypted and not reader.decrypt(""):
             raise AudiobookError(f"{path.name} is protected by a password; save an unprotected copy first.")
         pages = [_page_text(page, report) for page in reader.pages]
-        scanned = [i for i, text in enumerate(pages) if len(text.strip()) < _SCANNED_CHARS and _has_image(reader.pages[i])]
     except AudiobookError:
         raise
     except DependencyError as e:  # AES encryption needs a package this install may lack
@@ -226,16 +234,17 @@ def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
     except Exception as e:  # pypdf's other complaints (limits, recursion, its own errors) mean the same to a reader
         raise AudiobookError(f"{path.name} is damaged or not a PDF that can be read ({type(e).__name__}).") from None
     report.pages = len(pages)
+    scanned = _pictured(path, [i for i, text in enumerate(pages) if len(text.strip()) < _SCANNED_CHARS])
     try:
         lang = str(reader.trailer["/Root"].get("/Lang") or "")
     except Exception:
         lang = ""
     from ..text import base_language
 
-    language = base_language(lang) if lang else ""
+    book_language = base_language(lang) if lang else ""
     if scanned:
         try:
-            _ocr_scanned(path, raw, pages, scanned, language, report, on_progress)
+            _ocr_scanned(path, raw, pages, scanned, book_language or language, report, on_progress)
         except AudiobookError as e:
             text_pages = len(pages) - len(scanned)
             if sum(len(p.strip()) for p in pages) < max(20, 10 * text_pages) // 2:
@@ -250,7 +259,7 @@ def read_pdf(path: Path, on_progress: OnProgress | None = None) -> Book:
     title = str(meta.get("/Title") or "").strip() or path.stem.replace("_", " ")
     author = str(meta.get("/Author") or "").strip()
     chapters = _pdf_outline_chapters(reader, page_lines, report) or _pdf_heading_chapters(page_lines, title, report)
-    return Book(title=title, author=author, language=language, chapters=chapters, report=report)
+    return Book(title=title, author=author, language=book_language, chapters=chapters, report=report)
 
 
 def _pdf_outline_chapters(reader, page_lines: list[list[str]], report: ReadReport) -> list[Chapter]:

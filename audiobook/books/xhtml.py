@@ -21,7 +21,8 @@ _XHTML_SKIP = {"script", "style", "head", "nav", "svg", "math", "rt", "rp", "tem
 _SKIP_TYPES = {"pagebreak", "noteref", "toc", "landmarks", "page-list", "loi", "lot", "lof", "index",
                "doc-pagebreak", "doc-noteref", "doc-toc", "doc-pagelist", "doc-index", "doc-backlink", "backlink"}
 _NOTE_TYPES = {"footnote", "endnote", "note", "rearnote", "doc-footnote", "doc-endnote"}
-_SKIP_CLASSES = {"lnum", "linenum", "linenumber", "line-number", "pagenum", "page-number", "pagenumber", "pageno"}
+_SKIP_CLASSES = {"lnum", "linenum", "linenumber", "line-number", "pagenum", "page-number", "pagenumber", "pageno",
+                 "pg-boilerplate"}  # the last: Project Gutenberg's licence header and footer
 _LINE_GROUP_CLASSES = {"linegroup", "stanza", "poem", "verse", "lg", "line-group"}
 _NOTE_MARK = re.compile(r"^\W{0,2}(?:\d{1,3}|[*\u2020\u2021\u00a7\u00b6#]{1,3}|[a-z]|[ivx]{1,4})\W{0,2}$", re.IGNORECASE)
 _LINE_BREAK = "\ue000"  # stands for <br> while whitespace is collapsed (not itself whitespace)

@@ -222,7 +222,8 @@ class TakeChecker:
         refs = [b or t for b, t in zip(book_texts or [""] * len(texts), texts)]
         if self.language is None:
             self._detect_language(wavs, sr)
-        heard = self.transcriber.transcribe(wavs, sr, self.language, refs)
+        extra = {"words": True} if getattr(self.settings, "word_timings", False) else {}  # costs Whisper time
+        heard = self.transcriber.transcribe(wavs, sr, self.language, refs, **extra)
         if not self._voice_ready:
             self._start_voice(out_dir, kept_files)
         long_enough = [len(w) / sr >= MIN_VOICE_S for w in wavs]

@@ -37,6 +37,7 @@ RUN = {"words": 5, "zh": 8, "ja": 12}
 TAIL_S = 1.5
 MISSING_END_WORDS = 2
 SHORT_TEXT_WORDS = {"words": 3, "ja": 8, "zh": 0}
+SENTENCE_WORDS = {"words": 3, "zh": 5, "ja": 8}  # a whole sentence this long, skipped or said twice, fails too
 SOUNDS_ALIKE = 0.6  # similarity of two words' sound keys at which a short text's one substitution passes
 NAME_MATCH = 0.8  # spelling similarity at which a name Whisper spells its own way is the same word
 LOOP_MIN_REPEATS = 3
@@ -69,9 +70,13 @@ class Segment:
     start: float
     end: float
     text: str
+    words: tuple = ()  # (word, start, end) where Whisper was asked for word times (the word_timings setting)
 
     def to_dict(self) -> dict:
-        return {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text}
+        d = {"start": round(self.start, 2), "end": round(self.end, 2), "text": self.text}
+        if self.words:
+            d["words"] = [{"word": w, "start": round(s, 2), "end": round(e, 2)} for w, s, e in self.words]
+        return d
 
     @classmethod
     def of(cls, s) -> "Segment":
@@ -363,6 +368,45 @@ def _negation_problem(ref, hyp, ops, language) -> tuple[str, tuple[str, int, int
     return None
 
 
+def sentence_spans(text: str, ref: Sequence[str], language: str) -> list[tuple[int, int]]:
+    """(first, last+1) word indices of each sentence of the text in ``ref`` (its normalised words);
+    none when the sentences, normalised one by one, do not add up to ``ref``."""
+    from ..text import split_sentences
+
+    spans, k = [], 0
+    for sentence in split_sentences(" ".join((text or "").split()), language):
+        ws = words(sentence, language)
+        n = len(ws)
+        if list(ref[k:k + n]) != ws:
+            return []
+        spans.append((k, k + n))
+        k += n
+    return spans if k == len(ref) else []
+
+
+def whole_sentence_problem(ops: Sequence[Op], ref: Sequence[str], hyp: Sequence[str], spans, script: str):
+    """A sentence of ``SENTENCE_WORDS`` or more skipped whole, or said more often than the text has it:
+    (rule, words, span, times heard) or None. Shorter than ``RUN`` words, the run rules would not see it."""
+    need = SENTENCE_WORDS[script]
+    deleted = set()
+    for op in ops:
+        if op.op == DELETED:
+            deleted.update(range(op.i, op.i + len(op.ref)))
+    for a, b in spans:
+        if b - a >= need and all(k in deleted for k in range(a, b)):
+            return "skip", list(ref[a:b]), ("ref", a, b), 0
+    for a, b in spans:
+        sentence = list(ref[a:b])
+        if b - a < need:
+            continue
+        n = b - a
+        heard = [j for j in range(len(hyp) - n + 1) if list(hyp[j:j + n]) == sentence]
+        in_text = sum(1 for j in range(len(ref) - n + 1) if list(ref[j:j + n]) == sentence)
+        if len(heard) > in_text:
+            return "repeat", sentence, ("hyp", heard[-1], heard[-1] + n), len(heard)
+    return None
+
+
 def _short_text_passes(ops: Sequence[Op], ref: Sequence[str], script: str) -> bool:
     """A text of a few words with one substitution that sounds alike, and nothing else wrong."""
     if not ref or len(ref) > SHORT_TEXT_WORDS[script]:
@@ -409,7 +453,13 @@ def judge(text: str, heard: str, language: str = "en", segments: Sequence = (),
         said = {2: "twice", 3: "three times"}.get(times, f"{times} times")
         has = {0: "does not have it", 1: "has it once", 2: "has it twice"}.get(in_text, f"has it {in_text} times")
         return fail("repeat", f"said '{_quote(phrase, cjk)}' {said} (the text {has})", ("hyp", at, at + len(phrase)))
+    whole = whole_sentence_problem(ops, ref, hyp, sentence_spans(text, ref, language), script)
+    if whole and whole[0] == "repeat":
+        said = {2: "twice", 3: "three times"}.get(whole[3], f"{whole[3]} times")
+        return fail("repeat", f"said '{_quote(whole[1], cjk)}' {said} (the text has it once)", whole[2])
     skipped, first, last = longest_run(ops, DELETED)
+    if whole and whole[0] == "skip" and len(skipped) < run:
+        return fail("skip", f"skipped '{_quote(whole[1], cjk)}'", whole[2])
     if len(skipped) >= run:
         return fail("skip", f"skipped '{_quote(skipped, cjk)}'", ("ref", first, last))
     extra, first, last = longest_run(ops, INSERTED)

@@ -164,17 +164,18 @@ class Transcriber:
         return max(8, min(MAX_TARGET_TOKENS, TOKENS_PER_TEXT_TOKEN * count + TOKEN_MARGIN))
 
     def transcribe(self, wavs: Sequence[np.ndarray], sr: int, language: str | None = None,
-                   texts: Sequence[str] | None = None) -> list[Heard]:
+                   texts: Sequence[str] | None = None, words: bool = False) -> list[Heard]:
         """What was heard in each take, in order. ``language`` (an ISO code) is forced; ``texts`` (what
-        each take should say) bound the tokens decoded."""
+        each take should say) bound the tokens decoded; ``words`` also times each word (from the
+        cross-attention of the checkpoint's alignment heads), which costs Whisper time."""
         out: list[Heard] = []
         for start in range(0, len(wavs), TRANSCRIBE_BATCH):
             part = [resample(w, sr, WHISPER_RATE) for w in wavs[start:start + TRANSCRIBE_BATCH]]
             limit = self.token_limit(texts[start:start + TRANSCRIBE_BATCH]) if texts else MAX_TARGET_TOKENS
-            out += self._batch(part, language, limit)
+            out += self._batch(part, language, limit, words)
         return out
 
-    def _batch(self, audio: list[np.ndarray], language: str | None, max_tokens: int) -> list[Heard]:
+    def _batch(self, audio: list[np.ndarray], language: str | None, max_tokens: int, words: bool = False) -> list[Heard]:
         import torch
 
         long_form = max(len(a) for a in audio) > WHISPER_WINDOW_S * WHISPER_RATE
@@ -188,6 +189,8 @@ class Transcriber:
                       no_speech_threshold=NO_SPEECH_THRESHOLD, condition_on_prev_tokens=False)
         if language:
             kwargs["language"] = language
+        if words:
+            kwargs["return_token_timestamps"] = True
         with torch.inference_mode(), _quiet_transformers():
             result = self.model.generate(feats.input_features.to(self.device, self.dtype), **kwargs)
         return [self._heard(result, k) for k in range(len(audio))]
@@ -198,12 +201,34 @@ class Transcriber:
         for seg in (result.get("segments") or [[]] * (k + 1))[k] if isinstance(result, dict) else []:
             text = tok.decode(seg["tokens"], skip_special_tokens=True).strip()
             if text:
-                segments.append(Segment(float(seg["start"]), float(seg["end"]), text))
+                segments.append(Segment(float(seg["start"]), float(seg["end"]), text, self._words(seg)))
         if isinstance(result, dict):
             text = tok.decode(result["sequences"][k], skip_special_tokens=True).strip()
         else:
             text = tok.decode(result[k], skip_special_tokens=True).strip()
         return Heard(text, tuple(segments))
+
+
+    def _words(self, seg) -> tuple:
+        """(word, start, end) of a segment whose tokens were timed: a word starts at a token that
+        begins with a space and ends where the next one starts (the last at the segment's end)."""
+        times = seg.get("token_timestamps")
+        if times is None:
+            return ()
+        tok = self.processor.tokenizer
+        words: list[list] = []
+        for token, t in zip(seg["tokens"].tolist(), times.tolist()):
+            piece = tok.decode([token], skip_special_tokens=True)
+            if not piece.strip():
+                continue
+            if not words or piece[:1].isspace():
+                words.append([piece.strip(), float(t)])
+            else:
+                words[-1][0] += piece.strip()
+        begin, end = float(seg["start"]), float(seg["end"])
+        bounds = [w[1] for w in words[1:]] + [end]
+        clamp = lambda t: min(max(t, begin), end)  # noqa: E731
+        return tuple((w, clamp(s), max(clamp(e), clamp(s))) for (w, s), e in zip(words, bounds))
 
 
 @contextmanager

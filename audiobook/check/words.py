@@ -245,6 +245,7 @@ def words(text: str, language: str = "en") -> list[str]:
     """The words of ``text`` as the comparison sees them (characters or kana for Chinese and Japanese)."""
     lang = base_language(language)
     text = unicodedata.normalize("NFKC", text or "")
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)  # no control characters
     text = romans_to_digits(chapter_words(text, lang), lang)
     if lang == "zh":
         text = ungroup_thousands(_to_simplified().convert(text), commas=True)

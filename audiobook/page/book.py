@@ -34,14 +34,9 @@ def reading_summary(book: Book) -> str:
     done = []
     if r.converted_by:
         done.append(f"converted by {r.converted_by}")
-    if r.ocr_pages:
-        done.append(f"{r.ocr_pages} page{'s' if r.ocr_pages != 1 else ''} read by OCR ({r.ocr_language})")
-    if r.running_lines:
-        done.append(f"{r.running_lines} running head/page number line{'s' if r.running_lines != 1 else ''} removed")
-    if r.hyphens_joined:
-        done.append(f"{r.hyphens_joined} line-end hyphen{'s' if r.hyphens_joined != 1 else ''} joined")
-    if r.note_marks:
-        done.append(f"{r.note_marks} footnote marker{'s' if r.note_marks != 1 else ''} dropped")
+    counts = [(r.ocr_pages, "page", f"read by OCR ({r.ocr_language})"), (r.running_lines, "running head/page number line", "removed"),
+              (r.hyphens_joined, "line-end hyphen", "joined"), (r.note_marks, "footnote marker", "dropped")]
+    done += [f"{n} {what}{'s' if n != 1 else ''} {verb}" for n, what, verb in counts if n]
     lines = [f"Read as {r.reader}" + (": " + ", ".join(done) if done else "") + "."]
     lines += [f"Warning: {w}" for w in r.warnings]
     return "\n\n" + "\n\n".join(lines)
@@ -117,5 +112,6 @@ def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, r
                   [book_state, numbers], book_outputs)
     save_book_btn.click(page_errors(lambda b: serve(B.save_book(b))), book_state, saved_book)
     # Whatever changed the book (a new file, an edit, the cast), the cast panel shows it (its message stays).
-    book_state.change(lambda b, c: cast.show(b, c)[:-1], [book_state, chapter_sel], cast.views[:-1], show_progress="hidden")
+    book_state.change(lambda b, c, sure: cast.show(b, c, sure=sure)[:-1], [book_state, chapter_sel, cast.by_confidence],
+                      cast.views[:-1], show_progress="hidden")
     return SimpleNamespace(book_file=book_file, book_info=book_info, chapters=chapters)

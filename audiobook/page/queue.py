@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,7 +37,7 @@ def queue_rows(backend: Backend) -> list[list[Any]]:
 
 def _item_number(n: float | None) -> int:
     if n is None or int(n) < 1:
-        raise AudiobookError("Type the number of a queue item (its # in the table) first.")
+        raise AudiobookError("Select a book in the queue table first.")
     return int(n)
 
 
@@ -68,8 +67,18 @@ def run_queue(backend: Backend) -> str:
     return f"Rendering the queue: {waiting} book{'s' if waiting != 1 else ''} to go. Stop pauses it; Run the queue goes on."
 
 
-def queue_html(backend: Backend) -> str:
-    return table_html(QUEUE_COLUMNS, queue_rows(backend), "The queue is empty: load a book, pick a narrator, press Add to queue.")
+def queue_note(rows: list[list[Any]], picked: int | None) -> str:
+    """The line under the queue table: what is selected, or how to select (or fill) it."""
+    if not rows:
+        return "The queue is empty: load a book, pick a narrator, press Add to queue."
+    if picked and 1 <= picked <= len(rows):
+        return f"Selected: item {picked}, “{rows[picked - 1][1]}”."
+    return "Select a book in the table to move it, remove it or queue it again."
+
+
+def can_run_queue(backend: Backend, rows: list[list[Any]]) -> bool:
+    """Run the queue has work: a book waits, and no render runs."""
+    return not backend.render_state().running and any(r[3] == "queued" for r in rows)
 
 
 def workers_html(backend: Backend) -> str:
@@ -83,43 +92,86 @@ def worker_rows(backend: Backend) -> list[list[Any]]:
 
 def build_queue_panel(backend: Backend, add_btn: gr.Button, book_state: gr.State, narrator: gr.Dropdown,
                       message: gr.Markdown) -> SimpleNamespace:
-    """The render queue (table, reorder, remove, run) and the workers of the running render."""
+    """The render queue (table, reorder, remove, run) and the workers of the running render.
+
+    A row is chosen by selecting it in the table; the buttons that act on a row wait for one.
+    """
     B = backend
-    with gr.Accordion("Queue", open=True, elem_id="queue-box"):
-        table = gr.HTML(queue_html(B), elem_id="queue-table")
+    with gr.Accordion("Queue", open=False, elem_id="queue-box"):
+        table = gr.Dataframe(headers=QUEUE_COLUMNS, value=[], interactive=False, wrap=True, elem_id="queue-table")
+        picked = gr.State(None)  # the item number selected in the table
+        shown = gr.State(None)  # the rows on screen, so the poll resends only a change
+        note = gr.Markdown(elem_id="queue-note")
         with gr.Row():
-            item = gr.Number(label="Item #", value=1, precision=0, minimum=1, scale=1, elem_id="queue-item")
-            up_btn = gr.Button("Move up", size="sm", elem_id="queue-up")
-            down_btn = gr.Button("Move down", size="sm", elem_id="queue-down")
-            remove_btn = gr.Button("Remove", size="sm", elem_id="queue-remove")
-            retry_btn = gr.Button("Queue again", size="sm", elem_id="queue-retry")
-            run_btn = gr.Button("Run the queue", variant="primary", elem_id="queue-run")
+            up_btn = gr.Button("Move up", size="sm", interactive=False, elem_id="queue-up")
+            down_btn = gr.Button("Move down", size="sm", interactive=False, elem_id="queue-down")
+            remove_btn = gr.Button("Remove", size="sm", interactive=False, elem_id="queue-remove")
+            retry_btn = gr.Button("Queue again", size="sm", interactive=False, elem_id="queue-retry")
+            run_btn = gr.Button("Run the queue", variant="primary", interactive=False, elem_id="queue-run")
     with gr.Accordion("Workers", open=False, elem_id="workers-box"):
         gr.Markdown("With the `workers` setting above 0, each Ray worker holds a model on its own GPU (or CPU); "
                     "this shows what each is doing.")
         workers = gr.HTML(workers_html(B), elem_id="workers-table")
+    row_btns = [up_btn, down_btn, remove_btn, retry_btn]
 
-    def html_of(handler):  # the handlers return rows; the page shows them as a table
-        def run(*args):
-            out = list(handler(*args))
-            out[1] = table_html(QUEUE_COLUMNS, out[1], "The queue is empty.")
-            return tuple(out)
-        return run
+    def view(rows, n):
+        """The table and everything that follows from it and the selected item ``n``."""
+        n = n if n and 1 <= n <= len(rows) else None
+        return [rows, rows, n, queue_note(rows, n), gr.update(interactive=can_run_queue(B, rows)),
+                *[gr.update(interactive=n is not None)] * len(row_btns)]
 
-    add_btn.click(page_errors(html_of(functools.partial(add_to_queue, B))), [book_state, narrator], [message, table])
-    up_btn.click(page_errors(html_of(lambda n: move_queue_item(B, n, -1))), item, [message, table, item])
-    down_btn.click(page_errors(html_of(lambda n: move_queue_item(B, n, +1))), item, [message, table, item])
-    remove_btn.click(page_errors(html_of(functools.partial(remove_queue_item, B))), item, [message, table])
-    retry_btn.click(page_errors(html_of(functools.partial(retry_queue_item, B))), item, [message, table])
-    run_btn.click(page_errors(functools.partial(run_queue, B)), None, message)
+    outputs = [table, shown, picked, note, run_btn, *row_btns]
 
-    def on_tick():
+    def on_add(book, choice):
+        text, rows = add_to_queue(B, book, choice)
+        return [text, *view(rows, None)]
+
+    def on_pick(rows, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return view(rows or [], None if row is None else row + 1)[2:]
+
+    def on_move(n, step):
+        text, rows, to = move_queue_item(B, n, step)
+        return [text, *view(rows, to)]
+
+    def on_remove(n):
+        text, rows = remove_queue_item(B, n)
+        return [text, *view(rows, None)]
+
+    def on_retry(n):
+        text, rows = retry_queue_item(B, n)
+        return [text, *view(rows, n)]
+
+    def on_run():
+        text = run_queue(B)
+        return [text, gr.update(interactive=False)]
+
+    add_btn.click(page_errors(on_add), [book_state, narrator], [message, *outputs])
+    table.select(page_errors(on_pick), shown, outputs[2:])
+    up_btn.click(page_errors(lambda n: on_move(n, -1)), picked, [message, *outputs])
+    down_btn.click(page_errors(lambda n: on_move(n, +1)), picked, [message, *outputs])
+    remove_btn.click(page_errors(on_remove), picked, [message, *outputs])
+    retry_btn.click(page_errors(on_retry), picked, [message, *outputs])
+    run_btn.click(page_errors(on_run), None, [message, run_btn])
+
+    def on_tick(last, n):
         try:
-            return queue_html(B), workers_html(B)
+            rows = queue_rows(B)
         except AudiobookError:  # a damaged queue file: the buttons say so when used
-            return gr.skip(), workers_html(B)
+            return [gr.skip()] * len(outputs) + [workers_html(B)]
+        if rows == last:  # resending the table would clear the user's selection
+            return [gr.skip()] * 4 + [gr.update(interactive=can_run_queue(B, rows))] + [gr.skip()] * len(row_btns) \
+                + [workers_html(B)]
+        return view(rows, n) + [workers_html(B)]
 
     timer = gr.Timer(POLL_S)
-    timer.tick(on_tick, None, [table, workers], show_progress="hidden", concurrency_id="poll-queue",
+    timer.tick(on_tick, [shown, picked], [*outputs, workers], show_progress="hidden", concurrency_id="poll-queue",
                concurrency_limit=2, trigger_mode="always_last")
-    return SimpleNamespace(table=table, workers=workers, on_load=([table, workers], on_tick))
+    def on_load():
+        try:
+            rows = queue_rows(B)
+        except AudiobookError:  # a damaged queue file: the buttons say so when used
+            rows = []
+        return view(rows, None) + [workers_html(B)]
+
+    return SimpleNamespace(table=table, workers=workers, on_load=([*outputs, workers], on_load))

@@ -61,6 +61,11 @@ def render_phase(state: RenderState) -> str:
     return "Idle"
 
 
+def can_resume(state: RenderState) -> bool:
+    """Resume has something to continue: the last render stopped or failed, and none runs now."""
+    return not state.running and bool(state.stopped or state.error)
+
+
 def progress_html(state: RenderState) -> str:
     """The progress bar with chunks done/total, audio minutes, x-real-time and ETA."""
     if not state.chunks_total and not state.running and not state.error:
@@ -90,9 +95,10 @@ def problem_rows(state: RenderState) -> list[list[Any]]:
 
 
 def result_files(state: RenderState) -> dict[str, Any]:
-    """Chapter files (for the player) and the m4b and srt downloads (None when absent)."""
+    """Chapter files (for the player) and the m4b, srt and read-along epub downloads (None when absent)."""
     by_suffix = {Path(p).suffix.lower(): p for p in state.book_files}
-    return {"chapters": list(state.chapter_files), "m4b": by_suffix.get(".m4b"), "srt": by_suffix.get(".srt")}
+    return {"chapters": list(state.chapter_files), "m4b": by_suffix.get(".m4b"), "srt": by_suffix.get(".srt"),
+            "epub": by_suffix.get(".epub")}
 
 
 def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, status: gr.Markdown) -> SimpleNamespace:
@@ -110,8 +116,9 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
                 refresh_narrators = gr.Button("Refresh the list", size="sm")
         with gr.Row():
             render_btn = gr.Button("3. Render", variant="primary", elem_id="render-start")
-            stop_btn = gr.Button("Stop", variant="stop", elem_id="render-stop")
-            resume_btn = gr.Button("Resume", elem_id="render-resume")
+            # Stop while a render runs; Resume once one stopped or failed (the poll below keeps them so).
+            stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="render-stop")
+            resume_btn = gr.Button("Resume", interactive=False, elem_id="render-resume")
             queue_add_btn = gr.Button("Add to queue", elem_id="render-queue-add")
         render_msg = gr.Markdown(elem_id="render-message")
         progress = gr.HTML(progress_html(RenderState()), elem_id="render-progress")
@@ -119,7 +126,7 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
         with gr.Accordion("Failed and suspect chunks", open=False, elem_id="render-problems-box"):
             problems = gr.Dataframe(headers=["status", "chapter", "chunk", "reason", "text"], value=[], wrap=True,
                                     interactive=False, elem_id="render-problems")
-            rerender_btn = gr.Button("Render these chunks again", elem_id="render-rerender")
+            rerender_btn = gr.Button("Render these chunks again", interactive=False, elem_id="render-rerender")
         with gr.Column(visible=False, elem_id="render-results") as results_box:
             gr.Markdown("### Results")
             with gr.Row():
@@ -128,6 +135,7 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
             with gr.Row():
                 m4b_file = gr.File(label="Audiobook (.m4b)", interactive=False, height=80, elem_id="render-m4b")
                 srt_file = gr.File(label="Subtitles (.srt)", interactive=False, height=80, elem_id="render-srt")
+                epub_file = gr.File(label="Read-along book (.epub)", interactive=False, height=80, elem_id="render-epub")
             speakers = gr.Dataframe(headers=["speaker", "voice", "chunks", "seconds"], value=[], interactive=False,
                                     label="Who spoke", elem_id="render-speakers")
         results_key = gr.State(None)
@@ -146,21 +154,23 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
     def on_tick(last_key):
         state = B.render_state()
         files = result_files(state)
-        key = (tuple(files["chapters"]), files["m4b"], files["srt"])
+        key = (tuple(files["chapters"]), files["m4b"], files["srt"], files["epub"])
         # The results box gets an explicit visibility every time: an empty update would hide it again.
         out = [status_text(B), progress_html(state), log_text(state), problem_rows(state),
-               gr.update(visible=bool(files["chapters"] or files["m4b"]))]
+               gr.update(visible=bool(files["chapters"] or files["m4b"])),
+               gr.update(interactive=state.running and not state.stopping), gr.update(interactive=can_resume(state)),
+               gr.update(interactive=not state.running and bool(state.failed or state.suspect))]
         if key == last_key:  # resending the players would restart what the user is listening to
-            return out + [gr.skip()] * 5 + [last_key]
+            return out + [gr.skip()] * 6 + [last_key]
         choices = [(Path(p).stem, serve(p)) for p in files["chapters"]]
         first = choices[0][1] if choices else None
         return out + [gr.update(choices=choices, value=first), first, serve(files["m4b"]), serve(files["srt"]),
-                      B.speaker_rows(state.out_dir), key]
+                      serve(files["epub"]), B.speaker_rows(state.out_dir), key]
 
     timer = gr.Timer(POLL_S)
     timer.tick(page_errors(on_tick), results_key,
-               [status, progress, log_box, problems, results_box, chapter_pick, chapter_player, m4b_file, srt_file, speakers,
-                results_key],
+               [status, progress, log_box, problems, results_box, stop_btn, resume_btn, rerender_btn, chapter_pick,
+                chapter_player, m4b_file, srt_file, epub_file, speakers, results_key],
                show_progress="hidden", concurrency_id="poll", concurrency_limit=4, trigger_mode="always_last")
     chapter_pick.change(serve.owned, chapter_pick, chapter_player, show_progress="hidden")
 

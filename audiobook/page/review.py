@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from audiobook.errors import AudiobookError
+from audiobook.page.readalong import PLAYER_JS, readalong_html
 from audiobook.page.voice_lab import narrator_choices, narrator_for
 from audiobook.page.widgets import Backend, page_errors
 from audiobook.serving import ServedFiles
@@ -78,6 +79,18 @@ def review_chunk(backend: Backend, name: str | None, chunk: str | None):
     return audio, diff, row.text, note
 
 
+def can_rebuild(backend: Backend, name: str | None) -> bool:
+    """Whether Rebuild has something to do: a chapter of the picked render changed since it was assembled."""
+    from audiobook.review import chapters_to_rebuild
+
+    if not name:
+        return False
+    try:
+        return bool(chapters_to_rebuild(review_folder(backend, name)))
+    except AudiobookError:
+        return False
+
+
 def load_manifest_language(folder: Path) -> str:
     from audiobook.review import load_render
 
@@ -94,6 +107,12 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
             chapter_pick = gr.Dropdown([], label="Chapter", elem_id="review-chapter", scale=2)
             flagged_only = gr.Checkbox(True, label="Only flagged chunks", elem_id="review-flagged", scale=1)
             refresh_btn = gr.Button("Refresh", size="sm", elem_id="review-refresh", scale=1)
+        with gr.Accordion("Read along: the chapter's audio with its text, the sentence being read highlighted "
+                          "(click a sentence to hear it; flagged chunks are underlined)", open=True,
+                          elem_id="review-readalong-box"):
+            readalong_btn = gr.Button("Read along with the chapter", size="sm", interactive=False,
+                                      elem_id="review-readalong-play")
+            readalong = gr.HTML("", js_on_load=PLAYER_JS, elem_id="review-readalong")
         table = gr.Dataframe(headers=REVIEW_HEADERS, value=[], wrap=True, interactive=False, elem_id="review-table")
         ids = gr.State([])
         chunk_id = gr.State(None)
@@ -109,12 +128,15 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
             with gr.Column(scale=1):
                 text_box = gr.Textbox(label="Text", lines=4, elem_id="review-text")
                 with gr.Row():
-                    reroll_btn = gr.Button("Re-roll", elem_id="review-reroll")
-                    render_btn = gr.Button("Render edited text", variant="primary", elem_id="review-render")
-                    keep_btn = gr.Button("Keep", elem_id="review-keep")
+                    # Usable once a chunk is picked in the table.
+                    reroll_btn = gr.Button("Re-roll", interactive=False, elem_id="review-reroll")
+                    render_btn = gr.Button("Render edited text", variant="primary", interactive=False,
+                                           elem_id="review-render")
+                    keep_btn = gr.Button("Keep", interactive=False, elem_id="review-keep")
                 chunk_msg = gr.Markdown(elem_id="review-message")
         with gr.Row():
-            rebuild_btn = gr.Button("Rebuild changed chapters and the m4b", variant="primary", elem_id="review-rebuild")
+            rebuild_btn = gr.Button("Rebuild changed chapters and the m4b", variant="primary", interactive=False,
+                                    elem_id="review-rebuild")
             m4b_file = gr.File(label="Audiobook (.m4b)", interactive=False, height=80, elem_id="review-m4b")
         rebuild_msg = gr.Markdown(elem_id="review-rebuild-message")
         with gr.Accordion("Sample: hear a voice in context before a long render", open=False, elem_id="review-sample-box"):
@@ -130,27 +152,36 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
         rows, row_ids = review_table(B, name, chapter, flagged)
         return rows, row_ids
 
+    def chunk_buttons(usable: bool):
+        return [gr.update(interactive=usable)] * 3
+
     def on_book(name):
-        if not name:
-            return gr.update(choices=[], value=None), [], []
+        """A book picked (or none): its chapters and flagged chunks; no chunk picked yet."""
+        rebuild = gr.update(interactive=can_rebuild(B, name))
+        if not name:  # an empty project: nothing to show, and nothing wrong
+            return [gr.update(choices=[], value=None), [], [], None, rebuild, *chunk_buttons(False),
+                    gr.update(interactive=False)]
         chapters = review_chapters(B, name)
         rows, row_ids = review_table(B, name, None, True)
-        return gr.update(choices=[("All chapters", 0)] + chapters, value=0), rows, row_ids
+        return [gr.update(choices=[("All chapters", 0)] + chapters, value=0), rows, row_ids, None, rebuild,
+                *chunk_buttons(False), gr.update(interactive=True)]
 
     def on_filter(name, chapter, flagged):
+        if not name:
+            return [], []
         return show_table(name, chapter or None, flagged)
 
     def on_select(name, row_ids, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if row is None or row >= len(row_ids):
-            return [gr.skip()] * 5
+            return [gr.skip()] * 8
         chunk = row_ids[row]
         audio, diff, text, note = review_chunk(B, name, chunk)
-        return chunk, audio, diff, text, note
+        return [chunk, audio, diff, text, note, *chunk_buttons(True)]
 
     def after_fix(name, chapter, flagged, message, new_id=None):
         rows, row_ids = show_table(name, chapter or None, flagged)
-        out = [message, rows, row_ids]
+        out = [message, rows, row_ids, gr.update(interactive=can_rebuild(B, name))]
         if new_id:
             audio, diff, text, note = review_chunk(B, name, new_id)
             return out + [new_id, audio, diff, text, note]
@@ -186,7 +217,7 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
             note = "Chapters rebuilt; the m4b is written once every chapter is complete."
         else:
             note = f"Rebuilt: {', '.join(p.name for p in result.chapter_files + result.book_files)}."
-        return note, serve(m4b) if m4b else None
+        return note, serve(m4b) if m4b else None, gr.update(interactive=can_rebuild(B, name))
 
     def on_sample(book, choice, chapter, seconds):
         from audiobook.audio import read_wav
@@ -199,15 +230,17 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
         path.unlink(missing_ok=True)
         return sr, wav
 
-    fix_outputs = [chunk_msg, table, ids, chunk_id, player, heard, text_box, chunk_note]
-    book_pick.change(page_errors(on_book), book_pick, [chapter_pick, table, ids])
+    fix_outputs = [chunk_msg, table, ids, rebuild_btn, chunk_id, player, heard, text_box, chunk_note]
+    chunk_btns = [reroll_btn, render_btn, keep_btn]
+    book_pick.change(page_errors(on_book), book_pick,
+                     [chapter_pick, table, ids, chunk_id, rebuild_btn, *chunk_btns, readalong_btn])
     chapter_pick.change(page_errors(on_filter), [book_pick, chapter_pick, flagged_only], [table, ids])
     flagged_only.change(page_errors(on_filter), [book_pick, chapter_pick, flagged_only], [table, ids])
-    table.select(page_errors(on_select), [book_pick, ids], [chunk_id, player, heard, text_box, chunk_note])
+    table.select(page_errors(on_select), [book_pick, ids], [chunk_id, player, heard, text_box, chunk_note, *chunk_btns])
     render_btn.click(page_errors(on_render), [book_pick, chapter_pick, flagged_only, chunk_id, text_box], fix_outputs)
     reroll_btn.click(page_errors(on_reroll), [book_pick, chapter_pick, flagged_only, chunk_id], fix_outputs)
     keep_btn.click(page_errors(on_keep), [book_pick, chapter_pick, flagged_only, chunk_id], fix_outputs)
-    rebuild_btn.click(page_errors(on_rebuild), book_pick, [rebuild_msg, m4b_file])
+    rebuild_btn.click(page_errors(on_rebuild), book_pick, [rebuild_msg, m4b_file, rebuild_btn])
     sample_btn.click(page_errors(on_sample), [book_state, sample_voice, sample_chapter, sample_seconds], sample_player)
 
     def on_refresh():
@@ -215,6 +248,11 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
         return gr.update(choices=books, value=books[0] if books else None)
 
     refresh_btn.click(page_errors(on_refresh), None, book_pick)
+
+    def on_readalong(name, chapter):
+        return readalong_html(B, review_folder(B, name), int(chapter or 1), serve)
+
+    readalong_btn.click(page_errors(on_readalong), [book_pick, chapter_pick], readalong)
 
     def on_load():
         books = review_books(B)

@@ -24,11 +24,15 @@ def chapter_numbers(text: str, book: Book) -> list[int]:
 def load_book(backend, path: str | Path | None, on_progress: OnProgress | None = None) -> Book:
     """Read a book file; AudiobookError for a missing or unreadable one.
 
-    ``on_progress(done, total, what)`` hears a slow read (OCR of scanned pages) page by page.
+    ``on_progress(done, total, what)`` hears a slow read (OCR of scanned pages) page by page; the
+    settings' narration language, when not auto, is the OCR language of a book that does not say its own.
     """
     if not path:
         raise AudiobookError(f"Choose a book file first ({formats_sentence()}).")
-    book = read_book(path, on_progress=on_progress)
+    from audiobook.text import base_language
+
+    chosen = backend.settings.language  # scanned pages of a book that does not say its language are read in this one
+    book = read_book(path, on_progress=on_progress, language="" if chosen == "auto" else base_language(chosen))
     remember_source(backend, book, path)
     return book
 

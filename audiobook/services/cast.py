@@ -12,6 +12,7 @@ from pathlib import Path
 from audiobook.books import Book
 from audiobook.books import cast as casting
 from audiobook.books.cast import CAST_FILE, LLM, Cast, load_cast
+from audiobook.dialogue import DIALOGUE, speaker_name
 from audiobook.errors import AudiobookError
 from audiobook.tts import PRESET, Narrator
 from audiobook.voicing import Voicing
@@ -153,7 +154,8 @@ def edit_cast(backend, book: Book, action: str, name: str, other: str = "") -> B
 
     ``merge`` ``other`` into ``name``; ``rename`` ``name`` to ``other``; ``split`` the alias
     ``other`` off ``name``; ``hide`` or ``show`` ``name`` (a hidden character's quotes go to
-    ``dialogue``). Markup and parts set by hand stay as they are.
+    ``dialogue``). A merge, rename or hide renames the parts; a split or show labels the chapters
+    whose speakers were found automatically again. Markup and parts set by hand stay as they are.
     """
     if book.cast is None or not any(c.spans for c in book.chapters):
         book, _ = backend.label_book(book)  # not labelled yet: find who speaks first
@@ -166,7 +168,11 @@ def edit_cast(backend, book: Book, action: str, name: str, other: str = "") -> B
     cast = {"merge": lambda: cast.merged(name, other), "rename": lambda: cast.renamed(name, other),
             "split": lambda: cast.split(name, other), "hide": lambda: cast.hidden(name, True),
             "show": lambda: cast.hidden(name, False)}[action]()
-    book, _ = casting.relabel_book(book, cast)
+    if action in ("merge", "rename", "hide"):  # the same quotes, another name: keep every part as labelled
+        new = {"merge": {other: name}, "rename": {name: other}, "hide": {name: DIALOGUE}}[action]
+        book = casting.recast_book(book, cast, {speaker_name(k): speaker_name(v) for k, v in new.items()})
+    else:  # someone new speaks, or speaks again: find their quotes
+        book, _ = casting.relabel_book(book, cast)
     backend.save_cast(book, book.cast)
     return book
 
