@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench.run import main, workload
 
 KEYS = {"engine", "batch_size", "wall_s", "frames_per_s", "x_real_time", "peak_mem_mb", "ratio_to_seed_design",
@@ -31,6 +33,7 @@ def test_workload_is_uneven_book_text():
     assert all(len(t) <= 200 for t in texts)
 
 
+@pytest.mark.slow
 def test_render_rows_run_the_real_render_at_equal_work(tmp_path):
     """``--render``: the real render (check off and on), the old loop, the bare engine and the seed design, one run."""
     out = tmp_path / "render.json"
