@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-text", help="the transcript of --ref-audio (without it: x-vector-only cloning)")
     p.add_argument("--instruct", default="", help="a style instruction for a built-in speaker (1.7B only)")
     p.add_argument("--output", help="output folder (default: output/<book title>)")
-    p.add_argument("--batch-size", type=setting_arg("batch_size", "--batch-size"), help="chunks per model call (1-20)")
+    p.add_argument("--batch-size", type=setting_arg("batch_size", "--batch-size"), help="chunks per model call (1-64; more than 20 where the doctor measured room on a GPU)")
     p.add_argument("--workers", type=setting_arg("workers", "--workers"), help="Ray workers, one model each on a GPU (or a CPU); 0 renders in this process")
     p.add_argument("--ray-address", help="join this running Ray cluster (default: a local Ray for the render)")
     p.add_argument("--models-dir", help="folder holding the checkpoints")

@@ -42,7 +42,8 @@ COMPARE_FRAMES = {"cuda": 64, "cpu": 48}  # frames per text in the engine compar
 SPEED_FRAMES = {"cuda": 160, "cpu": 64}  # most frames per text in the speed runs
 MEMORY_FRAMES = {"cuda": (16, 112), "cpu": (8, 40)}  # forced lengths of the memory runs
 MEMORY_SLOTS = 4
-MAX_BATCH = 20  # the batch_size setting's upper limit
+MAX_BATCH = 64  # the engine's most slots (GPU): the batch_size setting's upper limit
+MAX_BATCH_CPU = 20  # on a CPU more slots than this only add latency
 MEMORY_HEADROOM = 0.9  # leave a tenth of free memory for the allocator and audio decoding
 FRAME_RATE = 12.5
 
@@ -70,6 +71,7 @@ class DoctorReport:
     top1_agreement: float | None = None  # teacher-forced: share of the engine's picks equal to qwen_tts's
     max_logit_diff: float | None = None  # teacher-forced: largest first-codebook logit difference
     x_real_time: dict[str, float] = field(default_factory=dict)  # {"batch_1": .., "batch_N": ..}
+    x_real_time_by_dtype: dict[str, float] = field(default_factory=dict)  # CPU: each dtype it runs, at the batch size
     batch_size: int = 0
     memory_kind: str = ""  # "cuda allocator" or "process RSS"
     per_slot_bytes: int | None = None  # one more slot at max_new_tokens
@@ -108,6 +110,9 @@ class DoctorReport:
             if self.x_real_time:
                 speed = ", ".join(f"{v:.2f}x at {k.replace('_', ' ')}" for k, v in self.x_real_time.items())
                 lines.append(f"Speed (x real time): {speed}.")
+            if self.x_real_time_by_dtype:
+                speed = ", ".join(f"{v:.2f}x in {k}" for k, v in self.x_real_time_by_dtype.items())
+                lines.append(f"Speed on this CPU by dtype setting (x real time at batch {self.batch_size}): {speed}.")
             if self.per_slot_bytes:
                 lines.append(f"One batch slot at max_new_tokens {self.max_new_tokens} costs "
                              f"{human_bytes(self.per_slot_bytes)} ({self.memory_kind}).")
@@ -210,7 +215,7 @@ def system_info(tts: TTS, report: DoctorReport) -> None:
     import torch
 
     report.device = tts.device()
-    report.dtype = str(tts.dtype()).replace("torch.", "")
+    report.dtype = "int8" if tts.settings.dtype == "int8" else str(tts.dtype()).replace("torch.", "")
     report.attention = tts.attention()
     report.engine = tts.settings.engine
     report.torch = torch.__version__
@@ -271,14 +276,14 @@ def compare_engine(tts: TTS, model, speaker: str, frames: int) -> tuple[list[int
     return compared, equal
 
 
-def compare_teacher_forced(model, speaker: str, frames: int):
-    """Half precision: qwen_tts's greedy codes fed through the engine (``engine.compare_with_qwen_tts``)."""
+def compare_teacher_forced(model, speaker: str, frames: int, int8: bool = False):
+    """Half precision or int8: qwen_tts's greedy codes fed through the engine (``engine.compare_with_qwen_tts``)."""
     from .engine import compare_with_qwen_tts
 
     language = language_name("en", model.get_supported_languages())
     opts = GenerationOptions(max_new_tokens=frames + 1, do_sample=False, repetition_penalty=1.05)
     return compare_with_qwen_tts(model.model, lambda: model.generate_custom_voice(
-        text=list(TEXTS), speaker=speaker, language=[language] * len(TEXTS), **opts.generate_kwargs()))
+        text=list(TEXTS), speaker=speaker, language=[language] * len(TEXTS), **opts.generate_kwargs()), int8=int8)
 
 
 TOP1_NEEDED = 0.99  # teacher-forced share of equal picks that half precision must reach
@@ -300,6 +305,40 @@ def measure_speed(tts: TTS, speaker: str, batch: int, frames: int) -> float:
     wall = time.perf_counter() - t0
     audio_s = sum(len(w) for w in wavs) / SAMPLE_RATE
     return round(audio_s / wall, 3) if wall > 0 else 0.0
+
+
+def measure_cpu_dtypes(tts: TTS, speaker: str, batch: int, frames: int,
+                       say: Callable[[str], None] = lambda line: None) -> dict[str, float]:
+    """x real time on this CPU for every dtype it runs (audiobook/precision.py), at ``batch``.
+
+    float32 and int8 share the float32 model; bfloat16 loads the checkpoint again in bfloat16.
+    The model loaded when it ends is the one the user's own setting loads.
+    """
+    from .precision import cpu_choices
+
+    settings = tts.settings
+    speeds: dict[str, float] = {}
+
+    def load_dtype(name: str) -> str:
+        return "bfloat16" if name == "bfloat16" else "float32"
+
+    def loaded_dtype() -> str | None:
+        if tts.loaded is None:
+            return None
+        return str(tts.loaded.model.model.talker.codec_head.weight.dtype).replace("torch.", "")
+
+    try:
+        for name in cpu_choices():
+            say(f"Measuring speed in {name}")
+            if loaded_dtype() not in (None, load_dtype(name)):
+                tts.unload()
+            tts.settings = settings.updated(dtype=name)
+            speeds[name] = measure_speed(tts, speaker, batch, frames)
+    finally:
+        tts.settings = settings
+        if loaded_dtype() not in (None, str(tts.dtype()).replace("torch.", "")):
+            tts.unload()
+    return speeds
 
 
 def _sync(tts: TTS) -> None:
@@ -356,10 +395,10 @@ def free_memory(tts: TTS) -> int | None:
     return available_ram()
 
 
-def suggest_batch_size(free: int | None, per_slot: int | None) -> int | None:
+def suggest_batch_size(free: int | None, per_slot: int | None, most: int = MAX_BATCH) -> int | None:
     if not free or not per_slot or per_slot <= 0:
         return None
-    return max(1, min(MAX_BATCH, int(free * MEMORY_HEADROOM // per_slot)))
+    return max(1, min(most, int(free * MEMORY_HEADROOM // per_slot)))
 
 
 def run_doctor(tts: TTS, checkpoints: list[dict], live: bool = True,
@@ -400,7 +439,7 @@ def run_doctor(tts: TTS, checkpoints: list[dict], live: bool = True,
                 report.engine_matches_reference = matches(report.frames_compared, report.frames_equal)
             else:
                 report.comparison = "teacher-forced"
-                agreement = compare_teacher_forced(model, speaker, COMPARE_FRAMES[kind])
+                agreement = compare_teacher_forced(model, speaker, COMPARE_FRAMES[kind], int8=report.dtype == "int8")
                 report.frames_compared = list(agreement.reference_frames)
                 report.frames_equal = list(agreement.equal_frames)
                 report.top1_agreement = round(agreement.top1_agreement, 5)
@@ -423,11 +462,14 @@ def run_doctor(tts: TTS, checkpoints: list[dict], live: bool = True,
             if batch > 1:
                 say(f"Measuring speed at batch {batch}")
                 report.x_real_time[f"batch_{batch}"] = measure_speed(tts, speaker, batch, SPEED_FRAMES[kind])
+            if kind == "cpu" and not report.engine_switched:
+                report.x_real_time_by_dtype = measure_cpu_dtypes(tts, speaker, batch, SPEED_FRAMES[kind], say)
             say("Measuring the memory of one batch slot")
             report.memory_kind = "cuda allocator" if kind == "cuda" else "process RSS"
             report.per_slot_bytes, report.per_slot_bytes_measured = measure_slot_cost(
                 tts, model, speaker, MEMORY_FRAMES[kind], MEMORY_SLOTS, report.max_new_tokens)
-            report.suggested_batch_size = suggest_batch_size(free_memory(tts), report.per_slot_bytes)
+            report.suggested_batch_size = suggest_batch_size(free_memory(tts), report.per_slot_bytes,
+                                                             MAX_BATCH if kind == "cuda" else MAX_BATCH_CPU)
             if report.suggested_batch_size is None:
                 report.notes.append("Memory did not grow measurably with more batch slots here, so there is "
                                     "no memory-based batch size to suggest.")

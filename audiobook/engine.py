@@ -35,9 +35,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .step import FusedStep
+
 log = logging.getLogger(__name__)
 
 CODE_GROUPS = 16
+MAX_SLOTS = 64  # most items one engine decodes at once (the batch_size setting's limit)
 _KV_ROUND = 256  # KV capacity grows in whole blocks of this many positions
 _TRAIL_MIN = 8
 _DECODE_GROUP = 8  # most items decoded to audio in one padded batch
@@ -328,7 +331,8 @@ class FastEngine:
     (``graph_checks``); on a mismatch graphs are off for the session (``cuda_graphs_off``).
     """
 
-    def __init__(self, qmodel, slots: int = 8, cuda_graphs: bool | None = None):
+    def __init__(self, qmodel, slots: int = 8, cuda_graphs: bool | None = None, fused: bool = True,
+                 int8: bool = False):
         self.qmodel = qmodel
         self.talker = qmodel.talker
         self.cp = self.talker.code_predictor
@@ -336,7 +340,7 @@ class FastEngine:
         cc = self.cp.config
         first = self.talker.model.layers[0].self_attn
         cp_first = self.cp.model.layers[0].self_attn
-        self.slots = max(1, int(slots))
+        self.slots = max(1, min(MAX_SLOTS, int(slots)))
         self.device = self.talker.codec_head.weight.device
         self.dtype = self.talker.codec_head.weight.dtype
         self.layers, self.hidden, self.vocab = tc.num_hidden_layers, tc.hidden_size, tc.vocab_size
@@ -354,6 +358,9 @@ class FastEngine:
         cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
         probe = torch.zeros(1, device=self.device, dtype=self.dtype)
         self._cp_cos, self._cp_sin = self.cp.model.rotary_emb(probe, cp_pos)
+        # The step's layer math on fused weights (audiobook/step.py); None: through the model's modules.
+        self.int8 = bool(int8)
+        self.fused = FusedStep(self.talker, self._cp_cos, self._cp_sin, int8=self.int8) if fused or int8 else None
 
     # ---- public -------------------------------------------------------------------------
 
@@ -694,7 +701,10 @@ class FastEngine:
         last = embed(st.tok)  # [S, D]
         codes = self._predict_codes(st, last, s, force)
         # Sum as qwen_tts does: stack the 16 code embeddings and reduce once.
-        x = torch.stack([last] + [cp_embed[g](codes[:, g]) for g in range(CODE_GROUPS - 1)], 1).sum(1)
+        if self.fused is not None:
+            x = self.fused.embed_frame(last, codes)
+        else:
+            x = torch.stack([last] + [cp_embed[g](codes[:, g]) for g in range(CODE_GROUPS - 1)], 1).sum(1)
         text = st.trail[st.rows, torch.minimum(st.step, st.trail_len)]
         x = (x + text)[:, None]
         hidden = self._talker_step(st, x, kv_len)
@@ -745,8 +755,7 @@ class FastEngine:
             if g > 0:
                 x = cp.model.codec_embedding[g - 1](codes[-1])[:, None]
             start = 0 if g == 0 else g + 1
-            h = self._cp_layers(st, cp.small_to_mtp_projection(x), start)
-            logits = cp.lm_head[g](h[:, -1]).float()
+            logits = self._cp_logits(st, x, start, g)
             pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p,
                            draw_keys(st.seed, st.step, g + 1) if s.sub_do_sample else None)
             if force is not None:
@@ -756,6 +765,14 @@ class FastEngine:
         if force is not None:
             force.group_picks = torch.stack(picks, 1)
         return torch.stack(codes, 1)
+
+    def _cp_logits(self, st: _State, x: torch.Tensor, start: int, g: int) -> torch.Tensor:
+        """Float logits ``[S, V]`` of code group ``g + 1`` from the code predictor's input ``x [S, T, D]`` at ``start``."""
+        if self.fused is not None:
+            h = self.fused.code_predictor(self.fused.project(x), st.cp_kv, start)
+            return self.fused.lm_heads[g](h).float()
+        h = self._cp_layers(st, self.cp.small_to_mtp_projection(x), start)
+        return self.cp.lm_head[g](h[:, -1]).float()
 
     def _cp_layers(self, st: _State, x: torch.Tensor, start: int) -> torch.Tensor:
         from qwen_tts.core.models.modeling_qwen3_tts import apply_rotary_pos_emb
@@ -778,6 +795,8 @@ class FastEngine:
 
     def _talker_step(self, st: _State, x: torch.Tensor, kv_len: int) -> torch.Tensor:
         """One talker position per slot at ``st.pos``; returns the normed last hidden ``[S, D]``."""
+        if self.fused is not None:
+            return self.fused.talker(x[:, 0], st.kv, st.rows, st.write_index(), st.pos, kv_len)
         from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
 
         slots = x.shape[0]
@@ -955,7 +974,8 @@ def _layer_kv(cache, layer: int):
     return cache.key_cache[layer], cache.value_cache[layer]  # pragma: no cover - older transformers
 
 
-def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = None) -> Agreement:
+def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = None, engine_model=None,
+                          int8: bool = False) -> Agreement:
     """Run one greedy qwen_tts wrapper call through qwen_tts's own ``generate`` and judge the engine by it.
 
     ``qmodel`` is the loaded ``Qwen3TTSForConditionalGeneration`` (``Qwen3TTSModel.model``);
@@ -967,6 +987,8 @@ def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = N
     also generates on its own (with CUDA graphs where they are on). Returns an ``Agreement``;
     in float32 expect ``top1_agreement == 1.0`` and ``codes_equal``, in bf16 expect
     ``top1_agreement`` of 0.99 or more and a ``max_logit_diff`` of the order of the logits' bf16 step.
+    ``engine_model`` (the same checkpoint loaded in another dtype) and ``int8`` judge another
+    precision of the engine against ``qmodel``'s: qwen_tts's prompts are cast to its dtype.
     Raises ``ValueError`` when the call samples or never reaches ``generate``.
     """
     box: dict[str, Any] = {}
@@ -996,7 +1018,10 @@ def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = N
     engine_device = qmodel.talker.codec_head.weight.device
     refs = [c.to(engine_device) for c in box["codes"]]
     ref_logits = torch.stack([step.float() for step in box["logits"]]).to(engine_device)  # [steps, items, V]
-    forced = FastEngine(qmodel, slots=len(prompts), cuda_graphs=False)._teacher_forced(prompts, s, refs)
+    target = qmodel if engine_model is None else engine_model
+    dt = target.talker.codec_head.weight.dtype
+    prompts = [Prompt(p.embeds.to(dt), p.trailing.to(dt), p.pad.to(dt)) for p in prompts]
+    forced = FastEngine(target, slots=len(prompts), cuda_graphs=False, int8=int8)._teacher_forced(prompts, s, refs)
     max_frames = s.max_new_tokens - 1
     agree_first = agree_groups = frames = groups = 0
     max_diff = 0.0
@@ -1010,7 +1035,7 @@ def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = N
             max_diff = max(max_diff, float((logits[:judged] - ref_logits[:judged, i]).abs().max()))
         agree_groups += int((group_picks == ref[:, 1:]).sum())
         groups += group_picks.numel()
-    free = FastEngine(qmodel, slots=slots or len(prompts)).generate_codes(prompts, s)
+    free = FastEngine(target, slots=slots or len(prompts), int8=int8).generate_codes(prompts, s)
     equal_frames = []
     for ref, got in zip(refs, free):
         n = min(ref.shape[0], got.shape[0])

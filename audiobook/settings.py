@@ -17,11 +17,12 @@ SETTINGS_FILE = "user_settings.json"
 ATTENTION_MODES = ("sdpa", "eager", "flash_attention_2")
 MODEL_SIZES = ("1.7B", "0.6B")
 DEVICES = ("auto", "cuda", "cpu")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
+DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 BATCH_ORDERS = ("length", "book")
 ENGINES = ("auto", "fast", "qwen_tts")
 VERIFY_MODES = ("off", "auto", "on")
+BATCH_SLIDER_MAX = 20  # the page's batch size slider ends here unless the doctor measured room for more
 
 
 def _num(lo: float, hi: float, help: str = "") -> dict:
@@ -37,13 +38,13 @@ class Settings:
     """Every user setting, with its default. Field metadata holds the allowed values."""
 
     # Generation
-    batch_size: int = field(default=5, metadata=_num(1, 20, "Chunks sent to the model at once. If you run out of GPU memory, lower this."))
+    batch_size: int = field(default=5, metadata=_num(1, 64, "Chunks sent to the model at once. If you run out of GPU memory, lower this."))
     attention_mode: str = field(default="sdpa", metadata=_choice(ATTENTION_MODES, "Attention kernel used by the model."))
     max_new_tokens: int = field(default=4096, metadata=_num(64, 8192, "Longest a chunk may run, in 12.5 Hz frames (4096 is about 5.5 minutes)."))
     model_size: str = field(default="1.7B", metadata=_choice(MODEL_SIZES, "1.7B sounds best; 0.6B is faster and smaller."))
     models_dir: str = field(default="", metadata={"folder": True, "help": "Folder holding downloaded checkpoints (empty: use the Hugging Face cache)."})
     device: str = field(default="auto", metadata=_choice(DEVICES, "auto picks CUDA when present."))
-    dtype: str = field(default="auto", metadata=_choice(DTYPES, "auto: bfloat16 on recent GPUs, float16 on older ones, float32 on CPU."))
+    dtype: str = field(default="auto", metadata=_choice(DTYPES, "auto: bfloat16 on recent GPUs, float16 on older ones, float32 on CPU. On a CPU, bfloat16 (where the CPU has bfloat16 instructions) and int8 (int8 weights in the decode step) are faster; the doctor measures each."))
     engine: str = field(default="auto", metadata=_choice(ENGINES, "auto: our continuous-batching engine, falling back to qwen_tts's own generate if it fails; fast: the engine only; qwen_tts: the library's own generate."))
     batch_order: str = field(default="length", metadata=_choice(BATCH_ORDERS, "length: batch chunks of similar length together; book: in reading order."))
     language: str = field(default="auto", metadata={"help": "Language of the narration (auto: from the book)."})

@@ -324,8 +324,12 @@ class TTS:
     def dtype(self):
         import torch
 
+        from .precision import check_dtype
+
         if self.settings.dtype != "auto":
-            return getattr(torch, self.settings.dtype)
+            check_dtype(self.settings.dtype, self.device())
+            # int8: the model loads in float32; the fast engine's decode step reads int8 weights.
+            return torch.float32 if self.settings.dtype == "int8" else getattr(torch, self.settings.dtype)
         device = self.device()
         if device.startswith("cuda"):
             major, _ = torch.cuda.get_device_capability(0)
@@ -456,12 +460,13 @@ class TTS:
         with self.lock.hold("speech generation"):  # the engine's caches and graphs serve one call at a time
             loaded = self.loaded
             try:
+                int8 = self.settings.dtype == "int8"
                 if loaded is None or loaded.model is not model:
-                    return FastEngine(model.model, slots=slots).generate_wavs(call)
+                    return FastEngine(model.model, slots=slots, int8=int8).generate_wavs(call)
                 loaded.session = None  # a one-call run replaces the engine's state
-                if loaded.engine is None or loaded.engine.slots != slots:
+                if loaded.engine is None or loaded.engine.slots != slots or loaded.engine.int8 != int8:
                     loaded.engine = None  # free the old caches before the new ones are made
-                    loaded.engine = FastEngine(model.model, slots=slots)
+                    loaded.engine = FastEngine(model.model, slots=slots, int8=int8)
                 return loaded.engine.generate_wavs(call)
             except Exception as e:
                 if is_out_of_memory(e) or self.settings.engine == "fast":
@@ -532,12 +537,13 @@ class TTS:
         from .stream import Session
 
         loaded = self.loaded
+        int8 = self.settings.dtype == "int8"
         if loaded is None or loaded.model is not model:
-            return Session(FastEngine(model.model, slots=slots), sampling)
+            return Session(FastEngine(model.model, slots=slots, int8=int8), sampling)
         old = loaded.session
-        if old is None or old.slots != slots or old.sampling != sampling:
+        if old is None or old.slots != slots or old.sampling != sampling or old.engine.int8 != int8:
             loaded.session = loaded.engine = None  # free the old caches before the new ones are made
-            loaded.engine = FastEngine(model.model, slots=slots)
+            loaded.engine = FastEngine(model.model, slots=slots, int8=int8)
             loaded.session = Session(loaded.engine, sampling)
         loaded.session.drop_waiting()
         loaded.session.drop_in_flight()

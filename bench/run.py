@@ -527,7 +527,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--render", action="store_true",
                    help="instead: the real render (Backend.render, check off and on) beside fast_bsN and the seed "
                         "design, interleaved (default size medium, batch 5, 2 rounds)")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of the interleaved --render rows")
+    p.add_argument("--dtypes", help="CPU: compare these dtype settings (float32,bfloat16,int8) on the fast engine "
+                                    "instead of the engines (bench/dtypes.py)")
+    p.add_argument("--dtype-threads", default="1,2", help="with --dtypes: torch thread counts (default 1,2)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="with --render: interleaved rounds, mean kept; with --dtypes: interleaved rounds, best kept (default 2)")
     args = p.parse_args(argv)
 
     import torch
@@ -540,6 +544,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
         return _bench_workers(args)
     if args.render:
         return _bench_render(args)
+    if args.dtypes:
+        return _bench_dtypes(args)
     sizes = (args.sizes or ("1.7B" if cuda else "tiny,medium")).split(",")
     # Full-size shapes on a CPU run at about real time or slower: a few chunks, the seed design against
     # the engine at the same batch size, no sequential run, unless asked for.
@@ -613,6 +619,26 @@ def _bench_render(args) -> list:
         Path(args.json).write_text(json.dumps({"machine": machine(), "chunks": len(texts), "max_new_tokens": max_new,
                                                "render": records}, indent=2) + "\n")
     return records
+
+
+def _bench_dtypes(args) -> list:
+    """``--dtypes``: the CPU dtypes side by side on full-size random weights (bench/dtypes.py)."""
+    from bench.dtypes import bench_dtypes, markdown_table as dtype_table
+
+    size = (args.sizes or "0.6B").split(",")[0]
+    name = f"Qwen3-TTS-12Hz-{size}-CustomVoice"
+    models = full_size_models(Path(args.models_dir) / "full", Path(args.configs), name, device="cpu")
+    texts = workload(args.chunk_chars, 1)[: args.chunks or CPU_FULL_CHUNKS]
+    max_new = args.max_new_tokens or 64
+    print(f"Machine: {machine()}")
+    print(f"Workload: {size}, {len(texts)} chunks, greedy, max_new_tokens {max_new}, batch {len(texts)}")
+    rows = bench_dtypes(models, size, texts, max_new, args.dtypes.split(","),
+                        [int(n) for n in args.dtype_threads.split(",")], args.rounds, len(texts), args.eos_scale)
+    print(f"\n{machine()}\n")
+    print(dtype_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "dtypes": [asdict(r) for r in rows]}, indent=2) + "\n")
+    return rows
 
 
 def _bench_workers(args) -> list:

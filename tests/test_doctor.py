@@ -47,6 +47,11 @@ def test_doctor_end_to_end_on_the_tiny_models(runaway_models_dir, root, tmp_path
     assert report["frames_compared"] == [doctor.COMPARE_FRAMES["cpu"]] * 2  # qwen_tts never feeds back the last
     assert report["frames_equal"] == report["frames_compared"]
     assert set(report["x_real_time"]) == {"batch_1", "batch_3"} and all(v > 0 for v in report["x_real_time"].values())
+    from audiobook.precision import cpu_choices
+
+    # every dtype this CPU runs, measured: float32 always, int8 and bfloat16 where the machine has them
+    assert list(report["x_real_time_by_dtype"]) == cpu_choices() and "float32" in cpu_choices()
+    assert all(v > 0 for v in report["x_real_time_by_dtype"].values())
     assert report["memory_kind"] == "process RSS" and report["per_slot_bytes"] > 0
     assert 1 <= report["suggested_batch_size"] <= 20
     assert report["engine_switched"] is False
@@ -88,7 +93,8 @@ def test_without_a_checkpoint_the_live_check_says_what_to_download(root, tmp_pat
 
 def test_the_batch_size_suggestion_follows_the_measured_cost():
     assert doctor.suggest_batch_size(10 * 2**30, 2**30) == 9  # a tenth is kept free
-    assert doctor.suggest_batch_size(100 * 2**30, 2**30) == 20
+    assert doctor.suggest_batch_size(100 * 2**30, 2**30) == 64  # the engine's most slots, on a GPU
+    assert doctor.suggest_batch_size(100 * 2**30, 2**30, doctor.MAX_BATCH_CPU) == 20
     assert doctor.suggest_batch_size(2**29, 2**30) == 1
     assert doctor.suggest_batch_size(2**30, None) is None
 

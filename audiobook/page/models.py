@@ -9,6 +9,7 @@ import gradio as gr
 
 from audiobook.errors import AudiobookError
 from audiobook.page.widgets import MODEL_WORK, Backend, page_errors
+from audiobook.settings import BATCH_SLIDER_MAX
 
 
 def model_rows(backend: Backend) -> list[list[str]]:
@@ -103,7 +104,8 @@ def build_doctor_panel(backend: Backend, controls: dict[str, gr.components.Compo
         if not n:
             raise AudiobookError("Run the check first; it suggests a batch size.")
         B.save_settings(batch_size=int(n))
-        return f"Saved: batch size {int(n)}.", int(n), gr.update(visible=False)
+        slider = gr.update(value=int(n), maximum=max(BATCH_SLIDER_MAX, int(n)))  # the measured room, past 20 on a big GPU
+        return f"Saved: batch size {int(n)}.", slider, gr.update(visible=False)
 
     check_btn.click(page_errors(on_check), None, [report_md, use_btn, report_json, suggested, controls["engine"]],
                     **MODEL_WORK)

@@ -11,7 +11,7 @@ import gradio as gr
 
 from audiobook.page.models import build_doctor_panel, build_models_panel, model_rows
 from audiobook.page.widgets import Backend, page_errors
-from audiobook.settings import FOLDER_SETTINGS, Settings
+from audiobook.settings import BATCH_SLIDER_MAX, FOLDER_SETTINGS, Settings
 
 # Advanced Settings, grouped as a user thinks of them; fields not named here land in "Other".
 SETTING_GROUPS: list[tuple[str, list[str]]] = [
@@ -122,7 +122,7 @@ def setting_control(name: str, value: Any, locked: bool = False) -> gr.component
         note = "Set on the computer running the app: a page served to the network cannot change folders."
         return gr.Textbox(value=value, label=label, info=note, interactive=False, elem_id=elem_id)
     if name == "batch_size":
-        lo, hi = f.metadata["range"]
+        lo, hi = f.metadata["range"][0], max(BATCH_SLIDER_MAX, int(value or 0))  # more after the doctor finds room
         return gr.Slider(lo, hi, value=value, step=1, label=label, elem_id=elem_id,
                          info="Chunks sent to the model at once. If you run out of GPU memory, lower this.")
     if name == "attention_mode":

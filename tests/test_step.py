@@ -1,0 +1,139 @@
+"""The decode step on fused weights (audiobook/step.py): same codes as the modules' own math, fewer operators."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiobook import step as step_mod
+from audiobook.engine import FastEngine, _State, capture_prompts
+from audiobook.settings import Settings
+from audiobook.tts import TTS
+
+TEXTS = [
+    "Hi.",
+    "The lighthouse stood at the edge of the world.",
+    "Every night its keeper climbed the stairs, one hundred and twelve of them, and rested at the top.",
+]
+
+
+@pytest.fixture(scope="module")
+def tts(tiny_models_dir):
+    return TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", max_new_tokens=64, do_sample=False))
+
+
+@pytest.fixture(scope="module")
+def ref_wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "ref.wav"
+    sf.write(path, np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 24000)
+    return str(path)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _job(tts, ref_wav, job):
+    """(loaded qwen_tts model, prompts, greedy sampling rules) for one prompt kind."""
+    kw = dict(max_new_tokens=40, do_sample=False, subtalker_dosample=False, repetition_penalty=1.5)
+    lang = ["english"] * len(TEXTS)
+    if job == "design":
+        model = tts.model("design")
+        call = lambda: model.generate_voice_design(text=TEXTS, instruct=["A calm voice."] * 3, language=lang, **kw)  # noqa: E731
+    elif job == "clone":
+        prompt = tts.clone_prompt(ref_wav, "A short reference line.")
+        model = tts.model("clone")
+        call = lambda: model.generate_voice_clone(text=TEXTS, language=lang, voice_clone_prompt=[prompt] * 3, **kw)  # noqa: E731
+    else:
+        model = tts.model("preset")
+        call = lambda: model.generate_custom_voice(text=TEXTS, speaker="ryan", language=lang, **kw)  # noqa: E731
+    box = {}
+
+    def generate(**inputs):
+        box.update(inputs)
+        raise _Stop
+
+    model.model.generate = generate
+    try:
+        call()
+    except _Stop:
+        pass
+    finally:
+        del model.model.generate
+    prompts, sampling = capture_prompts(model.model, box)
+    return model, prompts, sampling
+
+
+@pytest.mark.parametrize("job", ["design", "clone", "preset"])
+def test_fused_and_unfused_steps_give_the_same_codes(tts, ref_wav, job):
+    model, prompts, s = _job(tts, ref_wav, job)
+    unfused = FastEngine(model.model, slots=2, cuda_graphs=False, fused=False).generate_codes(prompts, s)
+    fused = FastEngine(model.model, slots=2, cuda_graphs=False).generate_codes(prompts, s)
+    assert sum(c.shape[0] for c in unfused) > 10
+    for want, got in zip(unfused, fused):
+        assert torch.equal(want, got)
+
+
+def test_fused_weights_are_views_the_modules_still_compute_with(tts):
+    """No second copy of q/k/v or gate/up: the modules' weights live inside the fused matrices."""
+    qmodel = tts.model("preset").model
+    FastEngine(qmodel, slots=1, cuda_graphs=False)
+    attn = qmodel.talker.model.layers[0].self_attn
+    fused = attn.q_proj._fused_qkv
+    assert attn.q_proj.weight.data_ptr() == fused.data_ptr()
+    assert attn.v_proj.weight.data_ptr() == fused[-attn.v_proj.weight.shape[0]:].data_ptr()
+    again = FastEngine(qmodel, slots=1, cuda_graphs=False).fused.talker_layers[0].qkv.wt
+    assert again.data_ptr() == fused.data_ptr()  # a second engine reuses the concatenation
+
+
+def test_attention_over_a_length_bucket_equals_the_whole_masked_cache(tts, ref_wav, monkeypatch):
+    """Reading each slot's cache up to a bucket past its length gives what reading the whole capacity gives."""
+    monkeypatch.setattr(step_mod, "KV_BUCKET", 16)  # the tiny prompts are short
+    model, prompts, s = _job(tts, ref_wav, "preset")
+    engine = FastEngine(model.model, slots=3, cuda_graphs=False)
+    st = engine._prepare(prompts, s)
+    for slot in range(3):
+        engine._prefill(st, slot, prompts[slot], s)
+    assert st.capacity >= 2 * step_mod.KV_BUCKET
+    need = int(st.pos.max()) + 1
+    bucket = step_mod.kv_bucket(need, st.capacity)
+    assert need <= bucket < st.capacity
+    x = torch.randn(3, engine.hidden)
+    saved = st.snapshot()
+    whole = engine.fused.talker(x, st.kv, st.rows, st.write_index(), st.pos, st.capacity)
+    st.restore(saved)
+    short = engine.fused.talker(x, st.kv, st.rows, st.write_index(), st.pos, bucket)
+    torch.testing.assert_close(short, whole, rtol=1e-6, atol=1e-6)
+    # and the unfused, boolean-masked path over the whole capacity agrees too
+    st.restore(saved)
+    engine.fused, fused = None, engine.fused
+    masked = engine._talker_step(st, x[:, None], st.capacity)
+    engine.fused = fused
+    torch.testing.assert_close(short, masked, rtol=1e-5, atol=1e-5)
+
+
+def test_kv_buckets_round_up_and_stop_at_capacity():
+    assert step_mod.kv_bucket(1, 4096) == step_mod.KV_BUCKET
+    assert step_mod.kv_bucket(step_mod.KV_BUCKET + 1, 4096) == 2 * step_mod.KV_BUCKET
+    assert step_mod.kv_bucket(4000, 1000) == 1000
+
+
+def test_rms_norm_is_qwen_tts_s_in_float32():
+    x, w = torch.randn(5, 3, 64), torch.randn(64)
+    want = w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    assert torch.equal(step_mod.rms_norm(x, w, 1e-6), want)
+
+
+@pytest.mark.parametrize("picks", ["greedy", "sampled"])
+def test_the_step_dispatches_no_more_operators_than_recorded(picks):
+    """The reduced-size operator count (bench/ops.py) may fall, never rise."""
+    from bench import ops
+
+    model = ops.build_model(ops.tiny_config(), torch.float32)
+    sampled = picks == "sampled"
+    fused = ops.count_step(model, "tiny", 2, fused=True, sampled=sampled)
+    unfused = ops.count_step(model, "tiny", 2, fused=False, sampled=sampled)
+    recorded = ops.RECORDED_TINY[picks]
+    assert fused.kernels <= recorded["kernels"], fused.top
+    assert fused.all <= recorded["all"], fused.top
+    assert fused.kernels < unfused.kernels
