@@ -420,6 +420,14 @@ class _Render:
                            self.tts.clone_prompt(self.narrator.ref_audio, self.narrator.ref_text, self.narrator.x_vector_only))
             self.voicing.remember(self.narrator, self.prompt)
 
+        if self.streams:
+            # The pipeline over one engine session (pipeline.py): every slot busy for the whole book.
+            from .pipeline import StreamRender
+
+            for _ in StreamRender(self, queue).run():
+                yield self._progress()
+            queue = []
+
         def next_batch() -> list[str] | None:
             nonlocal queue
             if not queue or self.should_stop():
@@ -483,6 +491,14 @@ class _Render:
                 f"The model failed on {self.failed_batches} batches in a row ({last}), so the render stopped; "
                 "finished chunks are kept: check the voice and the Advanced Settings, then render again."
             )
+
+    use_stream = True  # False: the batch loop even where the pipeline could run (the stream's reference in tests)
+
+    @property
+    def streams(self) -> bool:
+        """Whether this render runs as the pipeline over an engine session (the fast engine, in this process)."""
+        return (self.use_stream and self.fast and isinstance(self.executor, InProcess)
+                and callable(getattr(self.tts, "capture", None)))
 
     @property
     def fast(self) -> bool:

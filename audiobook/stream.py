@@ -208,8 +208,13 @@ class Session:
         s = self.sampling
         limits = [min(r.limit, self.cap) if r.limit > 0 else self.cap for _, r in taken]
         self._longest_prompt = max([self._longest_prompt] + [r.prompt.embeds.shape[0] for _, r in taken])
-        self.engine._prefill_many(self.state, [slot for slot, _ in taken], [r.prompt for _, r in taken], s,
-                                  seeds=[r.seed for _, r in taken], limits=limits)
+        try:
+            self.engine._prefill_many(self.state, [slot for slot, _ in taken], [r.prompt for _, r in taken], s,
+                                      seeds=[r.seed for _, r in taken], limits=limits)
+        except BaseException:
+            with self._lock:  # not admitted: they wait again, so a caller dropping the waiting gets them back
+                self._waiting.extendleft(reversed([r for _, r in taken]))
+            raise
         for slot, r in taken:
             self.owner[slot] = r
             self._start[slot] = self.steps

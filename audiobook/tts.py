@@ -203,13 +203,14 @@ class ModelLock:
         self._cond = threading.Condition()
         self._owner: int | None = None
         self._depth = 0
+        self._guests: list[threading.Thread] = []  # threads working for the holder (a render's pipeline stages)
         self.holder = ""  # what holds it now, in the user's words ("" when free)
 
     def acquire(self, what: str, wait_s: float = 0.0) -> None:
         """Take the lock for ``what``, waiting at most ``wait_s`` seconds; raise AudiobookError when busy."""
         me = threading.get_ident()
         with self._cond:
-            if self._owner == me:
+            if self._owner == me or (self._owner is not None and self._is_guest(me)):
                 self._depth += 1
                 return
             if self._owner is not None and wait_s > 0:
@@ -220,12 +221,30 @@ class ModelLock:
 
     def release(self) -> None:
         with self._cond:
-            if self._owner != threading.get_ident():
+            me = threading.get_ident()
+            if self._owner != me and not self._is_guest(me):
                 raise RuntimeError("the model lock is released by a thread that does not hold it")
             self._depth -= 1
             if self._depth == 0:
                 self._owner, self.holder = None, ""
                 self._cond.notify_all()
+
+    @contextmanager
+    def shared_with(self, threads):
+        """While the calling thread holds the lock, let ``threads`` (its helper threads) take it too."""
+        threads = list(threads)
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("only the thread holding the model lock can share it")
+            self._guests += threads
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._guests = [t for t in self._guests if t not in threads]
+
+    def _is_guest(self, ident: int) -> bool:
+        return any(t.ident == ident for t in self._guests)
 
     def hand_over(self, thread_id: int) -> None:
         """Give the lock (held once by this thread) to the thread ``thread_id``, which must release it."""
@@ -271,6 +290,7 @@ class LoadedModel:
     source: str
     model: Any  # qwen_tts.Qwen3TTSModel
     engine: Any = None  # audiobook.engine.FastEngine over this model, built on first fast call
+    session: Any = None  # audiobook.stream.Session over ``engine``, kept across renders
 
 
 @dataclass
@@ -287,6 +307,7 @@ class TTS:
     # Called with (job, source) after each load; lets tests and the status line observe loads.
     on_load: Callable[[str, str], None] | None = None
     _engine_failed: bool = field(default=False, repr=False)
+    _hook: threading.local = field(default_factory=threading.local, repr=False)
 
     # ---- device and loading ---------------------------------------------------------
 
@@ -428,6 +449,9 @@ class TTS:
         ``slots`` is how many items the engine decodes at once (default: the batch size); the
         call may hold more texts than that: a slot whose item ends takes the next one.
         """
+        hook = getattr(self._hook, "fn", None)
+        if hook is not None:  # capture or decode_codes: this thread intercepts the call
+            return hook(model, call)
         if not self.uses_fast_engine(opts):
             return call()
         from .engine import FastEngine
@@ -439,6 +463,7 @@ class TTS:
                 int8 = self.settings.dtype == "int8"
                 if loaded is None or loaded.model is not model:
                     return FastEngine(model.model, slots=slots, int8=int8).generate_wavs(call)
+                loaded.session = None  # a one-call run replaces the engine's state
                 if loaded.engine is None or loaded.engine.slots != slots or loaded.engine.int8 != int8:
                     loaded.engine = None  # free the old caches before the new ones are made
                     loaded.engine = FastEngine(model.model, slots=slots, int8=int8)
@@ -452,6 +477,77 @@ class TTS:
                     loaded.engine = None
                 release_accelerator_memory()
         return call()
+
+    # ---- the stream: prompts for the engine session, audio from its codes -------------------
+
+    @contextmanager
+    def _intercepted(self, fn):
+        self._hook.fn = fn
+        try:
+            yield
+        finally:
+            self._hook.fn = None
+
+    def capture(self, narrator, texts: list[str], language: str | None, opts: GenerationOptions, prompt=None):
+        """``(model, prompts, sampling)`` that ``narrate`` with these arguments would generate from, built by
+        qwen_tts's own code; nothing is generated. ``narrator`` and ``prompt`` as for ``narrate``."""
+        from .engine import _Captured, capture_prompts
+
+        box: dict[str, Any] = {}
+
+        def grab(model, call):
+            def generate(**inputs):
+                box["inputs"] = inputs
+                raise _Captured
+
+            from .engine import _override
+
+            with _override(model.model, "generate", generate):
+                try:
+                    call()
+                except _Captured:
+                    pass
+            box["model"] = model
+            raise _Captured
+
+        with self._intercepted(grab):
+            try:
+                self.narrate(narrator, texts, language, opts, prompt=prompt)
+            except _Captured:
+                pass
+        prompts, sampling = capture_prompts(box["model"].model, box["inputs"])
+        return box["model"], prompts, sampling
+
+    def decode_codes(self, narrator, texts: list[str], language: str | None, opts: GenerationOptions, codes: list,
+                     prompt=None) -> list[np.ndarray]:
+        """The wavs of generated ``codes`` (one ``[frames, 16]`` tensor per text), exactly as ``narrate`` decodes
+        them (a clone's reference codes go in front and are cut off again)."""
+        from .engine import _override
+
+        def replay(model, call):
+            with _override(model.model, "generate", lambda **kw: (list(codes), [None] * len(codes))):
+                return call()
+
+        with self._intercepted(replay):
+            return self.narrate(narrator, texts, language, opts, prompt=prompt)
+
+    def session(self, model, sampling, slots: int):
+        """The engine session of the loaded ``model`` (kept while its slot count and sampling rules stay)."""
+        from .engine import FastEngine
+        from .stream import Session
+
+        loaded = self.loaded
+        int8 = self.settings.dtype == "int8"
+        if loaded is None or loaded.model is not model:
+            return Session(FastEngine(model.model, slots=slots, int8=int8), sampling)
+        old = loaded.session
+        if old is None or old.slots != slots or old.sampling != sampling or old.engine.int8 != int8:
+            loaded.session = loaded.engine = None  # free the old caches before the new ones are made
+            loaded.engine = FastEngine(model.model, slots=slots, int8=int8)
+            loaded.session = Session(loaded.engine, sampling)
+        loaded.session.drop_waiting()
+        loaded.session.drop_in_flight()
+        return loaded.session
 
     def _lang(self, model, language: str | None, n: int) -> list[str]:
         return [language_name(language, model.get_supported_languages())] * n

@@ -325,6 +325,152 @@ def bench_check(models_dir: Path, model_label: str, texts: list[str], max_new_to
     return CheckResult(model_label, whisper, batch_size, len(texts), audio, times["off"], times["on"])
 
 
+# ---- the real render beside the bare engine and the seed design ------------------------------
+
+
+@dataclass
+class RenderRow:
+    """One row of ``--render``: mean over the rounds, wall and CPU time, at equal work."""
+
+    row: str
+    what: str
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    frames: int = 0
+    x_real_time: float = 0.0
+    peak_extra_mb: float = 0.0  # peak RSS above the loaded model
+    vs_fast: float = 0.0  # this row's throughput over the bare engine's (fast_bsN)
+    vs_seed: float = 0.0  # over the seed design's
+    same_work: bool = True
+    walls: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+
+def _story_book():
+    """The story as the book a user would load: its three chapters (the planner cuts the workload's chunks from it)."""
+    from audiobook.books import Book
+
+    return Book("Render bench", [Chapter(title, "\n\n".join(paras)) for title, paras in STORY], language="en")
+
+
+def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_tokens: int, batch: int, rounds: int,
+                 work_dir: Path, eos_scale: float | None = None, log=print) -> list[RenderRow]:
+    """``Backend.render`` (check off, check on with tiny Whisper; the stream and the old batch loop) beside the
+    bare engine given every chunk in one call (``fast_bsN``) and the seed design, interleaved ``rounds`` times."""
+    import shutil
+
+    import numpy as np
+
+    from audiobook import check
+    from audiobook import manifest as mf
+    from audiobook.render import _Render
+    from audiobook.tiny import build_tiny_whisper
+    from backend import Backend
+
+    whisper = build_tiny_whisper(work_dir / "whisper", names=["whisper-small"])["whisper-small"]
+    texts = workload(chunk_chars)
+    book = _story_book()
+    be = Backend(root=work_dir, settings_path=work_dir / "user_settings.json", models_dir=str(models_dir))
+    base = be.settings.updated(device="cpu", dtype="float32", max_new_tokens=max_new_tokens, batch_size=batch,
+                               do_sample=False, max_retries=0, chunk_chars=chunk_chars, make_m4b=False,
+                               engine="fast", verify="off", verify_model=str(whisper), duration_outlier_factor=20.0,
+                               runaway_margin_s=0.0)
+    be.apply_settings(base)
+    model = be.tts.model("preset")
+    set_eos_scale(model, eos_scale or eos_scale_for(model.model.config.talker_config.hidden_size))
+    opts = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=base.repetition_penalty,
+                             seed=base.seed, temperature=base.temperature, top_k=base.top_k, top_p=base.top_p)
+    planned = [c.text for c in plan_chunks(book.chapters, base.chunk_chars, "en")]
+    if planned != texts:
+        raise SystemExit("The render bench's book does not plan into the workload's chunks.")
+    checker = check.TakeChecker(base.updated(verify="on"), "cpu", NARRATOR, "en", tts=be.tts)
+    checker.transcriber.transcribe([np.zeros(24000, dtype="float32")], 24000, "en", [3])  # loaded before any clock
+    for engine in ("qwen_tts", "fast"):  # first calls pay for lazy initialisation
+        be.tts.settings = base.updated(engine=engine)
+        be.tts.preset(texts[:2], SPEAKER, "", "en", GenerationOptions(max_new_tokens=8, do_sample=False))
+
+    def render(settings, stream: bool):
+        out = work_dir / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        be.apply_settings(settings)
+        _Render.use_stream = stream
+        try:
+            be.render(book, NARRATOR, out_dir=out)
+        finally:
+            _Render.use_stream = True
+            be.apply_settings(base)
+        m = mf.load_manifest(out)
+        by_text = {st.text: round(st.duration_s * FRAME_RATE) for st in m.chunks.values()}
+        return [by_text[t] for t in texts], m, out
+
+    wavs_for_check: list = []
+
+    def check_alone():
+        """The checks alone on the render's takes, in batches of ``batch`` (what the check stage does)."""
+        c = check.TakeChecker(base.updated(verify="on"), "cpu", NARRATOR, "en", tts=be.tts)
+        for i in range(0, len(wavs_for_check), batch):
+            part = wavs_for_check[i:i + batch]
+            c.check([t for t, _ in part], [w for _, w in part], 24000)
+        return None
+
+    def engine_row(engine):
+        be.tts.settings = base
+        r = run_engine(be.tts, engine, "fast" if engine.startswith("fast") else "book", batch if engine.startswith("fast")
+                       else SEED_BATCH, texts, opts, cuda=False)
+        return r.lengths
+
+    rows = {
+        "seed_design": ("qwen_tts static batches of 5, book order (the seed's design)", lambda: engine_row("seed_design")),
+        f"fast_bs{batch}": (f"bare engine, every chunk in one call, {batch} slots", lambda: engine_row(f"fast_bs{batch}")),
+        f"render_bs{batch}": ("Backend.render, check off: what a user's render gets", lambda: render(base, True)[0]),
+        f"render_check_bs{batch}": ("Backend.render, check on (tiny Whisper and voice)",
+                                    lambda: render(base.updated(verify="on"), True)[0]),
+        f"loop_bs{batch}": ("Backend.render with the old batch loop (one call per batch), check off",
+                            lambda: render(base, False)[0]),
+        "check_alone": ("the checks alone on the same takes, batches of the batch size", check_alone),
+    }
+    # The takes the check row checks: one render's audio, read back once.
+    _, m, out = render(base, True)
+    import soundfile as sf
+
+    wavs_for_check[:] = [(st.text, sf.read(out / st.file, dtype="float32")[0]) for st in m.chunks.values()]
+    results = {name: RenderRow(name, what) for name, (what, _) in rows.items()}
+    for n in range(rounds):
+        for name, (_, fn) in rows.items():
+            mem = PeakMemory(False)
+            with mem:
+                t0, c0 = time.perf_counter(), time.process_time()
+                lengths = fn()
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            row = results[name]
+            row.walls.append(round(wall, 2))
+            row.wall_s += wall / rounds
+            row.cpu_s += cpu / rounds
+            row.peak_extra_mb = max(row.peak_extra_mb, mem.extra_mb)
+            if lengths is not None:
+                row.lengths = lengths
+            log(f"  round {n + 1} {name:<18} {wall:7.2f} s wall  {cpu:7.2f} s CPU  +{mem.extra_mb:.0f} MB", flush=True)
+    seed, fast = results["seed_design"], results[f"fast_bs{batch}"]
+    for row in results.values():
+        work = row.lengths or fast.lengths
+        row.frames = sum(work)
+        row.same_work = work == seed.lengths
+        row.x_real_time = round(row.frames / FRAME_RATE / row.wall_s, 3)
+        row.vs_fast = round(fast.wall_s / row.wall_s, 3)
+        row.vs_seed = round(seed.wall_s / row.wall_s, 3)
+    be.tts.unload()
+    return list(results.values())
+
+
+def render_table(rows: list[RenderRow]) -> str:
+    out = ["| row | what | wall s (mean) | CPU s | x real time | vs fast_bsN | vs seed | +MB peak | same work |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        out.append(f"| {r.row} | {r.what} | {r.wall_s:.2f} | {r.cpu_s:.2f} | {r.x_real_time:.2f} | {r.vs_fast:.2f}x | "
+                   f"{r.vs_seed:.2f}x | {r.peak_extra_mb:.0f} | {'yes' if r.same_work else 'NO'} |")
+    return "\n".join(out)
+
+
 def machine() -> str:
     """The machine in words, for the table."""
     import torch
@@ -378,10 +524,14 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--check", action="store_true",
                    help="also render with the take check on beside the same render with it off (batch 5)")
     p.add_argument("--check-only", action="store_true", help="only the check comparison, no engine comparison")
+    p.add_argument("--render", action="store_true",
+                   help="instead: the real render (Backend.render, check off and on) beside fast_bsN and the seed "
+                        "design, interleaved (default size medium, batch 5, 2 rounds)")
     p.add_argument("--dtypes", help="CPU: compare these dtype settings (float32,bfloat16,int8) on the fast engine "
                                     "instead of the engines (bench/dtypes.py)")
     p.add_argument("--dtype-threads", default="1,2", help="with --dtypes: torch thread counts (default 1,2)")
-    p.add_argument("--rounds", type=int, default=2, help="with --dtypes: interleaved rounds, best kept (default 2)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="with --render: interleaved rounds, mean kept; with --dtypes: interleaved rounds, best kept (default 2)")
     args = p.parse_args(argv)
 
     import torch
@@ -392,6 +542,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
         p.error("--gpu needs a CUDA GPU")
     if args.workers:
         return _bench_workers(args)
+    if args.render:
+        return _bench_render(args)
     if args.dtypes:
         return _bench_dtypes(args)
     sizes = (args.sizes or ("1.7B" if cuda else "tiny,medium")).split(",")
@@ -442,6 +594,31 @@ def main(argv: list[str] | None = None) -> list[Result]:
                                                "check": [{**asdict(c), "overhead": c.overhead} for c in checks]},
                                               indent=2) + "\n")
     return results
+
+
+def _bench_render(args) -> list:
+    """``--render``: the real render beside the bare engine and the seed design (see ``bench_render``)."""
+    import tempfile
+
+    print(f"Machine: {machine()}")
+    texts = workload(args.chunk_chars)
+    batch = int((args.fast_batch_sizes or "5").split(",")[0])
+    max_new = args.max_new_tokens or 160
+    print(f"Workload: {len(texts)} chunks of {min(map(len, texts))}-{max(map(len, texts))} characters in 3 chapters, "
+          f"greedy, max_new_tokens {max_new}, batch {batch}, {args.rounds} rounds interleaved")
+    records = []
+    for size in (args.sizes or "medium").split(","):
+        models = cpu_models(Path(args.models_dir) / size, size)
+        with tempfile.TemporaryDirectory(prefix="render-bench-") as work:
+            rows = bench_render(models, size, args.chunk_chars, max_new, batch, args.rounds, Path(work),
+                                eos_scale=args.eos_scale)
+        print(f"\n{machine()}, {size} checkpoint\n")
+        print(render_table(rows))
+        records.append({"size": size, "rows": [{k: v for k, v in asdict(r).items() if k != "lengths"} for r in rows]})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "chunks": len(texts), "max_new_tokens": max_new,
+                                               "render": records}, indent=2) + "\n")
+    return records
 
 
 def _bench_dtypes(args) -> list:

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench.run import main, workload
 
 KEYS = {"engine", "batch_size", "wall_s", "frames_per_s", "x_real_time", "peak_mem_mb", "ratio_to_seed_design",
@@ -29,3 +31,17 @@ def test_workload_is_uneven_book_text():
     assert len(texts) >= 10
     assert max(map(len, texts)) > 5 * min(map(len, texts))  # titles and long paragraphs alike
     assert all(len(t) <= 200 for t in texts)
+
+
+@pytest.mark.slow
+def test_render_rows_run_the_real_render_at_equal_work(tmp_path):
+    """``--render``: the real render (check off and on), the old loop, the bare engine and the seed design, one run."""
+    out = tmp_path / "render.json"
+    main(["--render", "--sizes", "tiny", "--rounds", "1", "--chunk-chars", "400", "--max-new-tokens", "64",
+          "--models-dir", str(tmp_path / "models"), "--json", str(out)])
+    rows = json.loads(out.read_text())["render"][0]["rows"]
+    assert [r["row"] for r in rows] == ["seed_design", "fast_bs5", "render_bs5", "render_check_bs5", "loop_bs5",
+                                        "check_alone"]
+    for r in rows:
+        assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["vs_fast"] > 0 and r["vs_seed"] > 0
+        assert r["same_work"], f"{r['row']} did different work than the seed design"
