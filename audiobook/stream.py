@@ -175,9 +175,16 @@ class Session:
             else:
                 first = self._start[slot] - self._base
                 codes = torch.stack([self._frames[i][slot] for i in range(first, step - self._base + 1)])
+                codes = codes[: self._audio_frames(codes)]
             out.append(Finished(r.tag, codes, status[slot] == RUNAWAY, r))
             self._free(slot)
         return out
+
+    def _audio_frames(self, codes: torch.Tensor) -> int:
+        """How many leading frames are audio: a control code (end, pad, think) never reaches the decoder."""
+        control = min((self.sampling.eos_id, *self.sampling.suppress)) if self.sampling.suppress else self.sampling.eos_id
+        bad = (codes[:, 0] >= control).nonzero()
+        return int(bad[0, 0]) if bad.numel() else codes.shape[0]
 
     def _free(self, slot: int) -> None:
         self.owner[slot] = None

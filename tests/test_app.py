@@ -57,9 +57,9 @@ def test_save_settings_writes_user_settings_json(backend):
 
 def test_bad_values_are_reported_per_field_and_nothing_is_written(backend):
     before = backend.settings_path.read_text()
-    message, errors = settings_page.save_settings(backend, {"batch_size": 25, "temperature": "warm", "top_p": 0.5})
+    message, errors = settings_page.save_settings(backend, {"batch_size": 65, "temperature": "warm", "top_p": 0.5})
     assert set(errors) == {"batch_size", "temperature"}
-    assert "between 1 and 20" in errors["batch_size"]
+    assert "between 1 and 64" in errors["batch_size"]
     assert "Not saved: 2 settings need fixing" in message
     assert backend.settings_path.read_text() == before
 

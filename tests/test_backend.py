@@ -103,7 +103,7 @@ def test_settings_saved_by_backend_survive_a_restart(tmp_path):
     b.save_settings(batch_size=9)
     assert backend.Backend(root=tmp_path).settings.batch_size == 9
     with pytest.raises(AudiobookError, match="'batch_size'"):
-        b.save_settings(batch_size=40)
+        b.save_settings(batch_size=65)
     assert backend.Backend(root=tmp_path).settings.batch_size == 9
     assert b.reset_settings().batch_size == 5
 

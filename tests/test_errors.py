@@ -83,8 +83,8 @@ def test_cli_output_folder_that_cannot_be_made(txt_book, tiny_models_dir):
 
 
 @pytest.mark.parametrize("args, sentence", [
-    (["--batch-size", "0"], "--batch-size must be between 1 and 20, not 0."),
-    (["--batch-size", "21"], "--batch-size must be between 1 and 20, not 21."),
+    (["--batch-size", "0"], "--batch-size must be between 1 and 64, not 0."),
+    (["--batch-size", "65"], "--batch-size must be between 1 and 64, not 65."),
     (["--batch-size", "two"], "--batch-size takes a whole number, not 'two'."),
     (["--redo-chapter", "0"], "--redo-chapter counts from 1, not 0."),
 ])

@@ -126,17 +126,23 @@ def test_fast_engine_saves_the_manifest_and_logs_every_batch(tmp_path, tiny_mode
             seen.append((int(n), m.count(*mf.KEPT, mf.FAILED), sum(calls)))
 
     result = be.render(make_book(), RYAN, out_dir=out, on_progress=on_progress)
-    assert len(seen) == result.batches == len(calls) >= 4
-    assert all(n <= 3 for n in calls)  # never more texts in one call than the batch size
-    assert [n for n, _, _ in seen] == calls  # each logged batch is one model call, counted right
-    assert all(on_disk == made for _, on_disk, made in seen)  # saved after every batch
+    m = mf.load_manifest(out)
+    assert len(seen) == result.batches >= 4  # 10 chunks logged at most 3 at a time
+    assert calls and all(n <= 3 for n in calls)  # never more texts given to the session than its slots
+    assert all(n <= 3 for n, _, _ in seen) and sum(n for n, _, _ in seen) == len(m.chunks)
+    kept = 0
+    for n, on_disk, _ in seen:  # saved at least every batch_size kept takes: a crash keeps all logged ones
+        kept += n
+        assert on_disk == kept
 
 
-def test_fast_engine_stop_takes_effect_within_one_batch(tmp_path, tiny_models_dir):
+def test_fast_engine_stop_takes_effect_within_the_takes_in_flight(tmp_path, tiny_models_dir):
     be = backend_for(tmp_path, tiny_models_dir, engine="fast", batch_size=2)
     out, batches = tmp_path / "out", []
     result = be.render(make_book(), RYAN, out_dir=out, should_stop=lambda: bool(batches),
                        on_progress=lambda p: batches.extend(re.findall(r"Batch \(\d+", p.message)))
     m = mf.load_manifest(out)
-    assert result.stopped and len(batches) == 1
-    assert m.count(*mf.KEPT, mf.FAILED) == 2 and m.count(mf.PENDING) == len(m.chunks) - 2
+    done = m.count(*mf.KEPT, mf.FAILED)
+    # Stop admits nothing new: the logged batch plus at most the takes in flight (the slots) are kept.
+    assert result.stopped and 1 <= len(batches) <= 2
+    assert 2 <= done <= 2 + 2 and m.count(mf.PENDING) == len(m.chunks) - done

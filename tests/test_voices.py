@@ -333,7 +333,9 @@ def test_preset_with_and_without_instruct(bk, book, tmp_path, monkeypatch):
     real_preset = bk.tts.preset
 
     def recording_preset(texts, speaker, instruct, *args, **kwargs):
-        asked.append((speaker, instruct))
+        # One speaker and instruction per text (a list), or one for the whole call.
+        pairs = zip(speaker, instruct) if isinstance(speaker, list) else [(speaker, instruct)]
+        asked.extend(pairs)
         return real_preset(texts, speaker, instruct, *args, **kwargs)
 
     monkeypatch.setattr(bk.tts, "preset", recording_preset)
