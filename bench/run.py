@@ -384,7 +384,7 @@ def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_t
     if planned != texts:
         raise SystemExit("The render bench's book does not plan into the workload's chunks.")
     checker = check.TakeChecker(base.updated(verify="on"), "cpu", NARRATOR, "en", tts=be.tts)
-    checker.transcriber.transcribe([np.zeros(24000, dtype="float32")], 24000, "en", [3])  # loaded before any clock
+    checker.transcriber.transcribe([np.zeros(24000, dtype="float32")], 24000, "en", ["one two three"])  # loaded before any clock
     for engine in ("qwen_tts", "fast"):  # first calls pay for lazy initialisation
         be.tts.settings = base.updated(engine=engine)
         be.tts.preset(texts[:2], SPEAKER, "", "en", GenerationOptions(max_new_tokens=8, do_sample=False))
