@@ -100,9 +100,9 @@ def test_attention_over_a_length_bucket_equals_the_whole_masked_cache(tts, ref_w
     assert need <= bucket < st.capacity
     x = torch.randn(3, engine.hidden)
     saved = st.snapshot()
-    whole = engine.fused.talker(x, st.kv, st.rows, st.write_index(), st.pos, st.capacity)
+    whole = engine.fused.talker(x, st.kv_joint, st.rows, st.write_index(), st.pos, st.capacity)
     st.restore(saved)
-    short = engine.fused.talker(x, st.kv, st.rows, st.write_index(), st.pos, bucket)
+    short = engine.fused.talker(x, st.kv_joint, st.rows, st.write_index(), st.pos, bucket)
     torch.testing.assert_close(short, whole, rtol=1e-6, atol=1e-6)
     # and the unfused, boolean-masked path over the whole capacity agrees too
     st.restore(saved)
