@@ -339,8 +339,10 @@ class RenderRow:
     frames: int = 0
     x_real_time: float = 0.0
     peak_extra_mb: float = 0.0  # peak RSS above the loaded model
-    vs_fast: float = 0.0  # this row's throughput over the bare engine's (fast_bsN)
-    vs_seed: float = 0.0  # over the seed design's
+    vs_fast: float = 0.0  # this row's throughput over the bare engine's (fast_bsN), by wall time
+    vs_seed: float = 0.0  # over the seed design's, by wall time
+    vs_fast_cpu: float = 0.0  # the same by CPU time (what the work cost, whatever the machine's load)
+    vs_seed_cpu: float = 0.0
     same_work: bool = True
     walls: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -354,9 +356,11 @@ def _story_book():
 
 
 def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_tokens: int, batch: int, rounds: int,
-                 work_dir: Path, eos_scale: float | None = None, log=print) -> list[RenderRow]:
+                 work_dir: Path, eos_scale: float | None = None, log=print, only: list[str] | None = None) -> list[RenderRow]:
     """``Backend.render`` (check off, check on with tiny Whisper; the stream and the old batch loop) beside the
-    bare engine given every chunk in one call (``fast_bsN``) and the seed design, interleaved ``rounds`` times."""
+    bare engine given every chunk in one call (``fast_bsN``) and the seed design, interleaved ``rounds`` times.
+    ``only`` keeps those rows (by name, the batch size left out: ``render``, ``fast``, ``render_check``, ``loop``);
+    the seed design and the bare engine always run, as the references."""
     import shutil
 
     import numpy as np
@@ -429,11 +433,15 @@ def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_t
                             lambda: render(base, False)[0]),
         "check_alone": ("the checks alone on the same takes, batches of the batch size", check_alone),
     }
-    # The takes the check row checks: one render's audio, read back once.
-    _, m, out = render(base, True)
-    import soundfile as sf
+    if only:
+        keep = {"seed_design", f"fast_bs{batch}"} | {f"{name}_bs{batch}" for name in only} | set(only)
+        rows = {name: row for name, row in rows.items() if name in keep}
+    if "check_alone" in rows:
+        # The takes the check row checks: one render's audio, read back once.
+        _, m, out = render(base, True)
+        import soundfile as sf
 
-    wavs_for_check[:] = [(st.text, sf.read(out / st.file, dtype="float32")[0]) for st in m.chunks.values()]
+        wavs_for_check[:] = [(st.text, sf.read(out / st.file, dtype="float32")[0]) for st in m.chunks.values()]
     results = {name: RenderRow(name, what) for name, (what, _) in rows.items()}
     for n in range(rounds):
         for name, (_, fn) in rows.items():
@@ -458,16 +466,20 @@ def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_t
         row.x_real_time = round(row.frames / FRAME_RATE / row.wall_s, 3)
         row.vs_fast = round(fast.wall_s / row.wall_s, 3)
         row.vs_seed = round(seed.wall_s / row.wall_s, 3)
+        row.vs_fast_cpu = round(fast.cpu_s / row.cpu_s, 3)
+        row.vs_seed_cpu = round(seed.cpu_s / row.cpu_s, 3)
     be.tts.unload()
     return list(results.values())
 
 
 def render_table(rows: list[RenderRow]) -> str:
-    out = ["| row | what | wall s (mean) | CPU s | x real time | vs fast_bsN | vs seed | +MB peak | same work |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    out = ["| row | what | wall s (mean) | CPU s | x real time | vs fast_bsN (wall) | vs fast_bsN (CPU) | vs seed (wall) | "
+           "vs seed (CPU) | +MB peak | same work |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         out.append(f"| {r.row} | {r.what} | {r.wall_s:.2f} | {r.cpu_s:.2f} | {r.x_real_time:.2f} | {r.vs_fast:.2f}x | "
-                   f"{r.vs_seed:.2f}x | {r.peak_extra_mb:.0f} | {'yes' if r.same_work else 'NO'} |")
+                   f"{r.vs_fast_cpu:.2f}x | {r.vs_seed:.2f}x | {r.vs_seed_cpu:.2f}x | {r.peak_extra_mb:.0f} | "
+                   f"{'yes' if r.same_work else 'NO'} |")
     return "\n".join(out)
 
 
@@ -527,6 +539,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--render", action="store_true",
                    help="instead: the real render (Backend.render, check off and on) beside fast_bsN and the seed "
                         "design, interleaved (default size medium, batch 5, 2 rounds)")
+    p.add_argument("--render-rows", help="with --render: only these rows beside seed_design and fast_bsN "
+                                         "(render,render_check,loop,check_alone; default all)")
     p.add_argument("--dtypes", help="CPU: compare these dtype settings (float32,bfloat16,int8) on the fast engine "
                                     "instead of the engines (bench/dtypes.py)")
     p.add_argument("--dtype-threads", default="1,2", help="with --dtypes: torch thread counts (default 1,2)")
@@ -611,7 +625,8 @@ def _bench_render(args) -> list:
         models = cpu_models(Path(args.models_dir) / size, size)
         with tempfile.TemporaryDirectory(prefix="render-bench-") as work:
             rows = bench_render(models, size, args.chunk_chars, max_new, batch, args.rounds, Path(work),
-                                eos_scale=args.eos_scale)
+                                eos_scale=args.eos_scale,
+                                only=args.render_rows.split(",") if args.render_rows else None)
         print(f"\n{machine()}, {size} checkpoint\n")
         print(render_table(rows))
         records.append({"size": size, "rows": [{k: v for k, v in asdict(r).items() if k != "lengths"} for r in rows]})
