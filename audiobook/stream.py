@@ -7,7 +7,10 @@ lives (a whole render, and the next while the model and slot count stay). Each
 - a free slot takes the next waiting request at the very next step; requests admitted
   together are prefilled together in one batched forward;
 - the slot count never changes, so a short tail, a retry or a small group never makes a
-  new state (on a GPU: never a new CUDA graph capture);
+  new state on a GPU (never a new CUDA graph capture); on a CPU, where every row of a step
+  costs time and there is no graph to keep, the state drops its idle rows once no request
+  waits and at most half the slots speak (a book's tail), and takes them back as soon as a
+  request comes (``compact``);
 - every draw of a take comes from its own counter-based stream (``engine.draw_keys``), so a
   take depends only on its own prompt, seed and limit, never on its neighbours;
 - a take that reaches its frame limit ends as a runaway in its own slot; the others never notice;
@@ -30,6 +33,7 @@ import torch
 from .engine import CODE_GROUPS, FastEngine, Prompt, Sampling, _KV_ROUND, _State, _TRAIL_MIN
 
 ENDED, RUNAWAY, EMPTY = 1, 2, 3  # a slot's status after a step (0: still speaking)
+COMPACT = True  # False: every row computes to the end on a CPU too (the benchmark's reference row)
 
 
 @dataclass
@@ -55,7 +59,8 @@ class Finished:
 class Session:
     """A fed continuous-batching session over one engine with ``engine.slots`` slots and one sampling rule set."""
 
-    def __init__(self, engine: FastEngine, sampling: Sampling, read_lag: int | None = None):
+    def __init__(self, engine: FastEngine, sampling: Sampling, read_lag: int | None = None,
+                 compact: bool | None = None):
         self.engine = engine
         self.sampling = sampling
         self.slots = engine.slots
@@ -64,6 +69,7 @@ class Session:
         # On a GPU the host reads a step's status one step late; on a CPU nothing runs ahead, but
         # the same lag keeps both paths alike (``read_lag=0`` reads at once).
         self.read_lag = 1 if read_lag is None else int(read_lag)
+        self._compact = compact
         self._waiting: collections.deque[Request] = collections.deque()
         self._lock = threading.Lock()
         self.owner: list[Request | None] = [None] * self.slots
@@ -79,6 +85,11 @@ class Session:
         self._unread: list[tuple[int, int]] = []  # (step, host buffer) written but not yet read
         self.state: _State = self._new_state()
         engine._state = self.state
+
+    @property
+    def compact(self) -> bool:
+        """Whether idle rows are dropped at a tail: where no CUDA graph is replayed (a graph is per row count)."""
+        return (COMPACT and not self.engine._graphs_on()) if self._compact is None else self._compact
 
     # ---- the caller's side ---------------------------------------------------------------
 
@@ -111,6 +122,7 @@ class Session:
             self._waiting.clear()
         return out
 
+    @torch.inference_mode()  # a state rebuilt inside a step holds inference tensors
     def drop_in_flight(self) -> list[Request]:
         """End every take in flight without a result (their slots are free again)."""
         out = []
@@ -133,8 +145,10 @@ class Session:
     @torch.inference_mode()
     def step(self) -> list[Finished]:
         """Admit waiting requests into free slots, run one decode step, return the takes seen ending."""
-        self._admit()
         finished: list[Finished] = []
+        if len(self.owner) < self.slots and self.waiting():
+            finished += self._resize(list(range(len(self.owner))))  # every slot again for the requests waiting
+        self._admit()
         if not any(r is not None for r in self.owner):
             return finished
         st, e = self.state, self.engine
@@ -158,6 +172,35 @@ class Session:
         while len(self._unread) > self.read_lag:
             finished += self._read(*self._unread.pop(0))
         self._trim()
+        live = [slot for slot, r in enumerate(self.owner) if r is not None]
+        if self.compact and live and len(live) <= len(self.owner) // 2 and not self.waiting():
+            finished += self._resize(live)  # a tail: only the speaking rows compute from now on
+        return finished
+
+    def _resize(self, rows: list[int]) -> list[Finished]:
+        """Rebuild the state with ``rows`` (kept in that order), then as many parked rows as make the
+        session's slot count when requests wait, else none. Statuses not yet read are read first
+        (on a CPU nothing runs ahead); returns the takes they show ended."""
+        finished: list[Finished] = []
+        while self._unread:
+            finished += self._read(*self._unread.pop(0))
+        rows = [slot for slot in rows if self.owner[slot] is not None] if len(rows) < len(self.owner) else rows
+        if not rows:
+            return finished
+        size = self.slots if self.waiting() else len(rows)
+        order = rows + [rows[0]] * (size - len(rows))
+        idx = torch.tensor(order, device=self.engine.device)
+        new = self.state.keep(self.engine, order)
+        new.active[len(rows):] = 0  # parked: they write at position 0 until a request comes
+        new.pos[len(rows):] = 0
+        self.state = self.engine._state = new
+        pad = size - len(rows)
+        self.owner = [self.owner[i] for i in rows] + [None] * pad
+        self._start = [self._start[i] for i in rows] + [0] * pad
+        self._pos = [self._pos[i] for i in rows] + [0] * pad
+        self._frames = collections.deque(f[idx] for f in self._frames)
+        pin = self.engine.device.type == "cuda"
+        self._host = [torch.zeros(size, dtype=torch.long, pin_memory=pin) for _ in range(2)]
         return finished
 
     def _read(self, step: int, buf: int) -> list[Finished]:

@@ -409,6 +409,15 @@ def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_t
 
     wavs_for_check: list = []
 
+    def render_full_rows():
+        from audiobook import stream
+
+        stream.COMPACT = False
+        try:
+            return render(base, True)[0]
+        finally:
+            stream.COMPACT = True
+
     def check_alone():
         """The checks alone on the render's takes, in batches of ``batch`` (what the check stage does)."""
         c = check.TakeChecker(base.updated(verify="on"), "cpu", NARRATOR, "en", tts=be.tts)
@@ -431,6 +440,8 @@ def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_t
                                     lambda: render(base.updated(verify="on"), True)[0]),
         f"loop_bs{batch}": ("Backend.render with the old batch loop (one call per batch), check off",
                             lambda: render(base, False)[0]),
+        f"render_full_rows_bs{batch}": ("Backend.render with every slot's row computing to the end (no tail "
+                                        "compaction), check off", lambda: render_full_rows()),
         "check_alone": ("the checks alone on the same takes, batches of the batch size", check_alone),
     }
     if only:
@@ -540,7 +551,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
                    help="instead: the real render (Backend.render, check off and on) beside fast_bsN and the seed "
                         "design, interleaved (default size medium, batch 5, 2 rounds)")
     p.add_argument("--render-rows", help="with --render: only these rows beside seed_design and fast_bsN "
-                                         "(render,render_check,loop,check_alone; default all)")
+                                         "(render,render_check,loop,render_full_rows,check_alone; default all)")
     p.add_argument("--dtypes", help="CPU: compare these dtype settings (float32,bfloat16,int8) on the fast engine "
                                     "instead of the engines (bench/dtypes.py)")
     p.add_argument("--dtype-threads", default="1,2", help="with --dtypes: torch thread counts (default 1,2)")

@@ -41,7 +41,8 @@ def test_render_rows_run_the_real_render_at_equal_work(tmp_path):
           "--models-dir", str(tmp_path / "models"), "--json", str(out)])
     rows = json.loads(out.read_text())["render"][0]["rows"]
     assert [r["row"] for r in rows] == ["seed_design", "fast_bs5", "render_bs5", "render_check_bs5", "loop_bs5",
-                                        "check_alone"]
+                                        "render_full_rows_bs5", "check_alone"]
     for r in rows:
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["vs_fast"] > 0 and r["vs_seed"] > 0
+        assert r["vs_fast_cpu"] > 0 and r["vs_seed_cpu"] > 0
         assert r["same_work"], f"{r['row']} did different work than the seed design"

@@ -146,15 +146,33 @@ def test_a_voice_that_never_ends_runs_away_in_its_own_slots_beside_a_voice_that_
 
 
 def test_the_slot_count_never_changes_and_the_state_is_kept(preset):
+    """Where graphs are replayed the state (and so its graph) is the session's for good; on a CPU the state
+    drops its idle rows at a tail and takes every slot back once requests wait, with the same takes."""
     model, prompts, s = preset
-    session = _session(model, s, slots=3)
-    state = session.state
-    session.submit(Request(prompts[0], seed=1))
-    session.run()
+    kept = Session(FastEngine(model.model, slots=3, cuda_graphs=False), s, compact=False)
+    state = kept.state
+    kept.submit(Request(prompts[0], seed=1))
+    kept.run()
     for n, p in enumerate(prompts[:5]):
-        session.submit(Request(p, seed=n))
-    session.run()
-    assert session.state is state and state.slots == 3
+        kept.submit(Request(p, seed=n, tag=n))
+    fixed = {f.tag: f.codes for f in kept.run()}
+    assert kept.state is state and state.slots == 3
+
+    session = _session(model, s, slots=3)
+    session.submit(Request(prompts[0], seed=1))
+    rows = []
+    while session.busy:
+        session.step()
+        rows.append(session.state.slots)
+    assert rows[-1] == 1 and session.slots == 3  # alone in the session: one row computes
+    for n, p in enumerate(prompts[:5]):
+        session.submit(Request(p, seed=n, tag=n))
+    takes = {}
+    while session.busy:
+        takes.update({f.tag: f.codes for f in session.step()})
+        rows.append(session.state.slots)
+    assert 3 in rows[rows.index(1):] and rows[-1] < 3  # every slot back for the requests, fewer again at the tail
+    assert takes.keys() == fixed.keys() and all(torch.equal(takes[n], fixed[n]) for n in fixed)
 
 
 def test_greedy_session_codes_equal_the_engine_call(tts):
