@@ -2,7 +2,7 @@
 
 ``Backend`` holds the state (settings, the resident model, the background render); what it does
 lives in ``audiobook/services/``, one module per concern, and the class below lists it as a
-table of contents. Run ``python backend.py --help`` for the command line (``audiobook/cli.py``).
+table of contents. Run ``python backend.py --help`` for the command line (``audiobook/cli/``).
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class Backend:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line (``audiobook/cli.py``) on this Backend."""
+    """The command line (``audiobook/cli/``) on this Backend."""
     return cli.main(argv, lambda **options: Backend(**options))
 
 

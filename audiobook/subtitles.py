@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .files import atomic_output, disk_error
+from .text import cut_at_clauses
 
 LINE_CHARS = 42  # the broadcast norm for one subtitle line
 LINES = 2
@@ -46,21 +47,7 @@ class Word:
 def split_readable(text: str, limit: int = CUE_CHARS) -> list[str]:
     """``text`` cut into pieces of at most ``limit`` characters: at the last clause end that fits
     (a comma, semicolon, colon or dash past a quarter of the piece), else at the last space."""
-    rest = " ".join(text.split())
-    pieces: list[str] = []
-    while len(rest) > limit:
-        window = rest[: limit + 1]
-        cut = max((m.end() for m in _CLAUSE_END.finditer(window) if limit // 4 < m.end() <= limit), default=0)
-        if not cut:
-            cut = window.rfind(" ")
-        if cut <= 0:
-            cut = limit  # one word longer than a cue
-        head, rest = rest[:cut].strip(), rest[cut:].strip()
-        if head:
-            pieces.append(head)
-    if rest:
-        pieces.append(rest)
-    return pieces
+    return cut_at_clauses(" ".join(text.split()), limit, _CLAUSE_END)
 
 
 def readable_cues(cues: Sequence[Cue], limit: int = CUE_CHARS) -> list[Cue]:

@@ -373,20 +373,19 @@ def _join(left: str, right: str) -> str:
     return left + right if is_cjk(left[-1]) and is_cjk(right[0]) else f"{left} {right}"
 
 
-def _split_long(sentence: str, chunk_chars: int) -> list[str]:
-    """Cut a sentence longer than ``chunk_chars`` at its last clause boundary, else a space, else anywhere."""
+def cut_at_clauses(text: str, limit: int, clause: re.Pattern = _CLAUSE) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` characters: each at the last ``clause`` end that
+    fits past a quarter of the piece, else at the last space, else anywhere (one word, or a run of
+    CJK, longer than ``limit``)."""
     pieces = []
-    rest = sentence
-    while len(rest) > chunk_chars:
-        window = rest[:chunk_chars + 1]
-        cut = 0
-        for m in _CLAUSE.finditer(window):
-            if m.end() <= chunk_chars and m.end() > chunk_chars // 4:
-                cut = m.end()
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit + 1]
+        cut = max((m.end() for m in clause.finditer(window) if limit // 4 < m.end() <= limit), default=0)
         if not cut:
             cut = window.rfind(" ")
         if cut <= 0:
-            cut = chunk_chars  # one word (or a run of CJK) longer than a chunk
+            cut = limit
         head, rest = rest[:cut].strip(), rest[cut:].strip()
         if head:
             pieces.append(head)
@@ -433,7 +432,7 @@ def chunk_sources(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, language: s
         pieces: list[tuple[str, bool]] = []
         current = ""
         for sentence in split_sentences(para, language):
-            for piece in _split_long(sentence, chunk_chars):
+            for piece in cut_at_clauses(sentence, chunk_chars):
                 joined = _join(current, piece)
                 if current and len(joined) > chunk_chars:
                     pieces.append((current, False))

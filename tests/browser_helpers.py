@@ -114,3 +114,31 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# Gradio draws its audio player with WaveSurfer in a shadow root: the waveform's canvases appear once
+# the take is fetched and decoded (and the player has run its own stop-on-ready), and the progress
+# bar's width follows the playing position.
+_WAVEFORM = """(player) => {
+  for (const el of document.querySelectorAll(player + ' *')) {
+    if (el.shadowRoot && el.shadowRoot.querySelector('.progress')) return el.shadowRoot;
+  }
+  return null;
+}"""
+_LOADED = f"(player) => {{ const s = ({_WAVEFORM})(player); return !!s && s.querySelectorAll('canvas').length > 0; }}"
+_PLAYED = f"""(player) => {{
+  const s = ({_WAVEFORM})(player);
+  return !!s && parseFloat(s.querySelector('.progress').style.width || '0') > 0;
+}}"""
+
+
+def play_and_hear(page, player: str, timeout: float = 30.0) -> None:
+    """Press Play on the (until now empty) audio player ``player`` and wait until it really plays.
+
+    A click before the take has loaded does nothing (and the player's stop-on-load would undo it),
+    so wait for the waveform first. Playing is proven by the position moving on, which also holds for a
+    take shorter than a second that has ended (and shows Play again) before anyone looked for Pause.
+    """
+    page.wait_for_function(_LOADED, arg=player, timeout=timeout * 1000)
+    page.locator(f"{player} button[aria-label='Play']").first.click()
+    page.wait_for_function(_PLAYED, arg=player, timeout=timeout * 1000)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import AppServer, new_project_root, screenshot
+from browser_helpers import AppServer, new_project_root, play_and_hear, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -111,9 +111,7 @@ def test_design_a_voice_play_it_save_it_and_find_it_in_the_library(browser, serv
     page.locator("#voice-seed input").fill("7")
     page.locator("#voice-preview").click()
     wait_for_text(page.locator("#voice-preview-message"), "Preview ready")
-    play = page.locator("#voice-preview-audio button[aria-label='Play']").first
-    play.click()
-    page.locator("#voice-preview-audio button[aria-label='Pause']").first.wait_for()  # it really plays
+    play_and_hear(page, "#voice-preview-audio")
     page.locator("#voice-name textarea").fill("Keeper")
     page.locator("#voice-save").click()
     wait_for_text(page.locator("#voice-save-message"), "Saved the voice “Keeper”")

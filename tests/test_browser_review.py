@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import AppServer, new_project_root, screenshot
+from browser_helpers import AppServer, new_project_root, play_and_hear, screenshot
 from test_browser import wait_for_text
 
 pytestmark = pytest.mark.browser
@@ -63,9 +63,7 @@ def test_review_a_flagged_chunk_fix_it_rebuild_and_download(tmp_path, tiny_model
         assert re.search(why, table.inner_text())  # the table's "why" column
         table.get_by_text("Chapter one: The Harbour").click()
         wait_for_text(page.locator("#review-note"), r"Chapter 1, chunk 1 — suspect: " + why, timeout=90)
-        wait_for_text(page.locator("#review-player #duration"), r"[1-9]")  # the take has loaded into the player
-        page.locator("#review-player button[aria-label='Play']").first.click()
-        page.locator("#review-player button[aria-label='Pause']").first.wait_for()  # it really plays
+        play_and_hear(page, "#review-player")
         assert page.locator("#review-heard").inner_text().strip()  # the transcript against the text
         page.locator("#review-text textarea").fill("The harbour at dawn, fixed by hand.")
         page.locator("#review-render").click()

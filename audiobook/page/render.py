@@ -42,11 +42,11 @@ def rerender_problems(backend: Backend, book: Book | None, choice: str | None) -
 
 
 def stop_render(backend: Backend) -> str:
-    """Ask the running render to stop after its current batch."""
+    """Ask the running render to stop after the takes in flight."""
     if not backend.render_state().running:
         return "Nothing is rendering."
     backend.stop_render()
-    return "Stopping after the current batch… press Resume to continue later."
+    return "Stopping after the takes in flight… press Resume to continue later."
 
 
 def render_phase(state: RenderState) -> str:
