@@ -31,6 +31,7 @@ from .tts import CLONE, is_out_of_memory, release_accelerator_memory
 
 DECODE_GROUP = 8  # most takes decoded to audio in one padded batch
 LOCK_WAIT_S = 600.0  # a stream call waits this long for a clone prompt another call is making
+DROP_WAITING, DROP_ALL = 1, 2  # what a Stop takes back: the takes not yet in a slot, or every take
 
 
 @dataclass
@@ -67,6 +68,8 @@ class WorkerStream:
         self.prompts: dict[str, Any] = {}
         self.decode_q: queue.Queue = queue.Queue()
         self.decoding = 0  # takes handed to decoding and not yet in the outbox
+        self.dropped: list[int] = []  # keys of takes dropped (a Stop) and not yet told
+        self.drop_slots = False  # the generation thread ends the takes in its slots without a result
         self.closed = False
         self.threads = [threading.Thread(target=f, name=f"worker-{f.__name__.strip('_')}", daemon=True)
                         for f in (self._generate, self._decode)]
@@ -75,23 +78,25 @@ class WorkerStream:
 
     # ---- the driver's side (Ray calls) -----------------------------------------------------
 
-    def exchange(self, takes: list[Take], prompts: dict[str, Any], drop_waiting: bool,
+    def exchange(self, takes: list[Take], prompts: dict[str, Any], drop: int,
                  wait_s: float) -> tuple[list[Done], list[int]]:
-        """Queue ``takes``; return the takes finished since the last call (waiting up to ``wait_s`` for one).
+        """Queue ``takes``; return the takes finished since the last call (waiting up to ``wait_s`` for one),
+        and the keys of the takes dropped since then.
 
-        ``drop_waiting`` (a Stop) takes back every take not yet in a slot; their keys come back
-        second. The takes in slots end within their own frame limits.
+        ``drop`` (a Stop): 1 takes back every take not yet in a slot; 2 also ends the takes in slots
+        without a result (the Stop's time for them is up).
         """
         with self.cond:
             self.prompts.update(prompts)
             self.inbox.extend(takes)
-            dropped = []
-            if drop_waiting:
-                dropped = [t.key for t in self.inbox]
+            if drop:
+                self.dropped += [t.key for t in self.inbox]
                 self.inbox.clear()
+                self.drop_slots = self.drop_slots or drop >= DROP_ALL
             self.cond.notify_all()
-            self.cond.wait_for(lambda: self.outbox or self.closed, timeout=wait_s)
+            self.cond.wait_for(lambda: self.outbox or self.dropped or self.closed, timeout=wait_s)
             out, self.outbox = self.outbox, []
+            dropped, self.dropped = self.dropped, []
         return out, dropped
 
     def close(self) -> None:
@@ -111,6 +116,11 @@ class WorkerStream:
             with self.cond:
                 if self.closed:
                     return
+                if self.drop_slots:
+                    self.drop_slots = False
+                    if session is not None:
+                        self.dropped += [r.tag.key for r in session.drop_in_flight() + session.drop_waiting()]
+                        self.cond.notify_all()
                 busy = session is not None and session.busy
                 if not busy and self.inbox and self.inbox[0].job != job:
                     if self.decoding:  # the other model's takes are decoded before it goes

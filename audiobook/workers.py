@@ -466,7 +466,7 @@ class WorkerPool:
         from ray.exceptions import RayActorError, RayTaskError
 
         from .pipeline import frame_limit
-        from .worker_stream import Take
+        from .worker_stream import DROP_ALL, DROP_WAITING, Take
 
         r, w = sr.r, self.workers[i]
         self._local.worker = i  # a clone prompt needed on the way is made by this worker
@@ -502,6 +502,8 @@ class WorkerPool:
                 sr.feed.wait(0.2)
                 continue
             new = [(next(self._keys), it) for it in items]
+            for it in items:
+                it.started = time.monotonic()
             in_flight.update(new)
             try:
                 takes, prompts = [], {}
@@ -518,7 +520,10 @@ class WorkerPool:
                     opened = True
                     self._set(i, pid=pid)
                 self._set(i, state=f"rendering {len(in_flight)} take{'s' if len(in_flight) != 1 else ''}")
-                done, dropped = ray.get(w.actor.exchange.remote(takes, prompts, stopping, EXCHANGE_WAIT_S))
+                drop = 0
+                if stopping:  # a Stop: nothing new is admitted; once its time is up, the takes in slots go too
+                    drop = DROP_ALL if sr._stop_is_due() else DROP_WAITING
+                done, dropped = ray.get(w.actor.exchange.remote(takes, prompts, drop, EXCHANGE_WAIT_S))
             except RayTaskError as e:  # our own code failed on the worker: as if it failed here
                 cause = getattr(e, "cause", None)
                 raise (cause if isinstance(cause, BaseException) else RuntimeError(_first_line(e))) from None
@@ -537,8 +542,10 @@ class WorkerPool:
                     raise AudiobookError(f"A worker died {MAX_DEALS} times in a row (killed or out of memory); "
                                          "set fewer workers or a smaller batch size, then render again.") from None
                 continue
-            for key in dropped:  # a Stop: never admitted, they stay to render next time
-                in_flight.pop(key, None)
+            dropped = [in_flight.pop(key) for key in dropped if key in in_flight]  # a Stop: rendered next time
+            if drop == DROP_ALL and dropped:
+                self._log(f"Stop: {len(dropped)} takes still on {w.info.name} after {sr.stop_wait:.1f}s (one take's "
+                          "time) are dropped; their chunks are rendered next time.")
             failed: dict[int, tuple[BaseException, list]] = {}
             for d in done:
                 it = in_flight.pop(d.key)
@@ -546,6 +553,7 @@ class WorkerPool:
                     failed.setdefault(id(d.error), (d.error, []))[1].append(it)
                     continue
                 it.wav, it.runaway = d.wav, d.runaway
+                sr.take_times.append(time.monotonic() - it.started)  # the Stop's clock: one take's time
                 sr._put(sr.check_q, it)
             if done:
                 deaths = 0
