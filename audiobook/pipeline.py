@@ -14,8 +14,11 @@ Stages, each on its own thread, joined by bounded queues (memory stays flat over
 
 Each take has its own seed (from the render's seed, the chunk's id and its attempt) and its
 own frame limit (``frame_limit``), so a take depends on its own inputs only and a runaway
-holds one slot, briefly. Stop admits nothing new, lets the takes in flight end (each is bounded
-by its frame limit), keeps what passes, saves and assembles what is complete.
+holds one slot, briefly. Stop admits nothing new, lets the takes in flight end or drops them
+after one take's time (``stop_clock``: the median time a take has needed so far, at least
+``STOP_FLOOR_S``), keeps what passes, saves and assembles what is complete. Out of memory, the
+slot count halves (``render.BatchSizer``) and the lost takes are fed again first; after a calm
+stretch of takes it doubles back toward the configured batch size.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ DEFAULT_S_PER_CHAR = 0.5  # frame limit before the book has a pace: about seven 
 LIMIT_SLACK_S = 8.0  # added to every frame limit (very short texts, slow openings)
 DECODE_GROUP = 8  # most takes decoded to audio in one padded batch
 QUEUE_TAKES = 4  # bound of each queue between stages, in slot counts
+STOP_FLOOR_S = 2.0  # a Stop waits at least this long for the takes in flight before dropping them
+TAKE_TIMES = 64  # the last takes whose times make the Stop clock
 _DONE = object()  # the end of a stage's input
 
 
@@ -87,6 +92,7 @@ class _Item:
     wav: np.ndarray | None = None
     error: BaseException | None = None
     check: Any = None
+    started: float = 0.0  # when it went into the engine session (time.monotonic)
 
 
 @dataclass
@@ -154,6 +160,10 @@ class StreamRender:
         self.decoding = False  # the decode stage holds a group
         self.assembled_done = threading.Event()
         self.model_failures = 0  # model errors in a row (each fails the takes in flight)
+        self.take_times: collections.deque = collections.deque(maxlen=TAKE_TIMES)  # seconds per finished take
+        self.stop_at: float | None = None  # when the Stop came, and how long the takes in flight may go on
+        self.stop_wait = 0.0
+        self.clean_takes = 0  # takes finished since the slot count last changed
         states = r.m.chunks
         for i in todo:
             self.feed.order.append(self._item(i, states[i].attempts))
@@ -204,6 +214,7 @@ class StreamRender:
         kept_since, last_save, t0 = 0, time.monotonic(), time.perf_counter()
         while self.open and self.failure is None:
             if not self.stopping and r.should_stop():
+                self.stop_wait, self.stop_at = self.stop_clock(), time.monotonic()
                 self.stopping = True
                 self.feed.close()
             try:
@@ -293,6 +304,12 @@ class StreamRender:
         self.open.discard(chunk)
         self.takes[chunk] = []  # the audio is on disk now
 
+    def stop_clock(self) -> float:
+        """How long a Stop lets the takes in flight go on: the time the median take needed so far, at least
+        ``STOP_FLOOR_S`` (a runaway in flight is dropped then, not run to its frame limit)."""
+        times = sorted(self.take_times)
+        return max(STOP_FLOOR_S, times[len(times) // 2] if times else 0.0)
+
     # ---- the stages -------------------------------------------------------------------------
 
     def _guard(self, stage) -> None:
@@ -310,10 +327,18 @@ class StreamRender:
         session, job = None, None
         while not self.halt.is_set():
             busy = session is not None and session.busy
+            resizing = session is not None and session.slots != self.slots
+            if resizing and not busy:
+                session, resizing = None, False  # drained: the next group makes a session of the new slot count
             if self.feed.closed:
                 if session is not None and session.waiting():
                     session.drop_waiting()  # a Stop: nothing new is admitted
-            else:
+                if busy and self._stop_is_due():
+                    dropped = session.drop_in_flight()
+                    self.r._log(f"Stop: {len(dropped)} takes still speaking after {self.stop_wait:.1f}s (one take's "
+                                "time) are dropped; their chunks are rendered next time.")
+                    busy = False
+            elif not resizing:  # a slot count about to change admits nothing until its takes are out
                 room = self.slots - (session.waiting() if session is not None else 0)
                 want = job if busy and self.feed.has(job) else (None if busy else self.feed.next_job())
                 items = self.feed.take(room, want) if (room > 0 and want is not None) else []
@@ -349,10 +374,29 @@ class StreamRender:
                 session = None
                 self._fail(lost, e)
                 continue
+            now = time.monotonic()
             for f in finished:
                 it = f.tag
                 it.codes, it.runaway = f.codes, f.runaway
+                self.take_times.append(now - it.started)
                 self._put(self.decode_q, it)
+            self._calm(len(finished), session.slots)
+
+    def _stop_is_due(self) -> bool:
+        return self.stop_at is not None and time.monotonic() - self.stop_at >= self.stop_wait
+
+    def _calm(self, takes: int, slots: int) -> None:
+        """Count takes that finished without running out of memory; after a calm stretch the slots grow back."""
+        r = self.r
+        self.clean_takes += takes
+        while self.clean_takes >= slots and r.sizer.current < r.sizer.wanted:
+            self.clean_takes -= slots
+            grown = r.sizer.batch_done()
+            if grown:
+                r._log(grown)
+                self.slots = r.sizer.current
+                self.clean_takes = 0
+                return
 
     def _put(self, q: queue.Queue, item) -> None:
         """Put on a bounded queue, giving up once the pipeline halts (its reader may be gone)."""
@@ -380,8 +424,10 @@ class StreamRender:
         if session is None or session.engine.qmodel is not model.model or session.sampling != sampling:
             session = self.tts.session(model, sampling, self.slots)
         median = r.rate.median()
+        now = time.monotonic()
         for it, prompt, text in zip(items, built, texts):
             it.limit = frame_limit(text, median, r.settings.duration_outlier_factor, r.opts.max_new_tokens)
+            it.started = now
             session.submit(Request(prompt, it.seed, it.limit, it))
         return session
 
@@ -393,7 +439,7 @@ class StreamRender:
             if self.slots > 1:
                 # The engine's memory follows its slots: go on with fewer, the lost takes fed again first.
                 self.r._log(self.r.sizer.shrink(self.slots))
-                self.slots = max(1, self.slots // 2)
+                self.slots, self.clean_takes = self.r.sizer.current, 0
                 for it in reversed(items):
                     self.feed.push_front(it)
                 return
@@ -415,20 +461,10 @@ class StreamRender:
         """Codes to audio, a few takes at a time, grouped by voice model."""
         r = self.r
         while True:
-            first = self.decode_q.get()
-            if first is _DONE or self.halt.is_set():
+            group, end = self._gather(self.decode_q, min(self.slots, DECODE_GROUP))
+            if not group:
                 self._put(self.check_q, _DONE)
                 return
-            group, end = [first], False
-            while len(group) < min(self.slots, DECODE_GROUP):
-                try:
-                    nxt = self.decode_q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _DONE:
-                    end = True
-                    break
-                group.append(nxt)
             self.decoding = True
             try:
                 for job in {it.job for it in group}:
@@ -456,6 +492,26 @@ class StreamRender:
                 self._put(self.check_q, _DONE)
                 return
 
+    def _gather(self, q: queue.Queue, most: int) -> tuple[list[_Item], bool]:
+        """A group of takes from ``q``: waits for the first, then takes up to ``most`` that are ready.
+
+        ``([], True)`` when the stage's input ended (or the pipeline halts); ``end`` is True when the
+        input's end came right after the group.
+        """
+        first = q.get()
+        if first is _DONE or self.halt.is_set():
+            return [], True
+        group = [first]
+        while len(group) < most:
+            try:
+                nxt = q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _DONE:
+                return group, True
+            group.append(nxt)
+        return group, False
+
     def _decoded(self, part: list[_Item], voices, texts, prompts) -> list:
         """One wav per item (a take with no frame is silence of no length), or an error for the group."""
         wavs: list = [np.zeros(0, dtype=np.float32)] * len(part)
@@ -474,20 +530,10 @@ class StreamRender:
         """The checks on whatever takes are ready (batched), then on to the keeper."""
         r = self.r
         while True:
-            first = self.check_q.get()
-            if first is _DONE or self.halt.is_set():
+            group, end = self._gather(self.check_q, self.slots)
+            if not group:
                 self._put(self.keep_q, _DONE)
                 return
-            group, end = [first], False
-            while len(group) < self.slots:
-                try:
-                    nxt = self.check_q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _DONE:
-                    end = True
-                    break
-                group.append(nxt)
             try:
                 good = [it for it in group if it.error is None]
                 if r.checker is not None and good:

@@ -15,7 +15,8 @@ import pytest
 from audiobook import manifest as mf
 from audiobook.pipeline import frame_limit, chunk_seed
 from audiobook.render import _Render
-from tests.test_render import RYAN, backend_for, book
+from audiobook.tts import Narrator
+from tests.test_render import RYAN, WORDS, backend_for, book, line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +82,139 @@ def test_stop_admits_nothing_new_and_ends_within_the_takes_in_flight(tmp_path, t
     be.tts.capture = real
     again = be.render(b, RYAN, out_dir=out)
     assert again.complete and again.reused == kept
+
+
+ALICE = Narrator(kind="preset", speaker="vivian")
+
+
+def _two_voice_book(chapters=2, alice_chars=50):
+    """Chapters of narration (read by ryan) with one quoted line of Alice's (read by vivian) in each."""
+    from audiobook.books import Book, Chapter
+    from audiobook.dialogue import NARRATOR, Span
+
+    out = []
+    for c in range(chapters):
+        said = '"' + " ".join(["Come", WORDS[c]] + ["here"] * ((alice_chars - 16) // 5)) + '."'
+        spans = [Span(" ".join(line(c, i) for i in range(3)) + " ", NARRATOR), Span(said, "Alice"),
+                 Span(" " + " ".join(line(c, i) for i in range(3, 5)), NARRATOR)]
+        out.append(Chapter(f"Part {c + 1}", "".join(sp.text for sp in spans), spans))
+    return Book("Two voices", out, language="en")
+
+
+def _render_two_voices(be, b, out, stop=lambda: False):
+    from audiobook.render import RenderOptions, RenderResult, render_events
+    from audiobook.voicing import Voicing
+
+    result = RenderResult(out_dir=out)
+    voicing = Voicing(RYAN, {"Alice": ALICE})
+    list(render_events(b, RYAN, be.settings, out, be.tts, result, stop, RenderOptions(), voicing=voicing))
+    return result
+
+
+def test_a_voice_that_never_ends_is_retaken_and_the_other_voice_renders_as_usual(tmp_path, tiny_models_dir):
+    """One render, one stream, two voices of one checkpoint: vivian's takes never end, so each runs to its own
+    frame limit, is taken again with another seed and ends suspect; ryan's chunks are kept as usual."""
+    from tests.model_helpers import speaker_never_ends
+
+    be = backend_for(tmp_path, tiny_models_dir, engine="fast", batch_size=3, max_retries=1, max_new_tokens=64)
+    out = tmp_path / "out"
+    b = _two_voice_book()
+    sizes = []
+    real = be.tts.capture
+
+    def capture(narrators, texts, *a, **k):
+        sizes.append({n.speaker for n in narrators})
+        return real(narrators, texts, *a, **k)
+
+    be.tts.capture = capture
+    with speaker_never_ends(be.tts.model("preset"), "vivian"):
+        result = _render_two_voices(be, b, out)
+    assert result.complete
+    m = mf.load_manifest(out)
+    alice = {i: s for i, s in m.chunks.items() if s.speaker == "Alice"}
+    assert len(alice) == 2 and len(m.chunks) > 4
+    for i, st in m.chunks.items():
+        if i in alice:  # both takes ran to the frame limit (63 frames: 5.04 s), then the least bad was kept
+            assert st.status == mf.SUSPECT and st.attempts == 2 and round(st.duration_s, 2) == 5.04
+            assert "length limit" in st.error
+        else:  # random weights: a ryan take may run long too, but ryan's end code comes
+            assert st.status in (mf.DONE, mf.SUSPECT), (i, st)
+    firsts = [st for i, st in m.chunks.items() if i not in alice and st.status == mf.DONE and st.attempts == 1]
+    assert len(firsts) >= len(m.chunks) // 2
+    assert any(len(group) > 1 for group in sizes)  # both voices went into the session together
+
+
+def test_stop_with_a_runaway_in_flight_ends_within_one_takes_time(tmp_path, tiny_models_dir):
+    """A Stop while a take that never ends holds a slot: the render drops it after one take's time (the median
+    take so far, at least STOP_FLOOR_S) instead of running it to its frame limit, and keeps what is complete."""
+    from audiobook import pipeline
+    from tests.model_helpers import speaker_never_ends
+
+    be = backend_for(tmp_path, tiny_models_dir, engine="fast", batch_size=3, max_retries=0, max_new_tokens=4000,
+                     chunk_chars=400)
+    out = tmp_path / "out"
+    b = _two_voice_book(chapters=1, alice_chars=380)  # about 3,000 frames before a runaway ends: minutes here
+    clocks, stop_at = [], []
+    real_clock = pipeline.StreamRender.stop_clock
+
+    def stop():
+        if not stop_at and mf.manifest_path(out).exists() and mf.load_manifest(out).count(mf.DONE, mf.SUSPECT) >= 1:
+            stop_at.append(time.perf_counter())
+        return bool(stop_at)
+
+    def clock(self):
+        clocks.append(real_clock(self))
+        return clocks[-1]
+
+    pipeline.StreamRender.stop_clock = clock
+    try:
+        with speaker_never_ends(be.tts.model("preset"), "vivian"):
+            result = _render_two_voices(be, b, out, stop)
+    finally:
+        pipeline.StreamRender.stop_clock = real_clock
+    ended = time.perf_counter()
+    assert result.stopped and stop_at and len(clocks) == 1
+    assert pipeline.STOP_FLOOR_S <= clocks[0] < 30
+    # The clock, then the kept takes' decode, checks and saves: well under the runaway's own minutes.
+    assert ended - stop_at[0] < clocks[0] + 10
+    m = mf.load_manifest(out)
+    alice = [s for s in m.chunks.values() if s.speaker == "Alice"]
+    assert [s.status for s in alice] == [mf.PENDING]  # dropped in flight: rendered next time
+    assert any("dropped" in line for line in result.log)
+    assert m.count(mf.DONE, mf.SUSPECT) >= 1
+
+
+def test_out_of_memory_halves_the_slots_and_they_grow_back(tmp_path, tiny_models_dir, monkeypatch):
+    """Out of memory with 4 slots: the stream goes on with 2, and after a calm stretch of takes tries 4 again."""
+    import torch
+
+    from audiobook import render
+
+    monkeypatch.setattr(render, "RECOVER_AFTER_BATCHES", 2)  # two calm rounds of the slots, then double
+    be = backend_for(tmp_path, tiny_models_dir, engine="fast", batch_size=4, max_retries=0)
+    real = be.tts.capture
+    sessions, failed = [], []
+
+    def capture(narrators, texts, *a, **k):
+        if len(texts) > 2 and not failed:  # the first full group runs out of memory, later ones fit
+            failed.append(len(texts))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(narrators, texts, *a, **k)
+
+    real_session = be.tts.session
+
+    def session(model, sampling, slots):
+        sessions.append(slots)
+        return real_session(model, sampling, slots)
+
+    be.tts.capture, be.tts.session = capture, session
+    result = be.render(book(n_chapters=2, sentences=5), RYAN, out_dir=tmp_path / "out")
+    assert result.complete and failed == [4]
+    m = mf.load_manifest(tmp_path / "out")
+    assert m.count(*mf.KEPT) == len(m.chunks) >= 8
+    slots = sorted(set(sessions), key=sessions.index)
+    assert slots == [2, 4], sessions  # halved, then doubled back to the configured batch size
+    assert any("batches of 4 again" in line for line in result.log)
 
 
 def test_frame_limits_and_seeds_come_from_the_chunk_alone():

@@ -86,6 +86,65 @@ def test_a_runaway_ends_its_own_slot_at_its_limit_and_the_others_never_notice(pr
         assert not takes[n].runaway or takes[n].codes.shape[0] == s.max_new_tokens - 1
 
 
+def _steps_of(session, on_take=lambda f: None):
+    """Step ``session`` until idle; per tag: the step its take was admitted at, the step it came out at, the take."""
+    admitted, out, takes = {}, {}, {}
+    while session.busy:
+        for f in session.step():
+            out[f.tag], takes[f.tag] = session.steps, f
+            on_take(f)
+        for slot, r in enumerate(session.owner):
+            if r is not None:
+                admitted.setdefault(r.tag, session._start[slot])
+    return admitted, out, takes
+
+
+def test_a_voice_that_never_ends_runs_away_in_its_own_slots_beside_a_voice_that_does(tts):
+    """One stream, two voices of one checkpoint: every take of the voice whose end code never comes ends at its
+    own frame limit and is taken again with another seed; the other voice's takes end on their end code, with
+    the codes and the step count they have alone, never waiting on a runaway."""
+    from tests.model_helpers import speaker_never_ends
+    from tests.test_engine_capture import _prompts
+
+    model = tts.model("preset")
+    kw = dict(max_new_tokens=48, do_sample=True, top_k=40, temperature=0.9, repetition_penalty=1.05)
+    texts = TEXTS[1:5]
+    with speaker_never_ends(model, "vivian"):
+        prompts, s = _prompts(model, lambda: model.generate_custom_voice(
+            text=texts * 2, speaker=["vivian"] * 4 + ["ryan"] * 4, language=["english"] * 8, **kw))
+        lost, kept = prompts[:4], prompts[4:]
+        seeds = [0, 3, 0, 3]  # takes of 11, 17, 26 and 7 frames on the tiny checkpoint
+        solo = {}
+        for n, p in enumerate(kept):
+            alone = _session(model, s)
+            alone.submit(Request(p, seed=seeds[n], tag=("ryan", n)))
+            solo[n] = _steps_of(alone)
+        stream = _session(model, s)
+        for n in range(4):  # the runaways first, so they hold slots while the other voice comes and goes
+            stream.submit(Request(lost[n], seed=100 + n, limit=20 + n, tag=("vivian", n, 0)))
+            stream.submit(Request(kept[n], seed=seeds[n], tag=("ryan", n)))
+
+        def again(f):  # what the render does with a runaway: the same text again, another seed
+            if f.tag[0] == "vivian" and f.tag[2] == 0:
+                stream.submit_first(Request(f.request.prompt, seed=200 + f.tag[1], limit=f.request.limit,
+                                            tag=("vivian", f.tag[1], 1)))
+
+        admitted, out, takes = _steps_of(stream, again)
+    assert len(takes) == 12
+    for n in range(4):
+        first, again = takes[("vivian", n, 0)], takes[("vivian", n, 1)]
+        assert first.runaway and again.runaway
+        assert first.codes.shape[0] == again.codes.shape[0] == 20 + n  # its own limit, not the session's cap
+        assert not torch.equal(first.codes, again.codes)  # another seed, another take
+        ryan = takes[("ryan", n)]
+        assert not ryan.runaway and ryan.codes.shape[0] < s.max_new_tokens - 1  # ended on its end code
+        s_admitted, s_out, s_takes = solo[n]
+        assert torch.equal(ryan.codes, s_takes[("ryan", n)].codes)
+        # From its admission to its hand-over it took the steps it takes alone: no wait on anyone.
+        assert out[("ryan", n)] - admitted[("ryan", n)] == s_out[("ryan", n)] - s_admitted[("ryan", n)]
+    assert model.model.talker.codec_head.weight[s.eos_id, 0] != -100.0  # the weights came back
+
+
 def test_the_slot_count_never_changes_and_the_state_is_kept(preset):
     model, prompts, s = preset
     session = _session(model, s, slots=3)
