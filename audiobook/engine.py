@@ -35,6 +35,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .sampling import choose as _choose, draw_keys, step_noise
 from .step import FusedStep
 
 log = logging.getLogger(__name__)
@@ -134,68 +135,6 @@ def capture_prompts(qmodel, inputs: dict[str, Any]) -> tuple[list[Prompt], Sampl
     return prompts, Sampling.from_talker_kwargs(box)
 
 
-_MASK32 = 0xFFFFFFFF
-_MIX = 0x45D9F3B  # an odd multiplier below 2**31: products of 32-bit values stay inside int64
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash of int64 tensors holding values in [0, 2**32), with tensor ops only."""
-    x = x ^ (x >> 16)
-    x = (x * _MIX) & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * _MIX) & _MASK32
-    return x ^ (x >> 16)
-
-
-def draw_keys(seed: torch.Tensor, frame: torch.Tensor, group: int) -> torch.Tensor:
-    """One random-stream key per row from (seed, frame index, codebook index): ``[S]`` int64.
-
-    Counter-based randomness: a take's draws depend only on its own seed and on where it is,
-    never on its slot, its neighbours or what the process drew before, and the ops are plain
-    integer tensor ops, which a CUDA graph records like any other.
-    """
-    k = _mix32(seed & _MASK32)
-    k = _mix32(k ^ (frame & _MASK32))
-    return _mix32(k ^ (group * 0x9E3779B & _MASK32))
-
-
-def _race_noise(keys: torch.Tensor, n: int) -> torch.Tensor:
-    """Exponential(1) noise ``[S, n]`` hashed from each row's key and the vocabulary index."""
-    idx = torch.arange(n, device=keys.device, dtype=torch.long)
-    h = _mix32((keys[:, None] + idx * 0x27D4EB2D) & _MASK32)
-    h = _mix32(h ^ keys[:, None])
-    u = ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))  # uniform in (0, 1), never 0 or 1
-    return -torch.log(u)
-
-
-def _choose(logits: torch.Tensor, sample: bool, temperature: float, top_k: int, top_p: float,
-            keys: torch.Tensor | None = None) -> torch.Tensor:
-    """Greedy or sampled pick per row, with Hugging Face's warpers in its order.
-
-    ``keys`` (``draw_keys``) gives each row its own random stream; without them the draws
-    come from torch's generator.
-    """
-    if not sample:
-        return logits.argmax(-1)
-    if temperature != 1.0:
-        logits = logits / temperature
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=False)
-        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
-        drop[:, -1:].fill_(False)  # keep the most likely code (fill_: no host tensor in the step)
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    probs = logits.softmax(-1)
-    # argmax(p / E) with E ~ Exp(1) draws index i with probability p_i, like multinomial.
-    if keys is None:
-        race = torch.empty_like(probs).exponential_().clamp_min_(1e-20)
-    else:
-        race = _race_noise(keys, probs.shape[-1])
-    return (probs / race).argmax(-1)
-
-
 class _Forced:
     """Teacher forcing for one step: the codes fed instead of the picks, and the picks themselves."""
 
@@ -234,16 +173,13 @@ class _State:
         e = engine
         dev, dt = e.device, e.dtype
         self.slots, self.trail_cap, self.capacity = slots, trail_cap, capacity
-        self.kv = [
-            (torch.zeros(slots, e.kv_heads, capacity, e.head_dim, device=dev, dtype=dt),
-             torch.zeros(slots, e.kv_heads, capacity, e.head_dim, device=dev, dtype=dt))
-            for _ in range(e.layers)
-        ]
-        self.cp_kv = [
-            (torch.zeros(slots, e.cp_kv_heads, CODE_GROUPS, e.cp_head_dim, device=dev, dtype=dt),
-             torch.zeros(slots, e.cp_kv_heads, CODE_GROUPS, e.cp_head_dim, device=dev, dtype=dt))
-            for _ in range(e.cp_layers)
-        ]
+        # One cache per layer with keys then values on the head axis ``[S, 2 * kv_heads, positions, D]``
+        # (the fused step writes both at once); ``kv`` and ``cp_kv`` are its (keys, values) views.
+        self.kv_joint = [torch.zeros(slots, 2 * e.kv_heads, capacity, e.head_dim, device=dev, dtype=dt)
+                         for _ in range(e.layers)]
+        self.cp_kv_joint = [torch.zeros(slots, 2 * e.cp_kv_heads, CODE_GROUPS, e.cp_head_dim, device=dev, dtype=dt)
+                            for _ in range(e.cp_layers)]
+        self._split_caches()
         self.rows = torch.arange(slots, device=dev)
         self.tok = torch.zeros(slots, dtype=torch.long, device=dev)  # last first-codebook token
         self.hidden = torch.zeros(slots, e.hidden, device=dev, dtype=dt)  # talker's last normed hidden
@@ -267,16 +203,19 @@ class _State:
         # at a time, each with its own memory pool, so dropping it returns all of its memory.
         self.graph: Any = None
 
+    def _split_caches(self) -> None:
+        self.kv = [(c[:, : c.shape[1] // 2], c[:, c.shape[1] // 2 :]) for c in self.kv_joint]
+        self.cp_kv = [(c[:, : c.shape[1] // 2], c[:, c.shape[1] // 2 :]) for c in self.cp_kv_joint]
+
     def grow(self, capacity: int) -> None:
         """Enlarge every KV cache to ``capacity`` positions, keeping what is written."""
         new = []
-        for k, v in self.kv:
-            k2 = k.new_zeros(*k.shape[:2], capacity, k.shape[3])
-            v2 = v.new_zeros(*v.shape[:2], capacity, v.shape[3])
-            k2[:, :, : self.capacity] = k
-            v2[:, :, : self.capacity] = v
-            new.append((k2, v2))
-        self.kv = new
+        for c in self.kv_joint:
+            c2 = c.new_zeros(*c.shape[:2], capacity, c.shape[3])
+            c2[:, :, : self.capacity] = c
+            new.append(c2)
+        self.kv_joint = new
+        self._split_caches()
         self.capacity = capacity
         self.graph = None  # it points at the old tensors
 
@@ -291,9 +230,8 @@ class _State:
         """A smaller state holding only ``rows``, in that order (KV caches included)."""
         idx = torch.tensor(rows, device=self.rows.device)
         new = _State(engine, len(rows), self.trail_cap, self.capacity)
-        for (k, v), (k2, v2) in zip(self.kv, new.kv):
-            k2.copy_(k[idx])
-            v2.copy_(v[idx])
+        for c, c2 in zip(self.kv_joint, new.kv_joint):
+            c2.copy_(c[idx])
         for name in ("tok", "hidden", "pos", "step", "active", "seen", "trail", "trail_len", "seed", "limit"):
             getattr(new, name).copy_(getattr(self, name)[idx])
         new.suppress.copy_(self.suppress)
@@ -347,6 +285,7 @@ class FastEngine:
         self.heads, self.kv_heads, self.head_dim = tc.num_attention_heads, tc.num_key_value_heads, first.head_dim
         self.cp_layers, self.cp_heads = cc.num_hidden_layers, cc.num_attention_heads
         self.cp_kv_heads, self.cp_head_dim = cc.num_key_value_heads, cp_first.head_dim
+        self.cp_vocab = self.cp.lm_head[0].weight.shape[0]
         self.mrope_section = first.rope_scaling["mrope_section"]
         self.mrope_interleaved = first.rope_scaling.get("interleaved", False)
         if cuda_graphs is None:
@@ -699,7 +638,11 @@ class FastEngine:
         embed = self.talker.model.codec_embedding
         cp_embed = self.cp.model.codec_embedding
         last = embed(st.tok)  # [S, D]
-        codes = self._predict_codes(st, last, s, force)
+        noise_first = noise_groups = None
+        if self.fused is not None and (s.do_sample or s.sub_do_sample):  # every draw of the step in one pass
+            noise_first, noise_groups = step_noise(st.seed, st.step, self.vocab, CODE_GROUPS - 1, self.cp_vocab,
+                                                   (s.temperature, s.sub_temperature))
+        codes = self._predict_codes(st, last, s, force, noise_groups)
         # Sum as qwen_tts does: stack the 16 code embeddings and reduce once.
         if self.fused is not None:
             x = self.fused.embed_frame(last, codes)
@@ -710,8 +653,8 @@ class FastEngine:
         hidden = self._talker_step(st, x, kv_len)
         logits = self.talker.codec_head(hidden).float()
         st.logits.copy_(logits)
-        keys = draw_keys(st.seed, st.step + 1, 0) if s.do_sample else None
-        tok = self._pick_first(logits, st.seen, st.step + 1, st.suppress, s, keys)
+        keys = draw_keys(st.seed, st.step + 1, 0) if s.do_sample and noise_first is None else None
+        tok = self._pick_first(logits, st.seen, st.step + 1, st.suppress, s, keys, noise_first)
         if force is not None:
             force.first_picks = tok
             tok = force.next_tok
@@ -734,8 +677,12 @@ class FastEngine:
         status = torch.where(ended, 1, status)
         st.status.copy_(torch.where(first_was_end, 3, status))
 
-    def _pick_first(self, logits, seen, done, suppress, s: Sampling, keys: torch.Tensor | None = None) -> torch.Tensor:
-        """First-codebook token: repetition penalty, minimum length, suppressed ids, then choose."""
+    def _pick_first(self, logits, seen, done, suppress, s: Sampling, keys: torch.Tensor | None = None,
+                    noise: torch.Tensor | None = None) -> torch.Tensor:
+        """First-codebook token: repetition penalty, minimum length, suppressed ids, then choose.
+
+        A sampled pick's noise is ``noise`` (``sampling.step_noise``), else hashed from ``keys``.
+        """
         if s.repetition_penalty != 1.0:
             p = s.repetition_penalty
             logits = torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
@@ -744,10 +691,15 @@ class FastEngine:
             logits = logits.masked_fill(early, float("-inf"))
         if s.suppress:
             logits = logits.masked_fill(suppress, float("-inf"))
-        return _choose(logits, s.do_sample, s.temperature, s.top_k, s.top_p, keys)
+        return _choose(logits, s.do_sample, s.temperature, s.top_k, s.top_p, keys, noise)
 
-    def _predict_codes(self, st: _State, last: torch.Tensor, s: Sampling, force: "_Forced | None" = None):
-        """The code predictor's 15 steps for every slot, with a 16-position scratch cache."""
+    def _predict_codes(self, st: _State, last: torch.Tensor, s: Sampling, force: "_Forced | None" = None,
+                       noise: torch.Tensor | None = None):
+        """The code predictor's 15 steps for every slot, with a 16-position scratch cache.
+
+        ``noise [S, 15, V]`` (``sampling.step_noise``) holds the sampled picks' draws; without it
+        each group's draws are hashed on their own.
+        """
         cp = self.cp
         x = torch.stack([st.hidden, last], 1)  # [S, 2, D]: qwen_tts's prefill of two positions
         codes, picks = [], []
@@ -756,8 +708,11 @@ class FastEngine:
                 x = cp.model.codec_embedding[g - 1](codes[-1])[:, None]
             start = 0 if g == 0 else g + 1
             logits = self._cp_logits(st, x, start, g)
-            pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p,
-                           draw_keys(st.seed, st.step, g + 1) if s.sub_do_sample else None)
+            if noise is not None:
+                pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p, noise=noise[:, g])
+            else:
+                pick = _choose(logits, s.sub_do_sample, s.sub_temperature, s.sub_top_k, s.sub_top_p,
+                               draw_keys(st.seed, st.step, g + 1) if s.sub_do_sample else None)
             if force is not None:
                 picks.append(pick)
                 pick = force.codes[:, g]
@@ -767,10 +722,14 @@ class FastEngine:
         return torch.stack(codes, 1)
 
     def _cp_logits(self, st: _State, x: torch.Tensor, start: int, g: int) -> torch.Tensor:
-        """Float logits ``[S, V]`` of code group ``g + 1`` from the code predictor's input ``x [S, T, D]`` at ``start``."""
+        """Logits ``[S, V]`` of code group ``g + 1`` from the code predictor's input ``x [S, T, D]`` at ``start``.
+
+        Float from the modules' path; in the model's dtype from the fused one (an argmax picks the
+        same code, and a sampled pick adds its float noise).
+        """
         if self.fused is not None:
-            h = self.fused.code_predictor(self.fused.project(x), st.cp_kv, start)
-            return self.fused.lm_heads[g](h).float()
+            h = self.fused.code_predictor(self.fused.project(x), st.cp_kv_joint, start)
+            return self.fused.lm_heads[g](h)
         h = self._cp_layers(st, self.cp.small_to_mtp_projection(x), start)
         return self.cp.lm_head[g](h[:, -1]).float()
 
@@ -796,7 +755,7 @@ class FastEngine:
     def _talker_step(self, st: _State, x: torch.Tensor, kv_len: int) -> torch.Tensor:
         """One talker position per slot at ``st.pos``; returns the normed last hidden ``[S, D]``."""
         if self.fused is not None:
-            return self.fused.talker(x[:, 0], st.kv, st.rows, st.write_index(), st.pos, kv_len)
+            return self.fused.talker(x[:, 0], st.kv_joint, st.rows, st.write_index(), st.pos, kv_len)
         from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
 
         slots = x.shape[0]

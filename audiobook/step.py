@@ -11,11 +11,15 @@ operators; this module computes the same layer with about a third of them:
   head norms are one norm over both, and the rotary position tables are computed once
   per step for all layers (the talker's interleaved multimodal rope reduces to plain rope
   for text positions, where its three position rows are equal);
-- the rotation ``cat(-x2, x1)`` is a roll with the sign folded into the sine table;
+- the rotation (``q * cos + rotate_half(q) * sin``) is one broadcast product with a table of
+  its four half-by-half terms and one sum, written over the raw q and k, so that k and v lie
+  side by side and one write stores both in the joined KV cache;
+- attention groups the query heads that share a KV head (no copy of K or V);
 - matrix products read pre-transposed views, so no transpose is dispatched per call.
 
 In float32 every product and norm is bitwise the one qwen_tts computes (checked by the
-tests: greedy codes equal qwen_tts's). ``int8`` keeps weight-only int8 copies of the
+tests: greedy codes equal qwen_tts's); in half precision every rounding is qwen_tts's
+but the norms' weight product (see ``rms_norm``). ``int8`` keeps weight-only int8 copies of the
 decode step's matrices (per-output-row scales) for ``aten._weight_int8pack_mm``, the CPU
 user's fastest path; prefill still runs through the model's float modules.
 """
@@ -34,14 +38,12 @@ KV_BUCKET = 256  # attention reads the KV cache in whole multiples of this many 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     """qwen_tts's RMSNorm (``weight * x / rms(x)``, in float32 inside) as one operator where torch has one.
 
-    In half precision qwen_tts rounds the normed value before the weight multiplies it, and
-    so does this (a second operator): rounding once instead moves about 1 % of a small
-    model's near-tie picks away from qwen_tts's.
+    In float32 it is bitwise qwen_tts's. In half precision qwen_tts rounds the normed value
+    before the weight multiplies it, where this rounds once; on the tiny models the bf16
+    teacher-forced agreement with qwen_tts is the same either way (bench/README.md).
     """
     if _FUSED_RMS:
-        if weight is None or x.dtype == torch.float32:
-            return torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], weight, eps)[0]
-        return weight * torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], None, eps)[0]
+        return torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], weight, eps)[0]
     xf = x.float()
     y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
     return y if weight is None else weight * y
@@ -149,22 +151,17 @@ def _detach(t):
     return None if t is None else t.detach()
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """``x * cos + rotate_half(x) * sin``: rotate_half is ``cat(-x2, x1)``, a roll with the sign in the sine.
+def rotation(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The rotary tables ``cos, sin [..., D]`` as ``[..., 2, 2, D/2]``: what each half of x adds to each half of the result.
 
-    In float32 one ``addcmul`` is bitwise the product and the sum it replaces; in half precision
-    it would round once where qwen_tts rounds twice, so there the two operators stay.
+    ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)`` is, per half,
+    ``out1 = x1 * cos1 - x2 * sin1`` and ``out2 = x2 * cos2 + x1 * sin2``: one broadcast product
+    of ``x [..., 2, 1, D/2]`` with this table makes all four terms, and a sum over the first of
+    the two axes adds them, each product and the sum rounded once, as qwen_tts rounds them.
     """
-    if x.dtype == torch.float32:
-        return torch.addcmul(x * cos, torch.roll(x, x.shape[-1] // 2, -1), signed_sin)
-    return x * cos + torch.roll(x, x.shape[-1] // 2, -1) * signed_sin
-
-
-def _sign(dim: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """``[-1] * (dim / 2) + [1] * (dim / 2)``: the sign ``rotate_half`` puts on the first half (built once, outside any capture)."""
-    sign = torch.ones(dim, dtype=dtype, device=device)
-    sign[: dim // 2] = -1
-    return sign
+    half = cos.shape[-1] // 2
+    c1, c2, s1, s2 = cos[..., :half], cos[..., half:], sin[..., :half], sin[..., half:]
+    return torch.stack([torch.stack([c1, s2], -2), torch.stack([-s1, c2], -2)], -3)
 
 
 def attend(q, k, v, mask, scale: float, causal: bool) -> torch.Tensor:
@@ -176,10 +173,8 @@ def attend(q, k, v, mask, scale: float, causal: bool) -> torch.Tensor:
         qg = q.reshape(b, kv_heads, group, d)  # heads are kv-head-major, as repeat_kv orders them
         o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=scale)
         return o.reshape(b, heads * d)
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale,
+                                       enable_gqa=group > 1)
     return o.transpose(1, 2).reshape(b * t, heads * d)
 
 
@@ -218,20 +213,18 @@ class FusedStep:
         self.dtype = talker.codec_head.weight.dtype
         device = talker.codec_head.weight.device
         self.inv_freq = self.inv_freq.to(device)
-        self.sign = _sign(2 * self.inv_freq.shape[0], self.dtype, device)
         tables = list(cp.model.codec_embedding)
         self.code_table = _fused_weight(tables, "_fused_codes")  # [15 * codebook, D]: every group's codes, one table
         sizes = torch.tensor([0] + [t.weight.shape[0] for t in tables[:-1]])
         self.code_offsets = sizes.cumsum(0).to(self.code_table.device)  # row where each group's codes start
         # The code predictor's rope tables at the positions its 15 steps use: 0-1, then 2, 3, ... 15.
-        sign = _sign(cp_sin.shape[-1], cp_sin.dtype, cp_sin.device)
-        self._cp_tables = {(a, b): (cp_cos[:, a:b, None].contiguous(), (cp_sin[:, a:b, None] * sign).contiguous())
+        self._cp_tables = {(a, b): rotation(cp_cos[:, a:b, None], cp_sin[:, a:b, None])
                            for a, b in [(0, 2)] + [(g, g + 1) for g in range(2, cp_cos.shape[1])]}
 
     # ---- rotary tables --------------------------------------------------------------------
 
-    def talker_rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and signed sin ``[S, 1, 1, D]`` at each slot's position, for every layer of the step.
+    def talker_rope(self, pos: torch.Tensor) -> torch.Tensor:
+        """The rotation table (``rotation``) ``[S, 1, 1, 2, 2, D/2]`` at each slot's position, for every layer of the step.
 
         qwen_tts's interleaved multimodal rope takes each frequency from one of three position
         rows; for text and codec positions the three rows are equal, so it is plain rope.
@@ -240,21 +233,26 @@ class FusedStep:
         emb = torch.cat((freqs, freqs), -1)
         cos = (emb.cos() * self.rope_scaling).to(self.dtype)
         sin = (emb.sin() * self.rope_scaling).to(self.dtype)
-        return cos[:, None, None], (sin * self.sign)[:, None, None]
+        return rotation(cos, sin)[:, None, None]
 
 
     # ---- layers ---------------------------------------------------------------------------
 
-    def _qkv(self, L: _Layer, x: torch.Tensor, s: int, t: int, cos, sin):
-        """Normed, rotated q and k and plain v as ``[S, heads, T, D]`` from the residual stream ``[S*T, hidden]``."""
+    def _qkv(self, L: _Layer, x: torch.Tensor, s: int, t: int, rope: torch.Tensor):
+        """Normed, rotated q ``[S, heads, T, D]`` and k then v ``[S, T, 2 * kv_heads, D]`` from the residual stream ``[S*T, hidden]``.
+
+        The head norm's weight product, then the rotation (``rotation``: one product, one sum),
+        each rounded as qwen_tts rounds it. The sum is written over the raw q and k, so k and v
+        end up side by side, as the joined KV cache holds them.
+        """
         h = rms_norm(x, L.ln1, L.eps)
         qkv = L.qkv(h).view(s, t, L.heads + 2 * L.kv_heads, L.head_dim)
-        qk = rms_norm(qkv[:, :, : L.heads + L.kv_heads], None, L.qk_eps) * L.qk_norm
-        qk = _rotate(qk, cos, sin)
-        q = qk[:, :, : L.heads].transpose(1, 2)
-        k = qk[:, :, L.heads :].transpose(1, 2)
-        v = qkv[:, :, L.heads + L.kv_heads :].transpose(1, 2)
-        return q, k, v
+        qk = qkv[:, :, : L.heads + L.kv_heads]
+        half = L.head_dim // 2
+        normed = rms_norm(qk, None, L.qk_eps) * L.qk_norm
+        terms = normed.view(s, t, -1, 2, 1, half) * rope  # [S, T, heads, 2 (from half), 2 (to half), D/2]
+        torch.sum(terms, -3, out=qk.view(s, t, -1, 2, half))
+        return qkv[:, :, : L.heads].transpose(1, 2), qkv[:, :, L.heads :]
 
     def _finish(self, L: _Layer, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """Output projection, residual, MLP, residual."""
@@ -266,30 +264,32 @@ class FusedStep:
                kv_len: int) -> torch.Tensor:
         """One talker position per slot: ``x [S, hidden]`` written at ``at``; returns the normed hidden ``[S, hidden]``.
 
+        ``kv`` holds one joined cache per layer, ``[S, 2 * kv_heads, capacity, D]`` (keys, then values).
         Attention reads the first ``kv_len`` positions of every cache, each slot masked past its own ``pos``.
         """
         s = x.shape[0]
-        cos, sin = self.talker_rope(pos)
+        rope = self.talker_rope(pos)
         mask = length_mask(pos, kv_len, x.dtype)
-        for L, (kc, vc) in zip(self.talker_layers, kv):
-            q, k, v = self._qkv(L, x, s, 1, cos, sin)
-            kc[rows, :, at] = k[:, :, 0]
-            vc[rows, :, at] = v[:, :, 0]
-            o = attend(q, kc[:, :, :kv_len], vc[:, :, :kv_len], mask, L.scaling, False)
+        for L, cache in zip(self.talker_layers, kv):
+            q, kv_new = self._qkv(L, x, s, 1, rope)
+            cache[rows, :, at] = kv_new[:, 0]
+            o = attend(q, cache[:, : L.kv_heads, :kv_len], cache[:, L.kv_heads :, :kv_len], mask, L.scaling, False)
             x = self._finish(L, x, o)
         return rms_norm(x, self.norm, self.norm_eps)
 
     def code_predictor(self, x: torch.Tensor, kv: list, start: int) -> torch.Tensor:
-        """The code predictor's layers over ``x [S, T, hidden]`` at positions ``start..``; returns the normed last position ``[S, hidden]``."""
+        """The code predictor's layers over ``x [S, T, hidden]`` at positions ``start..``; returns the normed last position ``[S, hidden]``.
+
+        ``kv`` holds one joined 16-position cache per layer, ``[S, 2 * kv_heads, 16, D]``.
+        """
         s, t = x.shape[0], x.shape[1]
         end = start + t
-        cos, sin = self._cp_tables[(start, end)]  # [1, T, 1, D], built at load
+        rope = self._cp_tables[(start, end)]  # [1, T, 1, 2, 2, D/2], built at load
         x = x.reshape(s * t, -1)
-        for L, (kc, vc) in zip(self.cp_layers, kv):
-            q, k, v = self._qkv(L, x, s, t, cos, sin)
-            kc[:, :, start:end] = k
-            vc[:, :, start:end] = v
-            o = attend(q, kc[:, :, :end], vc[:, :, :end], None, L.scaling, t > 1)
+        for L, cache in zip(self.cp_layers, kv):
+            q, kv_new = self._qkv(L, x, s, t, rope)
+            cache[:, :, start:end] = kv_new.transpose(1, 2)
+            o = attend(q, cache[:, : L.kv_heads, :end], cache[:, L.kv_heads :, :end], None, L.scaling, t > 1)
             x = self._finish(L, x, o)
         return rms_norm(x.view(s, t, -1)[:, -1], self.cp_norm, self.cp_norm_eps)
 

@@ -1,11 +1,13 @@
 """The decode step on fused weights (audiobook/step.py): same codes as the modules' own math, fewer operators."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from audiobook import step as step_mod
+from audiobook import sampling, step as step_mod
 from audiobook.engine import FastEngine, _State, capture_prompts
 from audiobook.settings import Settings
 from audiobook.tts import TTS
@@ -74,6 +76,30 @@ def test_fused_and_unfused_steps_give_the_same_codes(tts, ref_wav, job):
         assert torch.equal(want, got)
 
 
+def test_sampled_fused_and_unfused_steps_give_the_same_codes(tts, ref_wav):
+    """One pass of noise per step draws what each pick's own hashed stream draws: same seeds, same codes."""
+    model, prompts, s = _job(tts, ref_wav, "preset")
+    s = replace(s, do_sample=True, top_k=40, top_p=0.9, temperature=0.8,
+                sub_do_sample=True, sub_top_k=20, sub_top_p=0.85, sub_temperature=0.9)
+    torch.manual_seed(3)
+    unfused = FastEngine(model.model, slots=2, cuda_graphs=False, fused=False).generate_codes(prompts, s)
+    torch.manual_seed(3)
+    fused = FastEngine(model.model, slots=2, cuda_graphs=False).generate_codes(prompts, s)
+    assert sum(c.shape[0] for c in unfused) > 10
+    for want, got in zip(unfused, fused):
+        assert torch.equal(want, got)
+
+
+def test_a_step_s_noise_is_each_pick_s_own_stream():
+    seed, step = torch.tensor([5, 1 << 31, 77]), torch.tensor([0, 9, 300])
+    first, groups = sampling.step_noise(seed, step, 12, 15, 8, (0.5, 2.0))
+    assert first.shape == (3, 12) and groups.shape == (3, 15, 8)
+    torch.testing.assert_close(first, sampling.gumbel(sampling.draw_keys(seed, step + 1, 0), 12) * 0.5, rtol=0, atol=0)
+    for g in (0, 7, 14):
+        want = sampling.gumbel(sampling.draw_keys(seed, step, g + 1), 8) * 2.0
+        torch.testing.assert_close(groups[:, g], want, rtol=0, atol=0)
+
+
 def test_fused_weights_are_views_the_modules_still_compute_with(tts):
     """No second copy of q/k/v or gate/up: the modules' weights live inside the fused matrices."""
     qmodel = tts.model("preset").model
@@ -100,9 +126,9 @@ def test_attention_over_a_length_bucket_equals_the_whole_masked_cache(tts, ref_w
     assert need <= bucket < st.capacity
     x = torch.randn(3, engine.hidden)
     saved = st.snapshot()
-    whole = engine.fused.talker(x, st.kv, st.rows, st.write_index(), st.pos, st.capacity)
+    whole = engine.fused.talker(x, st.kv_joint, st.rows, st.write_index(), st.pos, st.capacity)
     st.restore(saved)
-    short = engine.fused.talker(x, st.kv, st.rows, st.write_index(), st.pos, bucket)
+    short = engine.fused.talker(x, st.kv_joint, st.rows, st.write_index(), st.pos, bucket)
     torch.testing.assert_close(short, whole, rtol=1e-6, atol=1e-6)
     # and the unfused, boolean-masked path over the whole capacity agrees too
     st.restore(saved)
