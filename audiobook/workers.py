@@ -1,19 +1,25 @@
-"""Where the render loop's batches are generated: in this process, or on Ray actors.
+"""Where a render's takes are generated: in this process, or on Ray actors.
 
-The render loop (``render.py``) hands its batches to an executor's ``run``:
-
-- ``InProcess`` (setting ``workers`` = 0) renders them one after another on this process's model;
+- ``InProcess`` (setting ``workers`` = 0): this process's model (the render's own pipeline,
+  ``pipeline.py``, or the batch loop for ``engine = qwen_tts``);
 - ``WorkerPool`` (``workers`` = N) keeps N Ray actors, each holding one model and engine, on
-  one GPU each where the cluster has GPUs, else on one CPU each, and deals every batch to
-  whichever actor is free. Actors only generate audio and send it back through Ray's object
-  store; the checks, the chunk files and the manifest stay with the render loop in this
-  process, which is their only writer, so resume, stop, review and assembly work unchanged.
+  one GPU each where the cluster has GPUs, else on one CPU each.
 
-An actor that dies (its process killed, out of memory) fails only the call in flight: that
-call is dealt again to the next free actor, and Ray restarts the dead one. Nothing it had
-finished is lost, because finished takes were already written here, and nothing is written
-twice. Without an address a local Ray starts with the pool and stops with it; with one, the
-pool joins that cluster and leaves it running.
+With the fast engine the render's pipeline runs here and its generation and decoding run on
+the workers (``WorkerPool.stream``): each actor runs a stream of its own
+(``worker_stream.py``: one engine session, fed as slots free up), and one driver thread per
+worker feeds it up to ``STREAM_DEPTH`` times its slot count of takes, each with its own seed
+and frame limit, so a take is the same on any worker. Workers decode their takes and send
+audio back through Ray's object store, so this process needs no model. With ``engine =
+qwen_tts`` the batch loop deals whole batches to whichever actor is free (``run``). Either
+way the checks, the chunk files and the manifest stay with the render in this process, which
+is their only writer, so resume, stop, review and assembly work unchanged.
+
+An actor that dies (its process killed, out of memory) loses only the takes in flight on it:
+they are fed again, first, to whichever worker is free (a batch: dealt again), and Ray
+restarts the dead one. Nothing it had finished is lost, because finished takes were already
+written here, and nothing is written twice. Without an address a local Ray starts with the
+pool and stops with it; with one, the pool joins that cluster and leaves it running.
 """
 
 from __future__ import annotations
