@@ -6,11 +6,25 @@ import time
 
 import pytest
 
+from playwright.sync_api import expect
+
 from browser_helpers import AppServer, new_project_root, screenshot
 
 pytestmark = pytest.mark.browser
 
 TABS = ["Render", "Book", "Voice Lab", "Review", "Advanced Settings"]
+
+# Buttons with nothing to act on in an empty project (no book, no voice, no render), by tab.
+IDLE = {
+    "Render": ["#render-start", "#render-stop", "#render-resume", "#render-queue-add"],
+    "Book": ["#book-rename", "#book-set-text", "#book-merge", "#book-drop", "#book-reorder", "#book-save",
+             "#cast-find", "#cast-map", "#cast-hear", "#cast-merge", "#cast-rename", "#cast-split", "#cast-hide",
+             "#cast-design", "#cast-redo", "#cast-part-set"],
+    "Voice Lab": ["#voice-save", "#voice-play", "#voice-delete", "#voice-export", "#voice-rename"],
+    "Review": ["#review-rebuild", "#review-reroll", "#review-render", "#review-keep", "#review-readalong-play"],
+}
+# What a loaded book enables (each of the others waits for a chapter, a character, numbers or a render).
+WITH_A_BOOK = ["#render-start", "#render-queue-add", "#book-save", "#cast-find", "#cast-design"]
 
 # Every element showing the word "Error" on its own (Gradio's badge on a component whose event failed),
 # and every error toast.
@@ -24,6 +38,8 @@ ALARMS_JS = """() => {
 
 
 def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(browser, tmp_path, tiny_models_dir):
+    book = tmp_path / "days.txt"
+    book.write_text("Chapter 1: Dawn\n\nThe sun rose.\n\nChapter 2: Dusk\n\nThe sun set.\n", encoding="utf-8")
     app = AppServer(new_project_root(tmp_path / "empty"), tiny_models_dir).start()
     try:
         page = browser.new_page()
@@ -39,10 +55,18 @@ def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(
             alarms = page.evaluate(ALARMS_JS)
             assert alarms == {"badges": 0, "toasts": []}, f"{tab}: {alarms}"
 
+        for tab, buttons in IDLE.items():
+            page.get_by_role("tab", name=tab).click()
+            for button in buttons:
+                assert page.locator(button).is_disabled(), button
+        page.get_by_role("tab", name="Voice Lab").click()
+        assert page.locator("#voice-preview").is_enabled()  # a preview needs only a description
+        page.locator("#voice-name textarea").fill("Keeper")
+        page.locator("#voice-rename-to textarea").fill("Old keeper")
+        time.sleep(1.0)  # the page has heard both
+        assert page.locator("#voice-save").is_disabled() and page.locator("#voice-rename").is_disabled()
+
         page.get_by_role("tab", name="Render").click()
-        for button in ("#render-stop", "#render-resume"):
-            assert page.locator(button).is_disabled(), button
-        assert page.locator("#render-start").is_enabled()
         assert not page.locator("#queue-table").is_visible()  # the queue panel starts closed
         page.get_by_text("Queue", exact=True).click()
         page.locator("#queue-table").wait_for(state="visible")
@@ -50,9 +74,19 @@ def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(
             assert page.locator(button).is_disabled(), button
         assert page.locator("#queue-item").count() == 0  # rows are chosen in the table, not by number
 
-        page.get_by_role("tab", name="Review").click()
-        for button in ("#review-rebuild", "#review-reroll", "#review-render", "#review-keep", "#review-readalong-play"):
+        # A book enables what acts on a book, at once; the rest wait for what they act on.
+        page.set_input_files("#render-book-file input[type=file]", str(book))
+        for button in WITH_A_BOOK:
+            expect(page.locator(button)).to_be_enabled()
+        for button in ("#render-stop", "#render-resume", "#book-merge", "#book-rename", "#cast-map"):
             assert page.locator(button).is_disabled(), button
+        page.get_by_role("tab", name="Book").click()
+        page.locator("#book-numbers textarea").fill("1, 2")
+        for button in ("#book-merge", "#book-drop", "#book-reorder"):
+            expect(page.locator(button)).to_be_enabled()
+        page.locator("#book-numbers textarea").fill("")
+        expect(page.locator("#book-merge")).to_be_disabled()
+        screenshot(page, "first-load-book-loaded")
         assert page.evaluate(ALARMS_JS) == {"badges": 0, "toasts": []}
         page.close()
     finally:

@@ -8,9 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from audiobook.books import BOOK_EXTENSIONS, Book, formats_label
+from audiobook.books import Book
 from audiobook.page.cast import build_cast_panel
-from audiobook.page.widgets import Backend, cover_image, fmt_duration, page_errors
+from audiobook.page.widgets import Backend, book_file_box, cover_image, fmt_duration, keep_enabled, page_errors
 from audiobook.serving import ServedFiles
 
 WORDS_PER_MINUTE = 150  # a calm narration pace, for the estimates in the chapter table
@@ -53,15 +53,21 @@ def chapter_choices(book: Book | None) -> list[tuple[str, int]]:
     return [(f"{i + 1}. {c.title}", i) for i, c in enumerate(book.chapters)] if book else []
 
 
+def book_buttons(book: Book | None, chapter: int | None, numbers: str | None) -> dict[str, bool]:
+    """Which of the Book tab's buttons have something to act on: a chapter picked (Rename, Keep this text),
+    chapter numbers given (Merge, Drop, Reorder), a book loaded (Save)."""
+    picked = book is not None and chapter is not None
+    listed = book is not None and bool((numbers or "").strip())
+    return {"rename": picked, "text": picked, "merge": listed, "drop": listed, "reorder": listed, "save": book is not None}
+
+
 def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, render: SimpleNamespace) -> SimpleNamespace:
     """Book: load a book (here or on the Render tab), see its chapters and cover, edit and save it."""
     B = backend
     with gr.Tab("Book", id="book"):
         with gr.Row():
             with gr.Column(scale=3):
-                book_file = gr.File(label=f"Book file ({formats_label()})", file_types=list(BOOK_EXTENSIONS),
-                                    type="filepath", height=110, elem_id="book-file")
-                book_info = gr.Markdown("No book loaded yet.", elem_id="book-info")
+                book_file, book_info = book_file_box("Book file", "book")
             cover = gr.Image(label="Cover", interactive=False, height=180, scale=1, elem_id="book-cover")
         chapters = gr.Dataframe(headers=["#", "title", "words", "minutes"], value=[], interactive=False,
                                 elem_id="book-chapters", label="Chapters")
@@ -69,18 +75,18 @@ def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, r
             with gr.Row():
                 chapter_sel = gr.Dropdown([], label="Chapter", elem_id="book-chapter", scale=2)
                 new_title = gr.Textbox(label="New title", elem_id="book-new-title", scale=2)
-                rename_btn = gr.Button("Rename", scale=1, elem_id="book-rename")
+                rename_btn = gr.Button("Rename", scale=1, interactive=False, elem_id="book-rename")
             chapter_text = gr.Textbox(label="Chapter text (paragraphs separated by a blank line)", lines=6, max_lines=14,
                                       elem_id="book-text")
-            text_btn = gr.Button("Keep this text", size="sm", elem_id="book-set-text")
+            text_btn = gr.Button("Keep this text", size="sm", interactive=False, elem_id="book-set-text")
             with gr.Row():
                 numbers = gr.Textbox(label="Chapter numbers", placeholder="2, 3", scale=2, elem_id="book-numbers",
                                      info="Merge or drop these chapters; or list every chapter in a new order and press Reorder.")
-                merge_btn = gr.Button("Merge", scale=1, elem_id="book-merge")
-                drop_btn = gr.Button("Drop", scale=1, elem_id="book-drop")
-                reorder_btn = gr.Button("Reorder", scale=1, elem_id="book-reorder")
+                merge_btn = gr.Button("Merge", scale=1, interactive=False, elem_id="book-merge")
+                drop_btn = gr.Button("Drop", scale=1, interactive=False, elem_id="book-drop")
+                reorder_btn = gr.Button("Reorder", scale=1, interactive=False, elem_id="book-reorder")
             with gr.Row():
-                save_book_btn = gr.Button("Save the edited book (.json)", elem_id="book-save")
+                save_book_btn = gr.Button("Save the edited book (.json)", interactive=False, elem_id="book-save")
                 saved_book = gr.File(label="Edited book", interactive=False, height=80, elem_id="book-saved")
         cast = build_cast_panel(B, serve, book_state, chapter_sel, render.narrator)
 
@@ -111,6 +117,9 @@ def build_book_tab(backend: Backend, serve: ServedFiles, book_state: gr.State, r
         btn.click(page_errors(functools.partial(lambda a, b, v: show_book(B.edit_book(b, a, None, v)), action)),
                   [book_state, numbers], book_outputs)
     save_book_btn.click(page_errors(lambda b: serve(B.save_book(b))), book_state, saved_book)
+    buttons = {"rename": rename_btn, "text": text_btn, "merge": merge_btn, "drop": drop_btn, "reorder": reorder_btn,
+               "save": save_book_btn}
+    keep_enabled(buttons, book_buttons, [book_state, chapter_sel, numbers], [book_state, chapter_sel, numbers])
     # Whatever changed the book (a new file, an edit, the cast), the cast panel shows it (its message stays).
     book_state.change(lambda b, c, sure: cast.show(b, c, sure=sure)[:-1], [book_state, chapter_sel, cast.by_confidence],
                       cast.views[:-1], show_progress="hidden")

@@ -12,7 +12,7 @@ import gradio as gr
 from audiobook.books import Book
 from audiobook.errors import AudiobookError
 from audiobook.page.voice_lab import narrator_for
-from audiobook.page.widgets import MODEL_WORK, Backend, page_errors
+from audiobook.page.widgets import MODEL_WORK, Backend, keep_enabled, page_errors
 from audiobook.serving import ServedFiles
 
 NO_VOICE = "(narrator)"  # the cast table's word for a character without a voice of their own
@@ -65,6 +65,18 @@ def marked_parts(book: Book | None, chapter: int | None, sure: bool = False) -> 
     return gr.update(value=marked, color_map=CONFIDENCE_COLOURS if sure else {}), rows
 
 
+def cast_buttons(book: Book | None, chapter: int | None, character: str | None, other: str | None,
+                 part: float | None) -> dict[str, bool]:
+    """Which of the cast panel's buttons have something to act on: a book (Find who speaks, Design the cast), a
+    character picked (Use this voice, Hear their line, Hide / show, Design this one again) and another name given
+    (Merge, Rename, Split), a part of the picked chapter numbered (Change this part)."""
+    loaded = book is not None
+    picked = loaded and bool(character)
+    named = picked and bool((other or "").strip())
+    return {"find": loaded, "design": loaded, "map": picked, "hear": picked, "hide": picked, "redo": picked,
+            "merge": named, "rename": named, "split": named, "part": loaded and chapter is not None and bool(part)}
+
+
 def build_cast_panel(backend: Backend, serve: ServedFiles, book_state: gr.State, chapter_sel: gr.Dropdown,
                      narrator: gr.Dropdown) -> SimpleNamespace:
     """The Book tab's cast: find who speaks, map characters to voices, hear a line, fix a part's speaker."""
@@ -74,7 +86,7 @@ def build_cast_panel(backend: Backend, serve: ServedFiles, book_state: gr.State,
                     "voice or a built-in speaker; those left to *(narrator)* are read by the narrator (quotes by "
                     "*dialogue*'s voice when it has one).")
         with gr.Row():
-            find_btn = gr.Button("Find who speaks", elem_id="cast-find", scale=1)
+            find_btn = gr.Button("Find who speaks", interactive=False, elem_id="cast-find", scale=1)
             use_llm = gr.Checkbox(label="Ask the language model (llm_url in Advanced Settings)", value=False,
                                   elem_id="cast-llm", scale=2)
         cast_msg = gr.Markdown(elem_id="cast-message")
@@ -83,18 +95,18 @@ def build_cast_panel(backend: Backend, serve: ServedFiles, book_state: gr.State,
         with gr.Row():
             who = gr.Dropdown([], label="Character", elem_id="cast-character", scale=2)
             voice = gr.Dropdown([], label="Voice", elem_id="cast-voice", scale=2)
-            map_btn = gr.Button("Use this voice", elem_id="cast-map", scale=1)
-            hear_btn = gr.Button("Hear their line", elem_id="cast-hear", scale=1)
+            map_btn = gr.Button("Use this voice", interactive=False, elem_id="cast-map", scale=1)
+            hear_btn = gr.Button("Hear their line", interactive=False, elem_id="cast-hear", scale=1)
         with gr.Row():
             other = gr.Textbox(label="Another character, a new name, or one of their other names", scale=3,
                                elem_id="cast-other")
-            merge_btn = gr.Button("Merge that one into this one", elem_id="cast-merge", scale=1)
-            rename_btn = gr.Button("Rename to that", elem_id="cast-rename", scale=1)
-            split_btn = gr.Button("Split that name off", elem_id="cast-split", scale=1)
-            hide_btn = gr.Button("Hide / show", elem_id="cast-hide", scale=1)
+            merge_btn = gr.Button("Merge that one into this one", interactive=False, elem_id="cast-merge", scale=1)
+            rename_btn = gr.Button("Rename to that", interactive=False, elem_id="cast-rename", scale=1)
+            split_btn = gr.Button("Split that name off", interactive=False, elem_id="cast-split", scale=1)
+            hide_btn = gr.Button("Hide / show", interactive=False, elem_id="cast-hide", scale=1)
         with gr.Row():
-            design_btn = gr.Button("Design the cast", variant="primary", elem_id="cast-design", scale=2)
-            redo_btn = gr.Button("Design this one again", elem_id="cast-redo", scale=1)
+            design_btn = gr.Button("Design the cast", variant="primary", interactive=False, elem_id="cast-design", scale=2)
+            redo_btn = gr.Button("Design this one again", interactive=False, elem_id="cast-redo", scale=1)
         gr.Markdown("*Design the cast* writes a voice description for each main character (by the language model "
                     "when the box above is ticked, else from the text), designs it on one of their own lines, saves "
                     "it as a voice and maps them to it. The narrator keeps its voice.", elem_classes="status-line")
@@ -109,7 +121,7 @@ def build_cast_panel(backend: Backend, serve: ServedFiles, book_state: gr.State,
             part_no = gr.Number(label="Part", precision=0, elem_id="cast-part", scale=1)
             part_speaker = gr.Textbox(label="Speaker", elem_id="cast-part-speaker", scale=2)
             part_style = gr.Textbox(label="Style (1.7B models)", placeholder="whispering", elem_id="cast-part-style", scale=2)
-            part_btn = gr.Button("Change this part", elem_id="cast-part-set", scale=1)
+            part_btn = gr.Button("Change this part", interactive=False, elem_id="cast-part-set", scale=1)
 
     def show(book, chapter, message="", keep=None, sure=False):
         names = [m.name for m in book.cast.members] if book is not None and book.cast else []
@@ -198,4 +210,8 @@ def build_cast_panel(backend: Backend, serve: ServedFiles, book_state: gr.State,
         return gr.update(value=member.voice if member else "")
 
     who.change(on_voice_pick, [book_state, who], voice, show_progress="hidden")
+    buttons = {"find": find_btn, "design": design_btn, "map": map_btn, "hear": hear_btn, "hide": hide_btn,
+               "redo": redo_btn, "merge": merge_btn, "rename": rename_btn, "split": split_btn, "part": part_btn}
+    inputs = [book_state, chapter_sel, who, other, part_no]
+    keep_enabled(buttons, cast_buttons, inputs, inputs)
     return SimpleNamespace(show=show, views=views, by_confidence=by_confidence)

@@ -10,11 +10,12 @@ from typing import Any
 
 import gradio as gr
 
-from audiobook.books import BOOK_EXTENSIONS, Book, formats_label, formats_sentence
+from audiobook.books import Book, formats_sentence
 from audiobook.errors import AudiobookError
 from audiobook.page.queue import build_queue_panel
 from audiobook.page.voice_lab import narrator_choices, narrator_for
-from audiobook.page.widgets import LOG_LINES, POLL_S, Backend, fmt_duration, page_errors, status_text
+from audiobook.page.widgets import (LOG_LINES, POLL_S, Backend, book_file_box, fmt_duration, keep_enabled, page_errors,
+                                   status_text)
 from audiobook.render import RenderState
 from audiobook.serving import ServedFiles
 
@@ -66,6 +67,16 @@ def can_resume(state: RenderState) -> bool:
     return not state.running and bool(state.stopped or state.error)
 
 
+def render_buttons(state: RenderState, book: Book | None) -> dict[str, bool]:
+    """Which of the Render tab's buttons have something to act on: Render and Add to queue a loaded book (Render
+    while none runs), Stop a running render, Resume a stopped or failed one, the re-render its failed and
+    suspect chunks."""
+    loaded = book is not None
+    return {"start": loaded and not state.running, "stop": state.running and not state.stopping,
+            "resume": loaded and can_resume(state), "queue_add": loaded,
+            "rerender": loaded and not state.running and bool(state.failed or state.suspect)}
+
+
 def progress_html(state: RenderState) -> str:
     """The progress bar with chunks done/total, audio minutes, x-real-time and ETA."""
     if not state.chunks_total and not state.running and not state.error:
@@ -107,19 +118,17 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
     with gr.Tab("Render", id="render"):
         with gr.Row():
             with gr.Column(scale=1):
-                book_file = gr.File(label=f"1. Book file ({formats_label()})", file_types=list(BOOK_EXTENSIONS),
-                                    type="filepath", height=110, elem_id="render-book-file")
-                book_info = gr.Markdown("No book loaded yet.", elem_id="render-book-info")
+                book_file, book_info = book_file_box("1. Book file", "render-book")
             with gr.Column(scale=1):
                 narrator = gr.Dropdown([], label="2. Narrator", info="A saved voice from the Voice Lab, or a built-in speaker.",
                                        elem_id="render-narrator")
                 refresh_narrators = gr.Button("Refresh the list", size="sm")
         with gr.Row():
-            render_btn = gr.Button("3. Render", variant="primary", elem_id="render-start")
-            # Stop while a render runs; Resume once one stopped or failed (the poll below keeps them so).
+            # Each enabled only while it has something to act on (render_buttons; the poll below keeps them so).
+            render_btn = gr.Button("3. Render", variant="primary", interactive=False, elem_id="render-start")
             stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="render-stop")
             resume_btn = gr.Button("Resume", interactive=False, elem_id="render-resume")
-            queue_add_btn = gr.Button("Add to queue", elem_id="render-queue-add")
+            queue_add_btn = gr.Button("Add to queue", interactive=False, elem_id="render-queue-add")
         render_msg = gr.Markdown(elem_id="render-message")
         progress = gr.HTML(progress_html(RenderState()), elem_id="render-progress")
         log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, interactive=False, elem_id="render-log")
@@ -151,15 +160,19 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
     stop_btn.click(page_errors(functools.partial(stop_render, B)), None, render_msg)
     rerender_btn.click(page_errors(functools.partial(rerender_problems, B)), [book_state, narrator], render_msg)
 
-    def on_tick(last_key):
+    buttons = {"start": render_btn, "stop": stop_btn, "resume": resume_btn, "queue_add": queue_add_btn,
+               "rerender": rerender_btn}
+    keep_enabled(buttons, lambda book: render_buttons(B.render_state(), book), [book_state], [book_state])
+
+    def on_tick(last_key, book):
         state = B.render_state()
+        flags = render_buttons(state, book)
         files = result_files(state)
         key = (tuple(files["chapters"]), files["m4b"], files["srt"], files["epub"])
         # The results box gets an explicit visibility every time: an empty update would hide it again.
         out = [status_text(B), progress_html(state), log_text(state), problem_rows(state),
                gr.update(visible=bool(files["chapters"] or files["m4b"])),
-               gr.update(interactive=state.running and not state.stopping), gr.update(interactive=can_resume(state)),
-               gr.update(interactive=not state.running and bool(state.failed or state.suspect))]
+               *[gr.update(interactive=flags[name]) for name in buttons]]
         if key == last_key:  # resending the players would restart what the user is listening to
             return out + [gr.skip()] * 6 + [last_key]
         choices = [(Path(p).stem, serve(p)) for p in files["chapters"]]
@@ -168,8 +181,8 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
                       serve(files["epub"]), B.speaker_rows(state.out_dir), key]
 
     timer = gr.Timer(POLL_S)
-    timer.tick(page_errors(on_tick), results_key,
-               [status, progress, log_box, problems, results_box, stop_btn, resume_btn, rerender_btn, chapter_pick,
+    timer.tick(page_errors(on_tick), [results_key, book_state],
+               [status, progress, log_box, problems, results_box, *buttons.values(), chapter_pick,
                 chapter_player, m4b_file, srt_file, epub_file, speakers, results_key],
                show_progress="hidden", concurrency_id="poll", concurrency_limit=4, trigger_mode="always_last")
     chapter_pick.change(serve.owned, chapter_pick, chapter_player, show_progress="hidden")

@@ -10,7 +10,7 @@ import gradio as gr
 from audiobook.errors import AudiobookError
 from audiobook.models import MissingCheckpoint
 from audiobook.page.models import follow_download
-from audiobook.page.widgets import MODEL_WORK, SPEAKER_PREFIX, VOICE_PREFIX, Backend, page_errors
+from audiobook.page.widgets import MODEL_WORK, SPEAKER_PREFIX, VOICE_PREFIX, Backend, keep_enabled, page_errors
 from audiobook.previews import DEFAULT_REFERENCE_TEXT, VoicePreview
 from audiobook.serving import ServedFiles
 from audiobook.tts import LANGUAGES, PRESET, Narrator
@@ -89,6 +89,14 @@ def voice_audio(backend: Backend, name: str | None) -> str | None:
     return str(path)
 
 
+def voice_buttons(preview: VoicePreview | None, name: str | None, picked: str | None,
+                  new_name: str | None) -> dict[str, bool]:
+    """Which of the Voice Lab's buttons have something to act on: a preview and a name for it (Save as voice),
+    a voice picked in the library (Play, Delete, Export) and a new name for it (Rename)."""
+    return {"save": preview is not None and bool((name or "").strip()), "play": bool(picked), "delete": bool(picked),
+            "export": bool(picked), "rename": bool(picked) and bool((new_name or "").strip())}
+
+
 def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown) -> SimpleNamespace:
     """Voice Lab: design, clone or pick a voice, preview it, save it; the library of saved voices."""
     B = backend
@@ -122,19 +130,19 @@ def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown)
                 preview_audio = gr.Audio(label="Preview", type="filepath", interactive=False, elem_id="voice-preview-audio")
                 preview_msg = gr.Markdown(elem_id="voice-preview-message")
                 voice_name = gr.Textbox(label="Name", elem_id="voice-name")
-                save_voice_btn = gr.Button("Save as voice", elem_id="voice-save")
+                save_voice_btn = gr.Button("Save as voice", interactive=False, elem_id="voice-save")
                 save_voice_msg = gr.Markdown(elem_id="voice-save-message")
         gr.Markdown("### Voice library")
         library = gr.Dataframe(headers=["name", "kind", "voice", "created"], value=[], interactive=False,
                                elem_id="voice-library")
         with gr.Row():
             lib_pick = gr.Dropdown([], label="Voice", elem_id="voice-lib-pick", scale=2)
-            play_btn = gr.Button("Play", scale=1, elem_id="voice-play")
-            delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="voice-delete")
-            export_btn = gr.Button("Export (.zip)", scale=1, elem_id="voice-export")
+            play_btn = gr.Button("Play", scale=1, interactive=False, elem_id="voice-play")
+            delete_btn = gr.Button("Delete", variant="stop", scale=1, interactive=False, elem_id="voice-delete")
+            export_btn = gr.Button("Export (.zip)", scale=1, interactive=False, elem_id="voice-export")
         with gr.Row():
             rename_to = gr.Textbox(label="Rename to", scale=2, elem_id="voice-rename-to")
-            rename_voice_btn = gr.Button("Rename", scale=1, elem_id="voice-rename")
+            rename_voice_btn = gr.Button("Rename", scale=1, interactive=False, elem_id="voice-rename")
         with gr.Row():
             lib_audio = gr.Audio(label="Saved voice", type="filepath", interactive=False, elem_id="voice-lib-audio")
             exported = gr.File(label="Exported voice", interactive=False, height=80, elem_id="voice-exported")
@@ -212,6 +220,10 @@ def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown)
         return [f"Imported the voice “{v.name}”.", *library_view(v.name), gr.update(choices=narrator_choices(B))]
 
     import_file.upload(page_errors(on_import), import_file, [lib_msg, library, lib_pick, narrator])
+    buttons = {"save": save_voice_btn, "play": play_btn, "delete": delete_btn, "export": export_btn,
+               "rename": rename_voice_btn}
+    inputs = [preview_state, voice_name, lib_pick, rename_to]
+    keep_enabled(buttons, voice_buttons, inputs, inputs)
 
     def on_load():
         speakers = B.speakers()

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from audiobook.books import BOOK_EXTENSIONS, formats_label
 from audiobook.errors import AudiobookError
 
 # The backend.Backend that app.py hands to every tab; the package never imports backend.py.
@@ -139,3 +140,24 @@ def cover_image(data: bytes):
         return Image.open(io.BytesIO(data)).convert("RGB")
     except Exception:  # a broken cover only hides the picture
         return None
+
+
+def book_file_box(label: str, elem_prefix: str) -> tuple[gr.File, gr.Markdown]:
+    """A box to drop a book file in (its label lists the formats read) and the line saying what was read."""
+    file = gr.File(label=f"{label} ({formats_label()})", file_types=list(BOOK_EXTENSIONS), type="filepath",
+                   height=110, elem_id=f"{elem_prefix}-file")
+    return file, gr.Markdown("No book loaded yet.", elem_id=f"{elem_prefix}-info")
+
+
+def keep_enabled(buttons: dict[str, gr.Button], decide: Callable[..., dict[str, bool]], inputs: list,
+                 triggers: list) -> None:
+    """Enable each of ``buttons`` exactly while it has something to act on: ``decide(*inputs)`` says which (a flag
+    for each button's key), whenever one of ``triggers`` changes (the buttons are made with ``interactive=False``)."""
+
+    def update(*values):
+        flags = decide(*values)
+        return [gr.update(interactive=bool(flags[key])) for key in buttons]
+
+    for trigger in triggers:
+        trigger.change(update, inputs, list(buttons.values()), show_progress="hidden")
+
