@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .sampling import choose as _choose, draw_keys, step_noise
-from .step import FusedStep, kv_bucket
+from .step import FusedStep, attend, kv_bucket
 
 log = logging.getLogger(__name__)
 
@@ -801,7 +801,7 @@ class FastEngine:
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             kc[:, :, start:end] = k
             vc[:, :, start:end] = v
-            o = _gqa_attention(q, kc[:, :, :end], vc[:, :, :end], None, a.scaling, causal)
+            o = attend(q, kc[:, :, :end], vc[:, :, :end], None, a.scaling, causal).view(*x.shape[:2], -1)
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.cp.model.norm(x)
@@ -824,7 +824,7 @@ class FastEngine:
             q, k = apply_multimodal_rotary_pos_emb(q, k, cos, sin, self.mrope_section, self.mrope_interleaved)
             kc[st.rows, :, at] = k[:, :, 0]
             vc[st.rows, :, at] = v[:, :, 0]
-            o = _gqa_attention(q, kc[:, :, :kv_len], vc[:, :, :kv_len], mask, a.scaling, False)
+            o = attend(q, kc[:, :, :kv_len], vc[:, :, :kv_len], mask, a.scaling, False).view(*x.shape[:2], -1)
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.talker.model.norm(x)[:, 0]
@@ -967,22 +967,6 @@ def _qkv(attn, h: torch.Tensor):
     k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)
     v = attn.v_proj(h).view(shape).transpose(1, 2)
     return q, k, v
-
-
-def _gqa_attention(q, k, v, mask, scale: float, causal: bool) -> torch.Tensor:
-    """Grouped-query attention without copying K/V: the heads sharing a KV head become its queries."""
-    b, heads, t, d = q.shape
-    kv_heads = k.shape[1]
-    group = heads // kv_heads
-    if t == 1:
-        qg = q.reshape(b, kv_heads, group, d)  # heads are kv-head-major, as repeat_kv orders them
-        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=scale)
-        return o.reshape(b, 1, heads * d)
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
-    return o.transpose(1, 2).reshape(b, t, heads * d)
 
 
 def _layer_kv(cache, layer: int):

@@ -8,79 +8,30 @@ the same code that runs around a capture; ``bench/gpu_check.py`` runs the real t
 from collections import Counter
 from dataclasses import replace
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import audiobook.engine as engine_mod
 from audiobook import step as step_mod
-from audiobook.engine import FastEngine, capture_prompts, compare_step
-from audiobook.settings import Settings
-from audiobook.tts import TTS
-from model_helpers import varied_lengths
+from audiobook.engine import FastEngine, compare_step
+from model_helpers import ENGINE_TEXTS, job_prompts, prompts_of, tiny_tts, varied_lengths
 
 aten = torch.ops.aten
-TEXTS = [
-    "Hi.",
-    "The lighthouse stood at the edge of the world.",
-    "Every night its keeper climbed the stairs, one hundred and twelve of them, and rested at the top.",
-    "Then he lit the lamp.",
-    "The storm came in from the west.",
-]
+TEXTS = ENGINE_TEXTS
 
 
 @pytest.fixture(scope="module")
 def tts(tiny_models_dir):
-    return TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", max_new_tokens=64, do_sample=False))
+    return tiny_tts(tiny_models_dir)
 
 
-@pytest.fixture(scope="module")
-def ref_wav(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ref") / "ref.wav"
-    sf.write(path, np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 24000)
-    return str(path)
-
-
-class _Stop(Exception):
-    pass
-
-
-def _prompts(model, call):
-    """qwen_tts's prompts and sampling rules for one wrapper call on ``model``, nothing decoded."""
-    box = {}
-
-    def generate(**inputs):
-        box.update(inputs)
-        raise _Stop
-
-    model.model.generate = generate
-    try:
-        call()
-    except _Stop:
-        pass
-    finally:
-        del model.model.generate
-    return capture_prompts(model.model, box)
+_prompts = prompts_of  # tests/test_stream.py builds its prompts with it
 
 
 def _job(tts, ref_wav, job, texts=TEXTS[:3]):
     """(loaded qwen_tts model, prompts, sampling) for one prompt kind."""
-    kw = dict(max_new_tokens=32, do_sample=False, subtalker_dosample=False, repetition_penalty=1.5)
-    lang = ["english"] * len(texts)
-    if job == "design":
-        model = tts.model("design")
-        call = lambda: model.generate_voice_design(text=texts, instruct=["A calm voice."] * len(texts), language=lang, **kw)  # noqa: E731
-    elif job == "clone":
-        prompt = tts.clone_prompt(ref_wav, "A short reference line.")
-        model = tts.model("clone")
-        call = lambda: model.generate_voice_clone(text=texts, language=lang, voice_clone_prompt=[prompt] * len(texts), **kw)  # noqa: E731
-    else:
-        model = tts.model("preset")
-        call = lambda: model.generate_custom_voice(text=texts, speaker="ryan", language=lang, **kw)  # noqa: E731
-    prompts, sampling = _prompts(model, call)
-    return model, prompts, sampling
+    return job_prompts(tts, ref_wav, job, texts, 32)
 
 
 def _sampled(s):
