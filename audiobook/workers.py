@@ -1,19 +1,25 @@
-"""Where the render loop's batches are generated: in this process, or on Ray actors.
+"""Where a render's takes are generated: in this process, or on Ray actors.
 
-The render loop (``render.py``) hands its batches to an executor's ``run``:
-
-- ``InProcess`` (setting ``workers`` = 0) renders them one after another on this process's model;
+- ``InProcess`` (setting ``workers`` = 0): this process's model (the render's own pipeline,
+  ``pipeline.py``, or the batch loop for ``engine = qwen_tts``);
 - ``WorkerPool`` (``workers`` = N) keeps N Ray actors, each holding one model and engine, on
-  one GPU each where the cluster has GPUs, else on one CPU each, and deals every batch to
-  whichever actor is free. Actors only generate audio and send it back through Ray's object
-  store; the checks, the chunk files and the manifest stay with the render loop in this
-  process, which is their only writer, so resume, stop, review and assembly work unchanged.
+  one GPU each where the cluster has GPUs, else on one CPU each.
 
-An actor that dies (its process killed, out of memory) fails only the call in flight: that
-call is dealt again to the next free actor, and Ray restarts the dead one. Nothing it had
-finished is lost, because finished takes were already written here, and nothing is written
-twice. Without an address a local Ray starts with the pool and stops with it; with one, the
-pool joins that cluster and leaves it running.
+With the fast engine the render's pipeline runs here and its generation and decoding run on
+the workers (``WorkerPool.stream``): each actor runs a stream of its own
+(``worker_stream.py``: one engine session, fed as slots free up), and one driver thread per
+worker feeds it up to ``STREAM_DEPTH`` times its slot count of takes, each with its own seed
+and frame limit, so a take is the same on any worker. Workers decode their takes and send
+audio back through Ray's object store, so this process needs no model. With ``engine =
+qwen_tts`` the batch loop deals whole batches to whichever actor is free (``run``). Either
+way the checks, the chunk files and the manifest stay with the render in this process, which
+is their only writer, so resume, stop, review and assembly work unchanged.
+
+An actor that dies (its process killed, out of memory) loses only the takes in flight on it:
+they are fed again, first, to whichever worker is free (a batch: dealt again), and Ray
+restarts the dead one. Nothing it had finished is lost, because finished takes were already
+written here, and nothing is written twice. Without an address a local Ray starts with the
+pool and stops with it; with one, the pool joins that cluster and leaves it running.
 """
 
 from __future__ import annotations
@@ -104,6 +110,14 @@ class _Actor:
             torch.set_num_threads(threads)
         self.tts = TTS(Settings.from_dict(settings))
 
+    def use_settings(self, settings: dict) -> dict:
+        """Take a new render's settings (a worker kept from the last render, its model loaded); ``info``."""
+        from audiobook.settings import Settings
+
+        self.close_stream()
+        self.tts.settings = Settings.from_dict(settings)
+        return self.info()
+
     def info(self) -> dict:
         import ray
         import torch
@@ -172,6 +186,7 @@ class WorkerPool:
         self._prompts: dict[int, tuple[Any, Any]] = {}  # id(prompt) -> (prompt, its object ref)
         self._local = threading.local()  # .lease: the worker a batch thread holds; .worker: the stream a thread feeds
         self._keys = itertools.count()  # names of the takes sent to the workers' streams
+        self._warm_key: tuple | None = None  # what the actors were made for (``_take_warm``)
 
     # ---- life -----------------------------------------------------------------------
 
@@ -207,6 +222,7 @@ class WorkerPool:
         try:
             self._place_actors(ray)
         except BaseException:
+            self._warm_key = None  # workers that failed to start are not kept
             self.close()
             raise
         return self
@@ -229,14 +245,17 @@ class WorkerPool:
             raise AudiobookError(f"Asked for {self.size} workers, but the Ray cluster has {cpus} CPU"
                                  f"{'s' if cpus != 1 else ''}; set workers to {cpus} or fewer.")
         settings = self.settings.updated(workers=0, ray_address="", **({} if on_gpu else {"device": "cpu"}))
+        self._warm_key = (ray.get_runtime_context().gcs_address, *(getattr(settings, f) for f in MODEL_SETTINGS))
+        kept = _take_warm(ray, self._warm_key, self.size)
         # Threaded: a clone prompt (or a status call) runs beside a stream exchange that waits for takes.
         actor_class = ray.remote(_Actor).options(
             num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=-1, max_task_retries=0, max_concurrency=4,
         )
         for n in range(self.size):
-            actor = actor_class.remote(settings.to_dict(), 0 if on_gpu else 1)
+            actor = kept[n] if n < len(kept) else actor_class.remote(settings.to_dict(), 0 if on_gpu else 1)
             self.workers.append(_Worker(actor, WorkerInfo(f"worker {n + 1}")))
-        pending = {w.actor.info.remote(): w for w in self.workers}
+        pending = {(w.actor.use_settings.remote(settings.to_dict()) if n < len(kept) else w.actor.info.remote()): w
+                   for n, w in enumerate(self.workers)}
         ready, waiting = ray.wait(list(pending), num_returns=len(pending), timeout=START_TIMEOUT_S)
         if waiting:
             raise AudiobookError(f"Only {len(ready)} of {self.size} Ray workers started within {START_TIMEOUT_S:.0f}s; "
@@ -251,7 +270,8 @@ class WorkerPool:
         for i in range(len(self.workers)):
             self._free.put(i)
         where = ", ".join(sorted({w.info.device for w in self.workers}))
-        self._log(f"{self.size} worker{'s' if self.size != 1 else ''} ready on Ray ({where}).")
+        self._log(f"{self.size} worker{'s' if self.size != 1 else ''} ready on Ray ({where})."
+                  + (f" {len(kept)} kept from the last render, models loaded." if kept else ""))
 
     def close(self) -> None:
         """Stop the actors, and the local Ray when this pool started it."""
@@ -262,11 +282,14 @@ class WorkerPool:
             ray = _import_ray()
         except AudiobookError:
             return
+        keep = not self.started_ray and ray.is_initialized() and self._warm_key is not None
+        with self._info_lock:  # kept: those answering now (not one Ray is still restarting)
+            alive = [w for w in self.workers if keep and w.info.pid is not None and w.info.state != "restarting"]
+        if alive:  # this process runs Ray itself: the next render takes these workers, models loaded
+            _park_warm(ray, self._warm_key, [w.actor for w in alive])
         for w in self.workers:
-            try:
-                ray.kill(w.actor, no_restart=True)
-            except Exception:  # already gone
-                pass
+            if w not in alive:
+                _kill(ray, w.actor)
             with self._info_lock:
                 w.info.state = "stopped"
         if self.started_ray and ray.is_initialized():
@@ -612,6 +635,48 @@ class _Lease:
             info = pool.workers[self.worker].info
             info.pid, info.batches, info.chunks = pid, info.batches + 1, info.chunks + len(wavs)
         return wavs
+
+
+# Workers kept between renders. Only in a process that runs Ray itself (a pool that started or joined
+# Ray stops it, and its actors with it): the next pool for the same cluster and model settings takes them
+# with their models loaded instead of starting new ones, which costs seconds per worker.
+MODEL_SETTINGS = ("models_dir", "model_size", "device", "dtype", "attention_mode", "engine")
+_warm: dict[str, Any] = {"key": None, "actors": []}
+_warm_lock = threading.Lock()
+
+
+def release_kept() -> int:
+    """Stop the workers kept from the last render (they hold their CPUs or GPUs: another driver of the same
+    cluster may need them); the number stopped."""
+    if not _warm["actors"]:
+        return 0
+    ray = _import_ray()
+    return len([_kill(ray, a) for a in _take_warm(ray, (), 0)])
+
+
+def _take_warm(ray, key: tuple, n: int) -> list:
+    """Up to ``n`` kept workers made for ``key``; any others are stopped (they hold the cluster's resources)."""
+    with _warm_lock:
+        actors, same = _warm["actors"], _warm["key"] == key
+        _warm["key"], _warm["actors"] = None, []
+    taken = actors[:n] if same else []
+    for actor in actors[len(taken):]:
+        _kill(ray, actor)
+    return taken
+
+
+def _park_warm(ray, key: tuple, actors: list) -> None:
+    with _warm_lock:
+        old, _warm["key"], _warm["actors"] = _warm["actors"], key, list(actors)
+    for actor in old:
+        _kill(ray, actor)
+
+
+def _kill(ray, actor) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def _import_ray():

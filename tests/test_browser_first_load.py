@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from playwright.sync_api import expect
 
+from audiobook.voices import BUILTIN, Voice, VoiceLibrary
 from browser_helpers import AppServer, new_project_root, screenshot
 
 pytestmark = pytest.mark.browser
@@ -40,6 +42,9 @@ ALARMS_JS = """() => {
 def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(browser, tmp_path, tiny_models_dir):
     book = tmp_path / "days.txt"
     book.write_text("Chapter 1: Dawn\n\nThe sun rose.\n\nChapter 2: Dusk\n\nThe sun set.\n", encoding="utf-8")
+    library = VoiceLibrary(tmp_path / "elsewhere")  # a voice to import, made without a model
+    library.save(Voice(name="Keeper", kind=BUILTIN, speaker="ryan"), preview=np.full(2400, 0.1, dtype=np.float32))
+    voice_zip = library.export_zip("Keeper", tmp_path / "keeper.zip")
     app = AppServer(new_project_root(tmp_path / "empty"), tiny_models_dir).start()
     try:
         page = browser.new_page()
@@ -72,6 +77,14 @@ def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(
         page.locator("#voice-rename-to textarea").fill("Old keeper")
         time.sleep(1.0)  # the page has heard both
         assert page.locator("#voice-save").is_disabled() and page.locator("#voice-rename").is_disabled()
+        # A voice in the library (imported) enables what acts on it; deleting it disables them again.
+        page.set_input_files("#voice-import input[type=file]", str(voice_zip))
+        for button in ("#voice-play", "#voice-delete", "#voice-export", "#voice-rename"):
+            expect(page.locator(button)).to_be_enabled(timeout=30_000)
+        page.locator("#voice-delete").click()
+        expect(page.locator("#voice-lib-message")).to_contain_text("Deleted the voice", timeout=30_000)
+        for button in ("#voice-play", "#voice-delete", "#voice-export", "#voice-rename"):
+            expect(page.locator(button)).to_be_disabled()
 
         page.get_by_role("tab", name="Render").click()
         assert not page.locator("#queue-table").is_visible()  # the queue panel starts closed

@@ -21,7 +21,7 @@ from audiobook.books import Book, Chapter
 from audiobook.errors import AudiobookError
 from audiobook.settings import Settings
 from audiobook.tts import Narrator
-from audiobook.workers import RAY_DEFAULT_ENV, WorkerPool
+from audiobook.workers import RAY_DEFAULT_ENV, WorkerPool, release_kept
 
 ROOT = Path(__file__).resolve().parent.parent
 RYAN = Narrator(kind="preset", speaker="ryan")
@@ -64,6 +64,7 @@ def ray_cluster():
                  object_store_memory=128 * 1024 * 1024, runtime_env={"py_modules": [str(ROOT / "audiobook")]})
         yield ray.get_runtime_context().gcs_address
     finally:
+        release_kept()
         ray.shutdown()
 
 
@@ -117,6 +118,13 @@ def test_two_workers_render_what_one_process_renders(tmp_path, tiny_models_dir, 
     assert "2 workers ready on Ray (cpu)" in log
     assert streamed == [2]  # the render's pipeline ran over the workers' streams, not the batch loop
 
+    # This process runs Ray itself: the next render takes the same workers, models loaded.
+    lines.clear()
+    again = be.render(book(n_chapters=1, title="Again"), RYAN, out_dir=tmp_path / "again",
+                      on_progress=lambda p: lines.append(p.message))
+    assert again.complete and {w.pid for w in be.worker_infos()} == {w.pid for w in workers}
+    assert "2 workers ready on Ray (cpu). 2 kept from the last render, models loaded." in "\n".join(lines)
+
 
 def test_a_killed_worker_has_its_takes_fed_again_and_nothing_is_written_twice(tmp_path, tiny_models_dir, ray_cluster,
                                                                               writes):
@@ -169,7 +177,7 @@ def test_stop_during_a_worker_render_then_resume(tmp_path, tiny_models_dir, ray_
     be = backend_for(tmp_path, tiny_models_dir, workers=2, batch_size=1)
     be.start_render(b, RYAN, out_dir=out)
     deadline = time.time() + 300
-    while time.time() < deadline and be.render_state().chunks_done < 2:
+    while time.time() < deadline and be.render_state().running and be.render_state().chunks_done < 2:
         time.sleep(0.05)
     during = be.render_state()
     be.stop_render()
@@ -197,6 +205,7 @@ def test_more_workers_than_the_cluster_holds_is_one_sentence(ray_cluster):
 
 
 def test_render_command_joins_a_running_cluster(tmp_path, tiny_models_dir, ray_cluster):
+    release_kept()  # this process's workers from earlier renders hold the cluster's CPUs
     b = book(n_chapters=2, sentences=3, title="Joined")
     path = tmp_path / "joined.json"
     path.write_text(json.dumps(b.to_dict()))
