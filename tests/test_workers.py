@@ -186,7 +186,7 @@ def test_the_qwen_tts_engine_deals_whole_batches_to_the_workers(tmp_path, tiny_m
 
 
 def test_stop_during_a_worker_render_then_resume(tmp_path, tiny_models_dir, ray_cluster):
-    b = book(n_chapters=3, sentences=5)
+    b = book(n_chapters=4, sentences=6)  # long enough that a Stop after two kept chunks leaves some
     out = tmp_path / "out"
     be = backend_for(tmp_path, tiny_models_dir, workers=2, batch_size=1)
     be.start_render(b, RYAN, out_dir=out)
