@@ -640,7 +640,7 @@ class _Lease:
 # Workers kept between renders. Only in a process that runs Ray itself (a pool that started or joined
 # Ray stops it, and its actors with it): the next pool for the same cluster and model settings takes them
 # with their models loaded instead of starting new ones, which costs seconds per worker.
-MODEL_SETTINGS = ("models_dir", "model_size", "device", "dtype", "attention_mode", "engine")
+MODEL_SETTINGS = ("models_dir", "model_size", "device", "dtype", "attention_mode")  # the rest: ``use_settings``
 _warm: dict[str, Any] = {"key": None, "actors": []}
 _warm_lock = threading.Lock()
 

@@ -171,6 +171,20 @@ def test_a_killed_worker_has_its_takes_fed_again_and_nothing_is_written_twice(tm
     assert {pid for pid, _ in writes} == {os.getpid()}
 
 
+def test_the_qwen_tts_engine_deals_whole_batches_to_the_workers(tmp_path, tiny_models_dir, ray_cluster, writes,
+                                                               monkeypatch):
+    streamed = []
+    stream = WorkerPool.stream
+    monkeypatch.setattr(WorkerPool, "stream", lambda pool, sr: (streamed.append(1), stream(pool, sr))[1])
+    be = backend_for(tmp_path, tiny_models_dir, workers=2, engine="qwen_tts")
+    result = be.render(book(n_chapters=2, sentences=3), RYAN, out_dir=tmp_path / "out")
+    assert result.complete and not streamed  # the seed's design: static batches, no stream
+    workers = be.worker_infos()
+    assert sum(w.batches for w in workers) == result.batches and sum(w.chunks for w in workers) == result.generated
+    assert sorted(name for _, name in writes) == sorted(kept_files(tmp_path / "out"))
+    assert {pid for pid, _ in writes} == {os.getpid()}
+
+
 def test_stop_during_a_worker_render_then_resume(tmp_path, tiny_models_dir, ray_cluster):
     b = book(n_chapters=3, sentences=5)
     out = tmp_path / "out"
