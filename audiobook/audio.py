@@ -18,7 +18,6 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from .errors import AudiobookError
 from .files import SAMPLE_RATE, atomic_output, atomic_outputs, disk_error, ffmpeg_command, ffmpeg_failure, ffmpeg_write, safe_filename
@@ -314,6 +313,8 @@ def _load_chunk(path: Path, number: int, index: int) -> np.ndarray:
     except (RuntimeError, sf.LibsndfileError) as e:
         raise AudiobookError(f"The audio of chunk {index + 1} in chapter {number} cannot be read ({path.name}: {e}).") from None
     if sr != SAMPLE_RATE:
+        from scipy.signal import resample_poly  # here, not at the top: scipy.signal costs a second to import
+
         g = np.gcd(int(sr), SAMPLE_RATE)
         wav = resample_poly(wav, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
     return np.ascontiguousarray(wav, dtype=np.float32)

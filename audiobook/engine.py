@@ -12,21 +12,25 @@ every frame. This module keeps the model and its prompts and replaces only the l
 - the talker's KV cache is one preallocated tensor per layer, grown by doubling
   only when an item runs long; nothing else is kept but the codes;
 - one decode step (15 code-predictor steps, one talker step, sampling) uses fixed
-  shapes, so on CUDA it is captured once as a CUDA graph and replayed.
+  shapes per (slot bucket, KV bucket): the slots up to the highest speaking one, the KV
+  positions up to the longest item, each rounded up; on CUDA each bucket's step is
+  captured once as a CUDA graph and replayed.
 
 Correctness contract: with greedy decoding (``do_sample=False`` and
 ``subtalker_dosample=False``) the codes equal qwen_tts's ``generate`` for every
 item. With sampling the logits processors are the same (repetition penalty,
 minimum two frames, suppressed control codes, temperature, top-k, top-p), so the
-distribution is the same; the draws come from torch's global generator (seed it
-with ``torch.manual_seed`` before a call, as the qwen_tts path does), through the
-exponential-race form of multinomial sampling that CUDA graphs can capture. A
+distribution is the same; each item's random stream is seeded from torch's global
+generator (seed it with ``torch.manual_seed`` before a call, as the qwen_tts path does),
+through the Gumbel-max form of multinomial sampling that CUDA graphs can capture
+(``audiobook/sampling.py``). A
 seeded call is reproducible for the same inputs and slot count, but its draws are
 not the qwen_tts path's draws.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -36,12 +40,16 @@ import torch
 import torch.nn.functional as F
 
 from .sampling import choose as _choose, draw_keys, step_noise
-from .step import FusedStep
+from .step import FusedStep, attend, kv_bucket
 
 log = logging.getLogger(__name__)
 
 CODE_GROUPS = 16
 MAX_SLOTS = 64  # most items one engine decodes at once (the batch_size setting's limit)
+# A step computes the slots up to the highest speaking one, rounded up to one of these counts
+# (at most the state's slots): each count is one CUDA graph per KV bucket, captured once.
+SLOT_BUCKETS = (1, 2, 4, 8, 16, 32, MAX_SLOTS)
+EAGER_KV_BUCKET = 32  # without graphs nothing is gained by coarse KV buckets: attention reads whole blocks of this
 _KV_ROUND = 256  # KV capacity grows in whole blocks of this many positions
 _TRAIL_MIN = 8
 _DECODE_GROUP = 8  # most items decoded to audio in one padded batch
@@ -199,9 +207,36 @@ class _State:
         # 3 its first code was already the end code (no frame). Read by the host one step late.
         self.status = torch.zeros(slots, dtype=torch.long, device=dev)
         self.sampling: Sampling | None = None
-        # The captured step at this capacity and these sampling rules. Only one graph is alive
-        # at a time, each with its own memory pool, so dropping it returns all of its memory.
-        self.graph: Any = None
+        # The captured steps of this state, by (slot bucket, KV bucket), each with its own memory
+        # pool; they point at this state's tensors, so they go when the tensors are replaced
+        # (growth) or the sampling rules change, and all their memory with them.
+        self.graphs: dict[tuple[int, int], Any] = {}
+        self._views: dict[int, _State] = {}
+
+    _PER_SLOT = ("rows", "tok", "hidden", "pos", "step", "active", "seen", "marks", "trail", "trail_len", "frame",
+                 "logits", "seed", "limit", "status")
+
+    def first_rows(self, n: int) -> "_State":
+        """This state's first ``n`` slots as a state of their own, sharing its memory (this state when ``n`` covers all)."""
+        if n >= self.slots:
+            return self
+        view = self._views.get(n)
+        if view is None:
+            view = object.__new__(_State)
+            view.slots, view.trail_cap, view.capacity = n, self.trail_cap, self.capacity
+            view.kv_joint = [c[:n] for c in self.kv_joint]
+            view.cp_kv_joint = [c[:n] for c in self.cp_kv_joint]
+            view._split_caches()
+            for name in self._PER_SLOT:
+                setattr(view, name, getattr(self, name)[:n])
+            view.suppress, view.sampling, view.graphs, view._views = self.suppress, self.sampling, {}, {}
+            self._views[n] = view
+        return view
+
+    def drop_graphs(self) -> None:
+        """Forget the captured steps and the slot views (their tensors are about to change)."""
+        self.graphs = {}
+        self._views = {}
 
     def _split_caches(self) -> None:
         self.kv = [(c[:, : c.shape[1] // 2], c[:, c.shape[1] // 2 :]) for c in self.kv_joint]
@@ -217,14 +252,14 @@ class _State:
         self.kv_joint = new
         self._split_caches()
         self.capacity = capacity
-        self.graph = None  # it points at the old tensors
+        self.drop_graphs()  # they point at the old tensors
 
     def grow_trail(self, trail_cap: int) -> None:
         """Room for longer trailing text per slot, keeping what is there."""
         t = self.trail.new_zeros(self.slots, trail_cap, self.trail.shape[2])
         t[:, : self.trail_cap] = self.trail
         self.trail, self.trail_cap = t, trail_cap
-        self.graph = None  # it points at the old tensor
+        self.drop_graphs()  # they point at the old tensor
 
     def keep(self, engine: "FastEngine", rows: list[int]) -> "_State":
         """A smaller state holding only ``rows``, in that order (KV caches included)."""
@@ -263,9 +298,13 @@ class _State:
 class FastEngine:
     """Continuous-batching generation over one loaded ``Qwen3TTSForConditionalGeneration``.
 
-    ``slots`` items decode at once. ``cuda_graphs`` (default: on when the model is on
-    CUDA) captures one decode step as a CUDA graph, one at a time (per KV capacity and sampling rules).
-    The first replay of every graph is checked against the same step run eagerly
+    ``slots`` items decode at once. Each step computes the slots up to the highest speaking
+    one (rounded up to a ``SLOT_BUCKETS`` count) and attends over the KV positions up to the
+    longest item (rounded up to a KV bucket, ``step.kv_bucket``); ``buckets`` counts the steps
+    run in each (slot bucket, KV bucket). ``cuda_graphs`` (default: on when the model is on
+    CUDA) captures one decode step per (slot bucket, KV bucket) as a CUDA graph, lazily, and
+    replays it for every later step in that bucket while the state lives (a session's whole
+    render). The first replay of every graph is checked against the same step run eagerly
     (``graph_checks``); on a mismatch graphs are off for the session (``cuda_graphs_off``).
     """
 
@@ -292,6 +331,7 @@ class FastEngine:
             cuda_graphs = self.device.type == "cuda"
         self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
         self.graph_checks: list[GraphCheck] = []  # one per captured graph: its first replay against the eager step
+        self.buckets: collections.Counter = collections.Counter()  # steps run per (slot bucket, KV bucket)
         self._state: _State | None = None
         # Rotary tables of the code predictor: its positions are 0..15 at every frame.
         cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
@@ -375,7 +415,7 @@ class FastEngine:
             need = max(p for p, o in zip(pos, owner) if o is not None) + 1
             if need > state.capacity:
                 state.grow(min(self._capacity_for(prompts, s), max(need, 2 * state.capacity)))
-            self._step(state, need, s)
+            self._step(state, need, s, live=max(i for i, o in enumerate(owner) if o is not None) + 1)
             frame = state.frame.clone()
             ended = ((state.tok == s.eos_id) | (state.step >= max_frames)).tolist()
             for slot, item in enumerate(owner):
@@ -460,16 +500,16 @@ class FastEngine:
         first = min(self._capacity_for(prompts, s), -(-(longest + 2 * _KV_ROUND) // _KV_ROUND) * _KV_ROUND)
         st = self._state
         # A call starts at the capacity a fresh engine would give it (a grown cache is not kept):
-        # the graph attends over the whole capacity, so the same call computes the same numbers
+        # a step's KV bucket stops at the capacity, so the same call computes the same numbers
         # whatever ran before, and one long item does not hold the larger cache for good.
         if st is None or st.slots != slots or st.trail_cap < trail or st.capacity != first:
-            self._state = st = None  # the old caches and graph go before the new ones are made
+            self._state = st = None  # the old caches and graphs go before the new ones are made
             st = self._state = _State(self, slots, trail, first)
         st.active.zero_()
         st.pos.zero_()
         st.step.zero_()
         if st.sampling != s:
-            st.graph = None  # sampling rules are baked into the graph
+            st.drop_graphs()  # sampling rules are baked into the graphs
             st.sampling = s
             st.suppress.zero_()
             if s.suppress:
@@ -545,63 +585,77 @@ class FastEngine:
 
     # ---- one decode step for every slot -----------------------------------------------------
 
-    def _step(self, st: _State, need: int, s: Sampling) -> None:
-        if not self._graphs_on():
-            self._step_eager(st, need, s)
+    def _step(self, st: _State, need: int, s: Sampling, live: int | None = None) -> None:
+        """One decode step of ``st``: ``need`` KV positions hold the longest item, slots ``live`` and up are idle.
+
+        The step runs over the slot bucket holding the ``live`` first slots and the KV bucket
+        holding ``need`` positions: with CUDA graphs, the bucket's graph (captured the first
+        time the bucket comes up, then replayed); without, the same buckets eagerly.
+        """
+        rows = slot_bucket(live or st.slots, st.slots)
+        graphs = self._graphs_on()
+        kv_len = kv_bucket(need, st.capacity, None if graphs else EAGER_KV_BUCKET)
+        self.buckets[(rows, kv_len)] += 1
+        part = st.first_rows(rows)
+        if not graphs:
+            self._step_eager(part, kv_len, s)
             return
-        if st.graph is None:
+        graph = st.graphs.get((rows, kv_len))
+        if graph is None:
             try:
-                st.graph = self._capture(st, s)
+                graph = st.graphs[(rows, kv_len)] = self._capture(part, s, kv_len)
             except Exception as e:
                 self._state = None  # its caches are not to be trusted again
                 _turn_graphs_off(f"Capturing the decode step as a CUDA graph failed ({e}); "
                                  "CUDA graphs are off for this session.")
                 raise GraphCaptureError(f"Capturing the decode step as a CUDA graph failed ({e}).") from e
-            self._replay_checked(st, need, s)
+            if not self._replay_checked(part, graph, kv_len, s):
+                st.drop_graphs()
             return
-        st.graph.replay()
+        graph.replay()
 
     def _graphs_on(self) -> bool:
         return self.cuda_graphs and _graphs_off is None
 
-    def _replay_checked(self, st: _State, need: int, s: Sampling) -> None:
+    def _replay_checked(self, st: _State, graph, kv_len: int, s: Sampling) -> bool:
         """A new graph's first replay, judged against the same step run eagerly at the same KV length.
 
         Both start from the same state and random numbers. A graph that recorded the wrong
         buffer raises nothing and writes wrong audio, so on any difference graphs go off for
         the session, one warning says so, and this step and all later ones run eagerly.
+        Returns whether the graph passed.
         """
         saved, rng = st.snapshot(), self._rng_state()
-        self._graph_step(st, s)
+        self._graph_step(st, s, kv_len)
         eager = (st.frame.clone(), st.tok.clone(), st.logits.clone())
         st.restore(saved)
         self._set_rng_state(rng)
-        st.graph.replay()
+        graph.replay()
         rows = st.active.bool()  # idle slots compute on leftovers: only the speaking ones are judged
-        check = compare_step(eager, (st.frame, st.tok, st.logits), rows, self.dtype, st.slots, st.capacity)
+        check = compare_step(eager, (st.frame, st.tok, st.logits), rows, self.dtype, st.slots, kv_len)
         self.graph_checks.append(check)
         if check.ok:
-            return
+            return True
         _turn_graphs_off(
             f"A CUDA graph's replay differed from the same step run without it ({check.describe()}); "
             "CUDA graphs are off for this session and generation goes on without them.")
-        st.graph = None
         st.restore(saved)
         self._set_rng_state(rng)
-        self._step_eager(st, need, s)
+        self._step_eager(st, kv_len, s)
+        return False
 
-    def _capture(self, st: _State, s: Sampling):
-        """Record one decode step at full KV capacity as a CUDA graph (state is left as found)."""
-        log.debug("Capturing a CUDA graph: %d slots, KV capacity %d", st.slots, st.capacity)
+    def _capture(self, st: _State, s: Sampling, kv_len: int):
+        """Record one decode step over ``kv_len`` KV positions as a CUDA graph (state is left as found)."""
+        log.debug("Capturing a CUDA graph: %d slots, KV length %d of %d", st.slots, kv_len, st.capacity)
         with _capture_stream(self.device):
-            self._warm_up(st, s)
-            return self._record(st, s)
+            self._warm_up(st, s, kv_len)
+            return self._record(st, s, kv_len)
 
-    def _record(self, st: _State, s: Sampling):
+    def _record(self, st: _State, s: Sampling, kv_len: int):
         """The captured step as a graph to replay (recording runs nothing)."""
-        return _record_graph(lambda: self._graph_step(st, s), self.device)
+        return _record_graph(lambda: self._graph_step(st, s, kv_len), self.device)
 
-    def _warm_up(self, st: _State, s: Sampling) -> None:
+    def _warm_up(self, st: _State, s: Sampling, kv_len: int | None = None) -> None:
         """Run the captured step eagerly before a capture: kernels load and the allocator settles.
 
         The state is put back after each step, so the steps write where the real one will
@@ -610,7 +664,7 @@ class FastEngine:
         """
         saved, rng = st.snapshot(), self._rng_state()
         for _ in range(2):
-            self._graph_step(st, s)
+            self._graph_step(st, s, kv_len)
             st.restore(saved)
         self._set_rng_state(rng)  # a call that captures draws what a call that replays draws
 
@@ -625,9 +679,9 @@ class FastEngine:
         else:
             torch.set_rng_state(state)
 
-    def _graph_step(self, st: _State, s: Sampling) -> None:
-        """The work a CUDA graph records: one decode step at full KV capacity."""
-        self._step_eager(st, st.capacity, s)
+    def _graph_step(self, st: _State, s: Sampling, kv_len: int | None = None) -> None:
+        """The work a CUDA graph records: one decode step over ``kv_len`` KV positions (default: the whole capacity)."""
+        self._step_eager(st, st.capacity if kv_len is None else kv_len, s)
 
     def _step_eager(self, st: _State, kv_len: int, s: Sampling, force: "_Forced | None" = None) -> None:
         """Code predictor for the last first-codebook token, then one talker step, then sampling.
@@ -747,7 +801,7 @@ class FastEngine:
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             kc[:, :, start:end] = k
             vc[:, :, start:end] = v
-            o = _gqa_attention(q, kc[:, :, :end], vc[:, :, :end], None, a.scaling, causal)
+            o = attend(q, kc[:, :, :end], vc[:, :, :end], None, a.scaling, causal).view(*x.shape[:2], -1)
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.cp.model.norm(x)
@@ -770,7 +824,7 @@ class FastEngine:
             q, k = apply_multimodal_rotary_pos_emb(q, k, cos, sin, self.mrope_section, self.mrope_interleaved)
             kc[st.rows, :, at] = k[:, :, 0]
             vc[st.rows, :, at] = v[:, :, 0]
-            o = _gqa_attention(q, kc[:, :, :kv_len], vc[:, :, :kv_len], mask, a.scaling, False)
+            o = attend(q, kc[:, :, :kv_len], vc[:, :, :kv_len], mask, a.scaling, False).view(*x.shape[:2], -1)
             x = x + a.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.talker.model.norm(x)[:, 0]
@@ -786,7 +840,7 @@ class GraphCheck:
     """One graph's first replay against the eager step: codes equal, logits within the dtype's tolerance."""
 
     slots: int
-    capacity: int
+    kv_len: int  # KV positions the step attends over (its KV bucket)
     codes_equal: bool
     logits_close: bool
     max_logit_diff: float
@@ -796,11 +850,16 @@ class GraphCheck:
         return self.codes_equal and self.logits_close
 
     def describe(self) -> str:
-        return (f"{self.slots} slots, KV capacity {self.capacity}: codes {'equal' if self.codes_equal else 'differ'}, "
+        return (f"{self.slots} slots, KV length {self.kv_len}: codes {'equal' if self.codes_equal else 'differ'}, "
                 f"largest logit difference {self.max_logit_diff:.3g}")
 
 
-def compare_step(eager, replay, rows: torch.Tensor, dtype: torch.dtype, slots: int = 0, capacity: int = 0) -> GraphCheck:
+def slot_bucket(live: int, slots: int) -> int:
+    """How many slots a step computes: the smallest ``SLOT_BUCKETS`` count holding ``live``, at most ``slots``."""
+    return min(slots, next((b for b in SLOT_BUCKETS if b >= live), slots))
+
+
+def compare_step(eager, replay, rows: torch.Tensor, dtype: torch.dtype, slots: int = 0, kv_len: int = 0) -> GraphCheck:
     """Judge one step's outputs ``(frame [S, 16], next first code [S], logits [S, V])`` against another's.
 
     Only ``rows`` (a boolean mask of the slots) count. Codes must be equal; logits within
@@ -811,7 +870,7 @@ def compare_step(eager, replay, rows: torch.Tensor, dtype: torch.dtype, slots: i
     a, b = logits_a[rows].float(), logits_b[rows].float()
     close = bool(torch.isclose(b, a, rtol=_RTOL.get(dtype, 1.6e-2), atol=_ATOL).all())
     diff = (a - b).abs().nan_to_num(float("inf"))
-    return GraphCheck(slots, capacity, codes_equal, close, float(diff.max()) if diff.numel() else 0.0)
+    return GraphCheck(slots, kv_len, codes_equal, close, float(diff.max()) if diff.numel() else 0.0)
 
 
 _graphs_off: str | None = None  # why CUDA graphs went off for this process
@@ -908,22 +967,6 @@ def _qkv(attn, h: torch.Tensor):
     k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)
     v = attn.v_proj(h).view(shape).transpose(1, 2)
     return q, k, v
-
-
-def _gqa_attention(q, k, v, mask, scale: float, causal: bool) -> torch.Tensor:
-    """Grouped-query attention without copying K/V: the heads sharing a KV head become its queries."""
-    b, heads, t, d = q.shape
-    kv_heads = k.shape[1]
-    group = heads // kv_heads
-    if t == 1:
-        qg = q.reshape(b, kv_heads, group, d)  # heads are kv-head-major, as repeat_kv orders them
-        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=scale)
-        return o.reshape(b, 1, heads * d)
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
-    return o.transpose(1, 2).reshape(b, t, heads * d)
 
 
 def _layer_kv(cache, layer: int):

@@ -7,7 +7,6 @@ the integrated loudness and limits it when the true peak would go over the ceili
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter, resample_poly
 
 from .files import SAMPLE_RATE
 
@@ -33,6 +32,8 @@ class LoudnessMeter:
         block = np.asarray(block, dtype=np.float32)
         if len(block) == 0:
             return
+        from scipy.signal import lfilter  # imported on first use: scipy.signal costs a second at every start
+
         y = block.astype(np.float64)
         for i, (b, a) in enumerate(self._filters):
             y, self._state[i] = lfilter(b, a, y, zi=self._state[i])
@@ -47,6 +48,8 @@ class LoudnessMeter:
         peak = float(np.max(np.abs(block)))
         # intersample peaks exceed the sample peak by at most ~3 dB: oversample only when it matters
         if peak * 1.5 > self._true_peak:
+            from scipy.signal import resample_poly
+
             x = np.concatenate([self._history, block])
             over = resample_poly(x, 4, 1)
             self._true_peak = max(self._true_peak, peak, float(np.max(np.abs(over))))

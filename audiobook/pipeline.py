@@ -141,8 +141,9 @@ class _Feed:
 class StreamRender:
     """One render's pipeline over ``r`` (a ``render._Render``) for the pending chunk ids ``todo``."""
 
-    def __init__(self, r, todo: list[str]):
+    def __init__(self, r, todo: list[str], remote=None):
         self.r = r
+        self.remote = remote  # generates and decodes the takes elsewhere (``workers.WorkerPool.stream``)
         self.tts = r.tts
         self.slots = max(1, int(r.settings.batch_size))
         bound = QUEUE_TAKES * self.slots
@@ -192,7 +193,7 @@ class StreamRender:
         """Run the stages until every chunk is kept or failed (or a Stop); yield after every ``batch_size`` kept."""
         r = self.r
         threads = [threading.Thread(target=self._guard, args=(f,), name=f"render-{f.__name__.strip('_')}", daemon=True)
-                   for f in (self._generate, self._decode, self._check, self._assembler)]
+                   for f in (*self._making(), self._check, self._assembler)]
         lock = getattr(self.tts, "lock", None)
         with lock.hold("a render") if lock else _nothing(), lock.shared_with(threads) if lock else _nothing():
             for t in threads:
@@ -397,6 +398,15 @@ class StreamRender:
                 self.slots = r.sizer.current
                 self.clean_takes = 0
                 return
+
+    def _making(self) -> tuple:
+        """The stages that make decoded takes: here (generate, decode), or on the remote's workers."""
+        return (self._generate, self._decode) if self.remote is None else (self._remote,)
+
+    def _remote(self) -> None:
+        """Takes generated and decoded by the remote's workers, fed from this feed, go on to the checks."""
+        self.remote.stream(self)
+        self._put(self.check_q, _DONE)
 
     def _put(self, q: queue.Queue, item) -> None:
         """Put on a bounded queue, giving up once the pipeline halts (its reader may be gone)."""

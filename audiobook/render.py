@@ -424,7 +424,10 @@ class _Render:
             # The pipeline over one engine session (pipeline.py): every slot busy for the whole book.
             from .pipeline import StreamRender
 
-            for _ in StreamRender(self, queue).run():
+            remote = None if isinstance(self.executor, InProcess) else self.executor  # Ray workers: a stream each
+            if remote is not None and queue:
+                remote.ready()  # started here: a local Ray ends with the thread that starts it
+            for _ in StreamRender(self, queue, remote).run():
                 yield self._progress()
             queue = []
 
@@ -496,9 +499,9 @@ class _Render:
 
     @property
     def streams(self) -> bool:
-        """Whether this render runs as the pipeline over an engine session (the fast engine, in this process)."""
-        return (self.use_stream and self.fast and isinstance(self.executor, InProcess)
-                and callable(getattr(self.tts, "capture", None)))
+        """Whether this render runs as the pipeline over engine sessions (the fast engine, here or on Ray workers)."""
+        here = isinstance(self.executor, InProcess) and callable(getattr(self.tts, "capture", None))
+        return self.use_stream and self.fast and (here or getattr(self.executor, "streams", False))
 
     @property
     def fast(self) -> bool:

@@ -178,14 +178,15 @@ def attend(q, k, v, mask, scale: float, causal: bool) -> torch.Tensor:
     return o.transpose(1, 2).reshape(b * t, heads * d)
 
 
-def kv_bucket(need: int, capacity: int) -> int:
-    """The KV length a step attends over: ``need`` rounded up to a whole bucket, at most ``capacity``.
+def kv_bucket(need: int, capacity: int, block: int | None = None) -> int:
+    """The KV length a step attends over: ``need`` rounded up to whole blocks (default ``KV_BUCKET``), at most ``capacity``.
 
     A captured step reads only this much of every slot's cache (each slot's own positions
     past its length are masked), so KV read per step follows the real lengths, and one
     graph per bucket serves every step whose longest slot falls in it.
     """
-    return min(capacity, -(-need // KV_BUCKET) * KV_BUCKET)
+    block = block or KV_BUCKET
+    return min(capacity, -(-need // block) * block)
 
 
 def length_mask(pos: torch.Tensor, kv_len: int, dtype: torch.dtype) -> torch.Tensor:

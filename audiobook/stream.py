@@ -156,7 +156,7 @@ class Session:
         if need > st.capacity:
             top = self._longest_prompt + max(self.sampling.max_new_tokens, 1) + self.read_lag + 1
             st.grow(max(need, min(top, 2 * st.capacity)))
-        e._step(st, need, self.sampling)
+        e._step(st, need, self.sampling, live=max(slot for slot, r in enumerate(self.owner) if r is not None) + 1)
         self._frames.append(st.frame.clone())
         buf = self.steps % 2
         self._host[buf].copy_(st.status, non_blocking=True)

@@ -500,9 +500,7 @@ class TTS:
                 box["inputs"] = inputs
                 raise _Captured
 
-            from .engine import _override
-
-            with _override(model.model, "generate", generate):
+            with _generate_on_this_thread(model.model, generate):
                 try:
                     call()
                 except _Captured:
@@ -522,10 +520,8 @@ class TTS:
                      prompt=None) -> list[np.ndarray]:
         """The wavs of generated ``codes`` (one ``[frames, 16]`` tensor per text), exactly as ``narrate`` decodes
         them (a clone's reference codes go in front and are cut off again)."""
-        from .engine import _override
-
         def replay(model, call):
-            with _override(model.model, "generate", lambda **kw: (list(codes), [None] * len(codes))):
+            with _generate_on_this_thread(model.model, lambda **kw: (list(codes), [None] * len(codes))):
                 return call()
 
         with self._intercepted(replay):
@@ -649,6 +645,37 @@ class TTS:
         if prompt is None:
             prompt = self.clone_prompt(narrator.ref_audio, narrator.ref_text, narrator.x_vector_only)
         return self.clone(texts, prompt, language, opts, slots)
+
+
+class _PerThreadGenerate:
+    """A model's ``generate`` that a thread may shadow for itself alone (``_generate_on_this_thread``)."""
+
+    def __init__(self, qmodel) -> None:
+        self.qmodel, self.local = qmodel, threading.local()
+
+    def __call__(self, *args, **kwargs):
+        fn = getattr(self.local, "fn", None)
+        return fn(*args, **kwargs) if fn is not None else type(self.qmodel).generate(self.qmodel, *args, **kwargs)
+
+
+_PER_THREAD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _generate_on_this_thread(qmodel, fn):
+    """Shadow ``qmodel.generate`` with ``fn`` for the calling thread only: a render's pipeline captures prompts
+    on one thread while it decodes codes on another, through the same model (an instance-wide shadow let one
+    thread's call run the other's ``generate``)."""
+    with _PER_THREAD_LOCK:
+        shadow = vars(qmodel).get("generate")
+        if not isinstance(shadow, _PerThreadGenerate):
+            shadow = qmodel.generate = _PerThreadGenerate(qmodel)
+    before = getattr(shadow.local, "fn", None)
+    shadow.local.fn = fn
+    try:
+        yield
+    finally:
+        shadow.local.fn = before
 
 
 # ---- the clone-prompt cache ---------------------------------------------------------------

@@ -1,23 +1,30 @@
-"""Where the render loop's batches are generated: in this process, or on Ray actors.
+"""Where a render's takes are generated: in this process, or on Ray actors.
 
-The render loop (``render.py``) hands its batches to an executor's ``run``:
-
-- ``InProcess`` (setting ``workers`` = 0) renders them one after another on this process's model;
+- ``InProcess`` (setting ``workers`` = 0): this process's model (the render's own pipeline,
+  ``pipeline.py``, or the batch loop for ``engine = qwen_tts``);
 - ``WorkerPool`` (``workers`` = N) keeps N Ray actors, each holding one model and engine, on
-  one GPU each where the cluster has GPUs, else on one CPU each, and deals every batch to
-  whichever actor is free. Actors only generate audio and send it back through Ray's object
-  store; the checks, the chunk files and the manifest stay with the render loop in this
-  process, which is their only writer, so resume, stop, review and assembly work unchanged.
+  one GPU each where the cluster has GPUs, else on one CPU each.
 
-An actor that dies (its process killed, out of memory) fails only the call in flight: that
-call is dealt again to the next free actor, and Ray restarts the dead one. Nothing it had
-finished is lost, because finished takes were already written here, and nothing is written
-twice. Without an address a local Ray starts with the pool and stops with it; with one, the
-pool joins that cluster and leaves it running.
+With the fast engine the render's pipeline runs here and its generation and decoding run on
+the workers (``WorkerPool.stream``): each actor runs a stream of its own
+(``worker_stream.py``: one engine session, fed as slots free up), and one driver thread per
+worker feeds it up to ``STREAM_DEPTH`` times its slot count of takes, each with its own seed
+and frame limit, so a take is the same on any worker. Workers decode their takes and send
+audio back through Ray's object store, so this process needs no model. With ``engine =
+qwen_tts`` the batch loop deals whole batches to whichever actor is free (``run``). Either
+way the checks, the chunk files and the manifest stay with the render in this process, which
+is their only writer, so resume, stop, review and assembly work unchanged.
+
+An actor that dies (its process killed, out of memory) loses only the takes in flight on it:
+they are fed again, first, to whichever worker is free (a batch: dealt again), and Ray
+restarts the dead one. Nothing it had finished is lost, because finished takes were already
+written here, and nothing is written twice. Without an address a local Ray starts with the
+pool and stops with it; with one, the pool joins that cluster and leaves it running.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -31,6 +38,8 @@ from .errors import AudiobookError
 
 log = logging.getLogger(__name__)
 
+STREAM_DEPTH = 2  # a worker's stream holds up to this many times its slot count of takes (in slots and waiting)
+EXCHANGE_WAIT_S = 0.5  # an exchange with a worker's stream waits this long for a finished take
 MAX_DEALS = 8  # a call that finds its worker dead this many times in a row ends the render with a sentence
 RESTART_WAIT_S = 1.0  # a call that met a worker still restarting waits this long before it is dealt again
 START_TIMEOUT_S = 300.0  # actors must be placed and answering within this (a busy cluster may queue them)
@@ -101,6 +110,14 @@ class _Actor:
             torch.set_num_threads(threads)
         self.tts = TTS(Settings.from_dict(settings))
 
+    def use_settings(self, settings: dict) -> dict:
+        """Take a new render's settings (a worker kept from the last render, its model loaded); ``info``."""
+        from audiobook.settings import Settings
+
+        self.close_stream()
+        self.tts.settings = Settings.from_dict(settings)
+        return self.info()
+
     def info(self) -> dict:
         import ray
         import torch
@@ -114,7 +131,27 @@ class _Actor:
         return os.getpid(), self.tts.narrate(narrator, texts, language, opts, prompt=prompt, slots=slots)
 
     def clone_prompt(self, ref_audio, ref_text, x_vector_only):
-        return self.tts.clone_prompt(ref_audio, ref_text, x_vector_only)
+        from audiobook.worker_stream import LOCK_WAIT_S
+
+        with self.tts.lock.hold("a voice's clone prompt", wait_s=LOCK_WAIT_S):  # beside this worker's stream
+            return self.tts.clone_prompt(ref_audio, ref_text, x_vector_only)
+
+    # The stream (``worker_stream.py``): the driver opens it, then exchanges takes for audio.
+
+    def open_stream(self, slots, language, opts) -> int:
+        from audiobook.worker_stream import WorkerStream
+
+        self.close_stream()
+        self.stream = WorkerStream(self.tts, slots, language, opts)
+        return os.getpid()
+
+    def exchange(self, takes, prompts, drop_waiting, wait_s):
+        return self.stream.exchange(takes, prompts, drop_waiting, wait_s)
+
+    def close_stream(self) -> None:
+        old, self.stream = getattr(self, "stream", None), None
+        if old is not None:
+            old.close()
 
 
 @dataclass
@@ -136,6 +173,7 @@ class WorkerPool:
         self.settings = settings
         self.size = int(settings.workers if workers is None else workers)
         self.parallel = self.size  # batches in flight at once
+        self.streams = True  # the render's pipeline can run its generation and decoding here (``stream``)
         self.address = (settings.ray_address if address is None else address) or ""
         self._log_to: Callable[[str], None] | None = None  # the render's log while ``run`` runs
         self._unlogged: list[str] = []  # lines from before a render's log was known
@@ -146,7 +184,9 @@ class WorkerPool:
         self._info_lock = threading.Lock()
         self._free: queue.Queue[int] = queue.Queue()
         self._prompts: dict[int, tuple[Any, Any]] = {}  # id(prompt) -> (prompt, its object ref)
-        self._local = threading.local()  # .lease: the worker a batch thread holds
+        self._local = threading.local()  # .lease: the worker a batch thread holds; .worker: the stream a thread feeds
+        self._keys = itertools.count()  # names of the takes sent to the workers' streams
+        self._warm_key: tuple | None = None  # what the actors were made for (``_take_warm``)
 
     # ---- life -----------------------------------------------------------------------
 
@@ -182,8 +222,16 @@ class WorkerPool:
         try:
             self._place_actors(ray)
         except BaseException:
+            self._warm_key = None  # workers that failed to start are not kept
             self.close()
             raise
+        return self
+
+    def ready(self) -> "WorkerPool":
+        """Start the pool unless it runs already. Call it on a thread that lives as long as the pool:
+        a local Ray's processes end with the thread that started them."""
+        if not self.workers:
+            self.start()
         return self
 
     def _place_actors(self, ray) -> None:
@@ -197,13 +245,17 @@ class WorkerPool:
             raise AudiobookError(f"Asked for {self.size} workers, but the Ray cluster has {cpus} CPU"
                                  f"{'s' if cpus != 1 else ''}; set workers to {cpus} or fewer.")
         settings = self.settings.updated(workers=0, ray_address="", **({} if on_gpu else {"device": "cpu"}))
+        self._warm_key = (ray.get_runtime_context().gcs_address, *(getattr(settings, f) for f in MODEL_SETTINGS))
+        kept = _take_warm(ray, self._warm_key, self.size)
+        # Threaded: a clone prompt (or a status call) runs beside a stream exchange that waits for takes.
         actor_class = ray.remote(_Actor).options(
-            num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=-1, max_task_retries=0,
+            num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=-1, max_task_retries=0, max_concurrency=4,
         )
         for n in range(self.size):
-            actor = actor_class.remote(settings.to_dict(), 0 if on_gpu else 1)
+            actor = kept[n] if n < len(kept) else actor_class.remote(settings.to_dict(), 0 if on_gpu else 1)
             self.workers.append(_Worker(actor, WorkerInfo(f"worker {n + 1}")))
-        pending = {w.actor.info.remote(): w for w in self.workers}
+        pending = {(w.actor.use_settings.remote(settings.to_dict()) if n < len(kept) else w.actor.info.remote()): w
+                   for n, w in enumerate(self.workers)}
         ready, waiting = ray.wait(list(pending), num_returns=len(pending), timeout=START_TIMEOUT_S)
         if waiting:
             raise AudiobookError(f"Only {len(ready)} of {self.size} Ray workers started within {START_TIMEOUT_S:.0f}s; "
@@ -218,7 +270,8 @@ class WorkerPool:
         for i in range(len(self.workers)):
             self._free.put(i)
         where = ", ".join(sorted({w.info.device for w in self.workers}))
-        self._log(f"{self.size} worker{'s' if self.size != 1 else ''} ready on Ray ({where}).")
+        self._log(f"{self.size} worker{'s' if self.size != 1 else ''} ready on Ray ({where})."
+                  + (f" {len(kept)} kept from the last render, models loaded." if kept else ""))
 
     def close(self) -> None:
         """Stop the actors, and the local Ray when this pool started it."""
@@ -229,11 +282,14 @@ class WorkerPool:
             ray = _import_ray()
         except AudiobookError:
             return
+        keep = not self.started_ray and ray.is_initialized() and self._warm_key is not None
+        with self._info_lock:  # kept: those answering now (not one Ray is still restarting)
+            alive = [w for w in self.workers if keep and w.info.pid is not None and w.info.state != "restarting"]
+        if alive:  # this process runs Ray itself: the next render takes these workers, models loaded
+            _park_warm(ray, self._warm_key, [w.actor for w in alive])
         for w in self.workers:
-            try:
-                ray.kill(w.actor, no_restart=True)
-            except Exception:  # already gone
-                pass
+            if w not in alive:
+                _kill(ray, w.actor)
             with self._info_lock:
                 w.info.state = "stopped"
         if self.started_ray and ray.is_initialized():
@@ -388,12 +444,163 @@ class WorkerPool:
                           f"went to {self.workers[lease.worker].info.name}.")
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # ---- the render pipeline's side: one stream per worker ---------------------------------
+
+    def stream(self, sr) -> None:
+        """Generate and decode the takes of ``sr`` (a ``pipeline.StreamRender``) on the workers.
+
+        One driver thread per worker takes chunks from the pipeline's feed (up to ``STREAM_DEPTH``
+        times the slot count in flight on that worker, one model's voices at a time) and sends
+        them with their seeds and frame limits; the audio that comes back goes on to the checks
+        and the keeper, in this process, the only writer. A worker that dies has its takes in
+        flight fed again, first, to whichever worker is free; Ray restarts it. Returns once the
+        feed is closed and nothing is in flight; raises what ended a worker's thread.
+        """
+        if not self.workers:  # nothing to render (``ready`` starts them, on the render's own thread)
+            return
+        self._log_to = sr.r._log
+        for line in self._unlogged:
+            sr.r._log(line)
+        self._unlogged = []
+        ended, errors = threading.Event(), []
+
+        def feed(i: int) -> None:
+            try:
+                self._feed_worker(i, sr, ended)
+            except BaseException as e:  # noqa: BLE001 - raised below, once every thread has ended
+                errors.append(e)
+                ended.set()
+
+        threads = [threading.Thread(target=feed, args=(i,), name=f"render-worker-{i + 1}", daemon=True)
+                   for i in range(len(self.workers))]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            self._log_to = None
+        if errors:
+            raise errors[0]
+
+    def _feed_worker(self, i: int, sr, ended: threading.Event) -> None:
+        """Feed worker ``i``'s stream and hand its takes to the checks until the feed is closed and drained."""
+        ray = _import_ray()
+        from ray.exceptions import RayActorError, RayTaskError
+
+        from .pipeline import frame_limit
+        from .worker_stream import DROP_ALL, DROP_WAITING, Take
+
+        r, w = sr.r, self.workers[i]
+        self._local.worker = i  # a clone prompt needed on the way is made by this worker
+        in_flight: dict[int, Any] = {}  # key -> the pipeline's item
+        sent: set[str] = set()  # the clone prompts this worker holds
+        opened, job, deaths = False, None, 0
+        restarting, probe = False, None  # a dead worker is asked (probe) until Ray has it back
+        while not (sr.halt.is_set() or ended.is_set()):
+            stopping = sr.feed.closed
+            if stopping and not in_flight:
+                break
+            if restarting:
+                probe = probe or w.actor.info.remote()
+                if not ray.wait([probe], timeout=0.2)[0]:
+                    continue
+                try:
+                    got = ray.get(probe)
+                except RayActorError:
+                    time.sleep(RESTART_WAIT_S)
+                    continue
+                finally:
+                    probe = None
+                restarting = False
+                self._set(i, pid=got["pid"], state="idle")
+                continue
+            items = []
+            if not stopping:
+                room = STREAM_DEPTH * sr.slots - len(in_flight)
+                want = job if in_flight and sr.feed.has(job) else (None if in_flight else sr.feed.next_job())
+                items = sr.feed.take(room, want) if room > 0 and want is not None else []
+                job = want if items else job
+            if not items and not in_flight:
+                sr.feed.wait(0.2)
+                continue
+            new = [(next(self._keys), it) for it in items]
+            for it in items:
+                it.started = time.monotonic()
+            in_flight.update(new)
+            try:
+                takes, prompts = [], {}
+                for key, it in new:
+                    text = r.m.chunks[it.chunk].text
+                    it.limit = frame_limit(text, r.rate.median(), r.settings.duration_outlier_factor, r.opts.max_new_tokens)
+                    pk = repr(it.voice) if it.job == "clone" else ""
+                    if pk and pk not in sent:
+                        prompts[pk] = sr._prompt_of(it.voice)
+                        sent.add(pk)
+                    takes.append(Take(key, it.job, it.voice, text, it.seed, it.limit, pk))
+                if not opened:
+                    pid = ray.get(w.actor.open_stream.remote(sr.slots, r.language, r.opts))
+                    opened = True
+                    self._set(i, pid=pid)
+                self._set(i, state=f"rendering {len(in_flight)} take{'s' if len(in_flight) != 1 else ''}")
+                drop = 0
+                if stopping:  # a Stop: nothing new is admitted; once its time is up, the takes in slots go too
+                    drop = DROP_ALL if sr._stop_is_due() else DROP_WAITING
+                done, dropped = ray.get(w.actor.exchange.remote(takes, prompts, drop, EXCHANGE_WAIT_S))
+            except RayTaskError as e:  # our own code failed on the worker: as if it failed here
+                cause = getattr(e, "cause", None)
+                raise (cause if isinstance(cause, BaseException) else RuntimeError(_first_line(e))) from None
+            except RayActorError as e:
+                lost = list(in_flight.values())
+                in_flight.clear()
+                for it in reversed(lost):  # fed again first, with their own seeds: the same takes
+                    sr.feed.push_front(it)
+                opened, restarting, deaths = False, True, deaths + 1
+                sent.clear()
+                with self._info_lock:
+                    w.info.state, w.info.pid, w.info.restarts = "restarting", None, w.info.restarts + 1
+                self._log(f"{w.info.name.capitalize()} died ({_first_line(e)[:160]}); Ray restarts it, and its "
+                          f"{len(lost)} take{'s' if len(lost) != 1 else ''} in flight were fed again.")
+                if deaths >= MAX_DEALS:
+                    raise AudiobookError(f"A worker died {MAX_DEALS} times in a row (killed or out of memory); "
+                                         "set fewer workers or a smaller batch size, then render again.") from None
+                continue
+            dropped = [in_flight.pop(key) for key in dropped if key in in_flight]  # a Stop: rendered next time
+            if drop == DROP_ALL and dropped:
+                self._log(f"Stop: {len(dropped)} takes still on {w.info.name} after {sr.stop_wait:.1f}s (one take's "
+                          "time) are dropped; their chunks are rendered next time.")
+            failed: dict[int, tuple[BaseException, list]] = {}
+            for d in done:
+                it = in_flight.pop(d.key)
+                if d.error is not None:
+                    failed.setdefault(id(d.error), (d.error, []))[1].append(it)
+                    continue
+                it.wav, it.runaway = d.wav, d.runaway
+                sr.take_times.append(time.monotonic() - it.started)  # the Stop's clock: one take's time
+                sr._put(sr.check_q, it)
+            if done:
+                deaths = 0
+                with self._info_lock:
+                    w.info.batches += 1
+                    w.info.chunks += sum(1 for d in done if d.error is None)
+            for error, its in failed.values():
+                sr._fail(its, error)
+            if not in_flight:
+                self._set(i, state="idle")
+        if opened:
+            w.actor.close_stream.remote()
+        self._set(i, state="idle")
+
     def clone_prompt(self, ref_audio, ref_text: str = "", x_vector_only: bool = False):
         """A clone prompt made by a worker's model (so this process loads none).
 
         Called before the batches start, or inside a batch (a cast's voice met on the way), where
-        the batch's own worker makes it.
+        the batch's own worker makes it, or on the way of a worker's stream, by that worker.
         """
+        streaming = getattr(self._local, "worker", None)
+        if streaming is not None:
+            ray = _import_ray()
+            return ray.get(self.workers[streaming].actor.clone_prompt.remote(ref_audio, ref_text, x_vector_only))
         held = getattr(self._local, "lease", None)
         if held is not None:
             return self._call(held, "making a voice's clone prompt", "clone_prompt", ref_audio, ref_text, x_vector_only)
@@ -428,6 +635,48 @@ class _Lease:
             info = pool.workers[self.worker].info
             info.pid, info.batches, info.chunks = pid, info.batches + 1, info.chunks + len(wavs)
         return wavs
+
+
+# Workers kept between renders. Only in a process that runs Ray itself (a pool that started or joined
+# Ray stops it, and its actors with it): the next pool for the same cluster and model settings takes them
+# with their models loaded instead of starting new ones, which costs seconds per worker.
+MODEL_SETTINGS = ("models_dir", "model_size", "device", "dtype", "attention_mode")  # the rest: ``use_settings``
+_warm: dict[str, Any] = {"key": None, "actors": []}
+_warm_lock = threading.Lock()
+
+
+def release_kept() -> int:
+    """Stop the workers kept from the last render (they hold their CPUs or GPUs: another driver of the same
+    cluster may need them); the number stopped."""
+    if not _warm["actors"]:
+        return 0
+    ray = _import_ray()
+    return len([_kill(ray, a) for a in _take_warm(ray, (), 0)])
+
+
+def _take_warm(ray, key: tuple, n: int) -> list:
+    """Up to ``n`` kept workers made for ``key``; any others are stopped (they hold the cluster's resources)."""
+    with _warm_lock:
+        actors, same = _warm["actors"], _warm["key"] == key
+        _warm["key"], _warm["actors"] = None, []
+    taken = actors[:n] if same else []
+    for actor in actors[len(taken):]:
+        _kill(ray, actor)
+    return taken
+
+
+def _park_warm(ray, key: tuple, actors: list) -> None:
+    with _warm_lock:
+        old, _warm["key"], _warm["actors"] = _warm["actors"], key, list(actors)
+    for actor in old:
+        _kill(ray, actor)
+
+
+def _kill(ray, actor) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def _import_ray():

@@ -146,12 +146,13 @@ def check_replay_equals_eager(rig: Rig, steps: int = 24) -> Check:
             engine._prefill(st, slot, prompt, s)
         need = max(p.embeds.shape[0] for p in prompts) + 1
         engine._step(st, need, s)  # captures, and the guard checks the first replay
+        (rows, kv_len), graph = next(iter(st.graphs.items()))  # every slot speaks: rows is all of them
         for _ in range(steps):
             saved = st.snapshot()
-            engine._graph_step(st, s)
+            engine._graph_step(st, s, kv_len)
             eager = (st.frame.clone(), st.tok.clone(), st.logits.clone())
             st.restore(saved)
-            st.graph.replay()
+            graph.replay()
             differing += int(not (torch.equal(eager[0], st.frame) and torch.equal(eager[1], st.tok)))
             max_diff = max(max_diff, float((eager[2] - st.logits).abs().max()))
     _sync(rig)

@@ -41,6 +41,17 @@ def tiny_models_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def ref_wav(tmp_path_factory):
+    """Two seconds of quiet noise at 24 kHz: a clone prompt's reference recording."""
+    import numpy as np
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("ref") / "ref.wav"
+    sf.write(path, np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 24000)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def browser():
     """One headless Chromium for every browser test of the session (Playwright's sync API allows one per thread)."""

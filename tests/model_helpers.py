@@ -87,3 +87,65 @@ def speaker_never_ends(qwen_model, speaker: str):
         with torch.no_grad():
             for name, p in talker.named_parameters():
                 p.copy_(saved[name])
+
+
+# ---- the engine's tests: a tiny TTS and qwen_tts's prompts -------------------
+
+# Texts of several lengths for the engine's tests (the first three: a short, a middle and a long one).
+ENGINE_TEXTS = [
+    "Hi.",
+    "The lighthouse stood at the edge of the world.",
+    "Every night its keeper climbed the stairs, one hundred and twelve of them, and rested at the top.",
+    "Then he lit the lamp.",
+    "The storm came in from the west.",
+]
+
+
+def tiny_tts(models_dir):
+    """A CPU ``TTS`` over the tiny checkpoints, greedy by default."""
+    from audiobook.settings import Settings
+    from audiobook.tts import TTS
+
+    return TTS(Settings(models_dir=str(models_dir), device="cpu", max_new_tokens=64, do_sample=False))
+
+
+class _Stop(Exception):
+    pass
+
+
+def prompts_of(model, call):
+    """qwen_tts's prompts and sampling rules for one wrapper call on ``model`` (a loaded qwen_tts model), nothing decoded."""
+    from audiobook.engine import capture_prompts
+
+    box = {}
+
+    def generate(**inputs):
+        box.update(inputs)
+        raise _Stop
+
+    model.model.generate = generate
+    try:
+        call()
+    except _Stop:
+        pass
+    finally:
+        del model.model.generate
+    return capture_prompts(model.model, box)
+
+
+def job_prompts(tts, ref_wav, job, texts, max_new_tokens):
+    """(loaded qwen_tts model, prompts, greedy sampling rules) of ``texts`` for one prompt kind: design, clone or preset."""
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=False, subtalker_dosample=False, repetition_penalty=1.5)
+    lang = ["english"] * len(texts)
+    if job == "design":
+        model = tts.model("design")
+        call = lambda: model.generate_voice_design(text=texts, instruct=["A calm voice."] * len(texts), language=lang, **kw)  # noqa: E731
+    elif job == "clone":
+        prompt = tts.clone_prompt(ref_wav, "A short reference line.")
+        model = tts.model("clone")
+        call = lambda: model.generate_voice_clone(text=texts, language=lang, voice_clone_prompt=[prompt] * len(texts), **kw)  # noqa: E731
+    else:
+        model = tts.model("preset")
+        call = lambda: model.generate_custom_voice(text=texts, speaker="ryan", language=lang, **kw)  # noqa: E731
+    prompts, sampling = prompts_of(model, call)
+    return model, prompts, sampling

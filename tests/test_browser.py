@@ -38,7 +38,7 @@ def server(tmp_path_factory, models_dir):
     # One chunk a call (qwen_tts's own loop: the fast engine would take several chunks a call)
     # and short takes: several batches, so a render can be stopped mid-way.
     root = new_project_root(tmp_path_factory.mktemp("project"),
-                            {"batch_size": 1, "max_new_tokens": 100, "engine": "qwen_tts"})
+                            {"batch_size": 1, "max_new_tokens": 64, "engine": "qwen_tts"})
     app = AppServer(root, models_dir).start()
     yield app
     app.stop()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from playwright.sync_api import expect
 
+from audiobook.voices import BUILTIN, Voice, VoiceLibrary
 from browser_helpers import AppServer, new_project_root, screenshot
 
 pytestmark = pytest.mark.browser
@@ -20,11 +22,11 @@ IDLE = {
     "Book": ["#book-rename", "#book-set-text", "#book-merge", "#book-drop", "#book-reorder", "#book-save",
              "#cast-find", "#cast-map", "#cast-hear", "#cast-merge", "#cast-rename", "#cast-split", "#cast-hide",
              "#cast-design", "#cast-redo", "#cast-part-set"],
-    "Voice Lab": ["#voice-save", "#voice-play", "#voice-delete", "#voice-export", "#voice-rename"],
+    "Voice Lab": ["#voice-preview", "#voice-save", "#voice-play", "#voice-delete", "#voice-export", "#voice-rename"],
     "Review": ["#review-rebuild", "#review-reroll", "#review-render", "#review-keep", "#review-readalong-play"],
 }
 # What a loaded book enables (each of the others waits for a chapter, a character, numbers or a render).
-WITH_A_BOOK = ["#render-start", "#render-queue-add", "#book-save", "#cast-find", "#cast-design"]
+WITH_A_BOOK = ["#render-start", "#render-queue-add", "#book-save", "#cast-find", "#cast-design", "#review-sample"]
 
 # Every element showing the word "Error" on its own (Gradio's badge on a component whose event failed),
 # and every error toast.
@@ -40,6 +42,9 @@ ALARMS_JS = """() => {
 def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(browser, tmp_path, tiny_models_dir):
     book = tmp_path / "days.txt"
     book.write_text("Chapter 1: Dawn\n\nThe sun rose.\n\nChapter 2: Dusk\n\nThe sun set.\n", encoding="utf-8")
+    library = VoiceLibrary(tmp_path / "elsewhere")  # a voice to import, made without a model
+    library.save(Voice(name="Keeper", kind=BUILTIN, speaker="ryan"), preview=np.full(2400, 0.1, dtype=np.float32))
+    voice_zip = library.export_zip("Keeper", tmp_path / "keeper.zip")
     app = AppServer(new_project_root(tmp_path / "empty"), tiny_models_dir).start()
     try:
         page = browser.new_page()
@@ -59,12 +64,27 @@ def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(
             page.get_by_role("tab", name=tab).click()
             for button in buttons:
                 assert page.locator(button).is_disabled(), button
+        page.get_by_role("tab", name="Review").click()
+        page.get_by_text("Sample: hear a voice in context", exact=False).first.click()
+        assert page.locator("#review-sample").is_disabled()  # no book loaded
+        page.get_by_role("tab", name="Advanced Settings").click()
+        page.locator("#models-panel").get_by_text("Models", exact=True).first.click()
+        assert page.locator("#models-download").is_disabled()  # no checkpoint picked
         page.get_by_role("tab", name="Voice Lab").click()
-        assert page.locator("#voice-preview").is_enabled()  # a preview needs only a description
+        page.locator("#voice-description textarea").fill("A calm, low voice")
+        expect(page.locator("#voice-preview")).to_be_enabled()  # a preview needs only a description
         page.locator("#voice-name textarea").fill("Keeper")
         page.locator("#voice-rename-to textarea").fill("Old keeper")
         time.sleep(1.0)  # the page has heard both
         assert page.locator("#voice-save").is_disabled() and page.locator("#voice-rename").is_disabled()
+        # A voice in the library (imported) enables what acts on it; deleting it disables them again.
+        page.set_input_files("#voice-import input[type=file]", str(voice_zip))
+        for button in ("#voice-play", "#voice-delete", "#voice-export", "#voice-rename"):
+            expect(page.locator(button)).to_be_enabled(timeout=30_000)
+        page.locator("#voice-delete").click()
+        expect(page.locator("#voice-lib-message")).to_contain_text("Deleted the voice", timeout=30_000)
+        for button in ("#voice-play", "#voice-delete", "#voice-export", "#voice-rename"):
+            expect(page.locator(button)).to_be_disabled()
 
         page.get_by_role("tab", name="Render").click()
         assert not page.locator("#queue-table").is_visible()  # the queue panel starts closed
@@ -76,6 +96,7 @@ def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(
 
         # A book enables what acts on a book, at once; the rest wait for what they act on.
         page.set_input_files("#render-book-file input[type=file]", str(book))
+        expect(page.locator("#render-book-info")).to_contain_text("2 chapters", timeout=60_000)
         for button in WITH_A_BOOK:
             expect(page.locator(button)).to_be_enabled()
         for button in ("#render-stop", "#render-resume", "#book-merge", "#book-rename", "#cast-map"):

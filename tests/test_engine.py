@@ -4,13 +4,11 @@ import contextlib
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from audiobook.engine import FastEngine, Sampling, _choose, capture_prompts, compare_with_qwen_tts
-from audiobook.settings import Settings
-from audiobook.tts import TTS, GenerationOptions
-from model_helpers import varied_lengths
+from audiobook.tts import GenerationOptions
+from model_helpers import tiny_tts, varied_lengths
 
 MAX_NEW = 40
 TEXTS = [
@@ -28,15 +26,7 @@ EOS_SCALE = 0.3
 
 @pytest.fixture(scope="module")
 def tts(tiny_models_dir):
-    return TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", max_new_tokens=64, do_sample=False))
-
-
-@pytest.fixture(scope="module")
-def ref_wav(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ref") / "ref.wav"
-    noise = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1
-    sf.write(path, noise, 24000)
-    return str(path)
+    return tiny_tts(tiny_models_dir)
 
 
 def _job_call(tts, job, ref_wav):

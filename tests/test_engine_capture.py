@@ -5,79 +5,33 @@ decode step dispatches; the warm-up, KV bounds and random-number rules are check
 the same code that runs around a capture; ``bench/gpu_check.py`` runs the real thing.
 """
 
+from collections import Counter
 from dataclasses import replace
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import audiobook.engine as engine_mod
-from audiobook.engine import FastEngine, capture_prompts, compare_step
-from audiobook.settings import Settings
-from audiobook.tts import TTS
+from audiobook import step as step_mod
+from audiobook.engine import FastEngine, compare_step
+from model_helpers import ENGINE_TEXTS, job_prompts, prompts_of, tiny_tts, varied_lengths
 
 aten = torch.ops.aten
-TEXTS = [
-    "Hi.",
-    "The lighthouse stood at the edge of the world.",
-    "Every night its keeper climbed the stairs, one hundred and twelve of them, and rested at the top.",
-    "Then he lit the lamp.",
-    "The storm came in from the west.",
-]
+TEXTS = ENGINE_TEXTS
 
 
 @pytest.fixture(scope="module")
 def tts(tiny_models_dir):
-    return TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", max_new_tokens=64, do_sample=False))
+    return tiny_tts(tiny_models_dir)
 
 
-@pytest.fixture(scope="module")
-def ref_wav(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ref") / "ref.wav"
-    sf.write(path, np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 24000)
-    return str(path)
-
-
-class _Stop(Exception):
-    pass
-
-
-def _prompts(model, call):
-    """qwen_tts's prompts and sampling rules for one wrapper call on ``model``, nothing decoded."""
-    box = {}
-
-    def generate(**inputs):
-        box.update(inputs)
-        raise _Stop
-
-    model.model.generate = generate
-    try:
-        call()
-    except _Stop:
-        pass
-    finally:
-        del model.model.generate
-    return capture_prompts(model.model, box)
+_prompts = prompts_of  # tests/test_stream.py builds its prompts with it
 
 
 def _job(tts, ref_wav, job, texts=TEXTS[:3]):
     """(loaded qwen_tts model, prompts, sampling) for one prompt kind."""
-    kw = dict(max_new_tokens=32, do_sample=False, subtalker_dosample=False, repetition_penalty=1.5)
-    lang = ["english"] * len(texts)
-    if job == "design":
-        model = tts.model("design")
-        call = lambda: model.generate_voice_design(text=texts, instruct=["A calm voice."] * len(texts), language=lang, **kw)  # noqa: E731
-    elif job == "clone":
-        prompt = tts.clone_prompt(ref_wav, "A short reference line.")
-        model = tts.model("clone")
-        call = lambda: model.generate_voice_clone(text=texts, language=lang, voice_clone_prompt=[prompt] * len(texts), **kw)  # noqa: E731
-    else:
-        model = tts.model("preset")
-        call = lambda: model.generate_custom_voice(text=texts, speaker="ryan", language=lang, **kw)  # noqa: E731
-    prompts, sampling = _prompts(model, call)
-    return model, prompts, sampling
+    return job_prompts(tts, ref_wav, job, texts, 32)
 
 
 def _sampled(s):
@@ -248,8 +202,9 @@ def graphs_allowed(monkeypatch):
 
 def graphs_on_cpu(engine, monkeypatch, recorded=None):
     """Drive ``engine`` through its CUDA-graph path (warm-up, record, replay) with eager stand-ins."""
-    def record(self, st, s):
-        graph = EagerGraph(lambda: self._graph_step(st, s))
+    def record(self, st, s, kv_len):
+        graph = EagerGraph(lambda: self._graph_step(st, s, kv_len))
+        graph.bucket = (st.slots, kv_len)
         if recorded is not None:
             recorded.append(graph)
         return graph
@@ -285,9 +240,10 @@ def test_a_seeded_call_reproduces_itself_across_state_changes(tts, ref_wav, monk
             return engine.generate_codes(items, rules)
 
     first = run(11, prompts[:3])
-    assert len(recorded) == 1 and recorded[0].replays > 0
-    again = run(11, prompts[:3])  # the same state: the cached graph replays, nothing is captured
-    assert len(recorded) == 1
+    captured = len(recorded)
+    assert captured >= 1 and all(g.replays > 0 for g in recorded)
+    again = run(11, prompts[:3])  # the same state: the cached graphs replay, nothing is captured
+    assert len(recorded) == captured
     run(3, prompts[:2])  # another item count: a new state
     fresh = run(11, prompts[:3])
     monkeypatch.setattr(engine_mod, "_KV_ROUND", 8)
@@ -340,12 +296,13 @@ def test_a_faithful_graph_passes_the_guard_and_keeps_replaying(tts, ref_wav, mon
     engine = graphs_on_cpu(FastEngine(model.model, slots=2, cuda_graphs=False), monkeypatch, recorded)
     steps = []
     step = FastEngine._step
-    monkeypatch.setattr(FastEngine, "_step", lambda self, *a: (steps.append(1), step(self, *a))[1])
+    monkeypatch.setattr(FastEngine, "_step", lambda self, *a, **kw: (steps.append(1), step(self, *a, **kw))[1])
     with torch.inference_mode():
         codes = engine.generate_codes(prompts, s)
-    assert [c.ok for c in engine.graph_checks] == [True] and engine.graph_checks[0].max_logit_diff == 0.0
+    assert len(engine.graph_checks) == len(recorded) >= 1
+    assert all(c.ok and c.max_logit_diff == 0.0 for c in engine.graph_checks)
     assert engine_mod.cuda_graphs_off() is None
-    assert len(recorded) == 1 and recorded[0].replays == len(steps) > 5  # every step, the checked one included
+    assert sum(g.replays for g in recorded) == len(steps) > 5  # every step, the checked ones included
     want = _eager_codes(model, prompts, s)
     assert len(codes) == len(want) and all(torch.equal(a, b) for a, b in zip(want, codes))
 
@@ -376,8 +333,8 @@ def test_a_wrong_graph_turns_graphs_off_and_the_call_goes_on_eagerly(tts, ref_wa
     model, prompts, s = _job(tts, ref_wav, "preset")
     recorded = []
 
-    def record(self, st, s):
-        graph = WrongGraph(lambda: self._graph_step(st, s), st, spoil)
+    def record(self, st, s, kv_len):
+        graph = WrongGraph(lambda: self._graph_step(st, s, kv_len), st, spoil)
         recorded.append(graph)
         return graph
 
@@ -401,3 +358,70 @@ def test_a_wrong_graph_turns_graphs_off_and_the_call_goes_on_eagerly(tts, ref_wa
     assert len(recorded) == 1 and other.graph_checks == []
     assert all(torch.equal(a, b) for a, b in zip(want, again))
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+# ---- graphs per (slot bucket, KV bucket) -------------------------------------------------------
+
+
+def test_slot_buckets_round_up_and_stop_at_the_slots():
+    assert [engine_mod.slot_bucket(n, 64) for n in (1, 2, 3, 5, 9, 17, 33, 64)] == [1, 2, 4, 8, 16, 32, 64, 64]
+    assert engine_mod.slot_bucket(17, 20) == 20 and engine_mod.slot_bucket(3, 3) == 3
+    assert step_mod.kv_bucket(33, 1000, 32) == 64 and step_mod.kv_bucket(33, 40, 32) == 40
+
+
+def test_steps_run_in_their_buckets_one_graph_each_and_equal_full_size_steps(tts, ref_wav, monkeypatch, graphs_allowed):
+    """Each step runs over the slots up to the highest speaking one and the KV positions up to the
+    longest item, both rounded up to a bucket; each bucket is captured once and replayed, also by a
+    later call on the same state; the codes equal steps over every slot and the whole capacity."""
+    monkeypatch.setattr(step_mod, "KV_BUCKET", 16)  # the tiny prompts are short
+    model, prompts, s = _job(tts, ref_wav, "preset", TEXTS)
+    s = replace(s, max_new_tokens=40)
+    recorded, seen = [], []
+    engine = graphs_on_cpu(FastEngine(model.model, slots=4, cuda_graphs=False), monkeypatch, recorded)
+    step = FastEngine._step
+
+    def spy(self, st, need, rules, live=None):
+        seen.append((need, live, st.capacity))
+        return step(self, st, need, rules, live)
+
+    with varied_lengths(model), torch.inference_mode():
+        with monkeypatch.context() as full:
+            full.setattr(engine_mod, "slot_bucket", lambda live, slots: slots)
+            full.setattr(engine_mod, "kv_bucket", lambda need, capacity, block=None: capacity)
+            whole = FastEngine(model.model, slots=4, cuda_graphs=False).generate_codes(prompts, s)
+        order = sorted(range(5), key=lambda i: -whole[i].shape[0])  # the longest first: the last slots free up first
+        prompts, whole = [prompts[i] for i in order], [whole[i] for i in order]
+        monkeypatch.setattr(FastEngine, "_step", spy)
+        codes = engine.generate_codes(prompts, s)
+        captured = len(recorded)
+        again = engine.generate_codes(prompts, s)  # the same state: every bucket's graph is there
+    want = Counter((next(b for b in (1, 2, 4) if b >= live), min(cap, -(-need // 16) * 16)) for need, live, cap in seen)
+    assert engine.buckets == want
+    rows, lengths = {r for r, _ in want}, {k for _, k in want}
+    assert len(rows) >= 2 and len(lengths) >= 2, want  # the buckets did change during the call
+    assert sorted(g.bucket for g in recorded) == sorted(want) and len(recorded) == captured  # once each, reused
+    assert all(c.ok for c in engine.graph_checks) and len(engine.graph_checks) == captured
+    assert len(codes) == len(whole) == len(again) == 5 and len({c.shape[0] for c in codes}) > 1
+    for a, b, c in zip(whole, codes, again):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_a_long_session_captures_each_bucket_once(tts, ref_wav, monkeypatch, graphs_allowed):
+    """A render's session: many takes of many lengths through 4 slots; the graphs stay one per bucket."""
+    from audiobook.stream import Request, Session
+
+    monkeypatch.setattr(step_mod, "KV_BUCKET", 16)
+    model, prompts, s = _job(tts, ref_wav, "preset", TEXTS)
+    recorded = []
+    engine = graphs_on_cpu(FastEngine(model.model, slots=4, cuda_graphs=False), monkeypatch, recorded)
+    session = Session(engine, replace(s, max_new_tokens=40))
+    with torch.inference_mode():
+        for n in range(24):
+            session.submit(Request(prompts[n % 5], seed=n, limit=4 + (n * 7) % 30, tag=n))
+        takes = session.run()
+    assert len(takes) == 24
+    steps = sum(engine.buckets.values())
+    assert len(recorded) == len(engine.buckets) <= steps / 4  # each bucket captured once, then replayed
+    assert {rows for rows, _ in engine.buckets} <= {1, 2, 4}
+    assert len(recorded) <= 3 * (session.state.capacity // 16 + 1)
+    assert all(c.ok for c in engine.graph_checks)

@@ -10,7 +10,8 @@ from audiobook.books import Book, Chapter
 from audiobook.page.book import book_buttons
 from audiobook.page.cast import cast_buttons
 from audiobook.page.render import render_buttons
-from audiobook.page.voice_lab import voice_buttons
+from audiobook.page.review import sample_button
+from audiobook.page.voice_lab import MODE_CLONE, MODE_DESIGN, MODE_PRESET, preview_button, voice_buttons
 from audiobook.previews import VoicePreview
 from audiobook.render import ChunkReport, RenderState
 from audiobook.voices import Voice
@@ -58,3 +59,15 @@ def test_the_render_tab_follows_the_book_and_the_render():
     stopped = RenderState(stopped=True, finished=True, failed=[problem])
     assert {k for k, on in render_buttons(stopped, None).items() if on} == set()  # no book to continue with
     assert {k for k, on in render_buttons(stopped, BOOK).items() if on} == {"start", "resume", "queue_add", "rerender"}
+
+
+def test_a_preview_needs_what_its_mode_hears_and_a_sample_a_book_and_a_voice():
+    assert preview_button(MODE_DESIGN, " ", "clip.wav", "ryan") == {"preview": False}  # the other modes' inputs
+    assert preview_button(MODE_DESIGN, "A calm voice", None, None) == {"preview": True}
+    assert preview_button(MODE_CLONE, "A calm voice", None, "ryan") == {"preview": False}
+    assert preview_button(MODE_CLONE, "", "clip.wav", None) == {"preview": True}
+    assert preview_button(MODE_PRESET, "A calm voice", "clip.wav", None) == {"preview": False}
+    assert preview_button(MODE_PRESET, "", None, "ryan") == {"preview": True}
+    assert sample_button(None, "speaker:ryan") == {"sample": False}
+    assert sample_button(BOOK, None) == {"sample": False}
+    assert sample_button(BOOK, "speaker:ryan") == {"sample": True}

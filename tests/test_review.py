@@ -128,7 +128,7 @@ def test_render_only_some_chapters(tmp_path, tiny_models_dir, monkeypatch, capsy
     book.write_text(BOOK)
     out = tmp_path / "out"
     be = backend.Backend(root=tmp_path, models_dir=str(tiny_models_dir))
-    be.apply_settings(be.settings.updated(device="cpu", max_new_tokens=64, chunk_chars=60, engine="qwen_tts", verify="off"))
+    be.apply_settings(be.settings.updated(device="cpu", max_new_tokens=64, chunk_chars=60, verify="off"))
     result = be.render(book, Narrator(kind="preset", speaker="ryan"), out_dir=out, chapters=[2])
     m = mf.load_manifest(out)
     assert [bool(ch.file) for ch in m.chapters] == [False, True] and not result.book_files

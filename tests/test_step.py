@@ -2,68 +2,24 @@
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from audiobook import sampling, step as step_mod
-from audiobook.engine import FastEngine, _State, capture_prompts
-from audiobook.settings import Settings
-from audiobook.tts import TTS
+from audiobook.engine import FastEngine
+from model_helpers import ENGINE_TEXTS, job_prompts, tiny_tts
 
-TEXTS = [
-    "Hi.",
-    "The lighthouse stood at the edge of the world.",
-    "Every night its keeper climbed the stairs, one hundred and twelve of them, and rested at the top.",
-]
+TEXTS = ENGINE_TEXTS[:3]
 
 
 @pytest.fixture(scope="module")
 def tts(tiny_models_dir):
-    return TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", max_new_tokens=64, do_sample=False))
-
-
-@pytest.fixture(scope="module")
-def ref_wav(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ref") / "ref.wav"
-    sf.write(path, np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 24000)
-    return str(path)
-
-
-class _Stop(Exception):
-    pass
+    return tiny_tts(tiny_models_dir)
 
 
 def _job(tts, ref_wav, job):
     """(loaded qwen_tts model, prompts, greedy sampling rules) for one prompt kind."""
-    kw = dict(max_new_tokens=40, do_sample=False, subtalker_dosample=False, repetition_penalty=1.5)
-    lang = ["english"] * len(TEXTS)
-    if job == "design":
-        model = tts.model("design")
-        call = lambda: model.generate_voice_design(text=TEXTS, instruct=["A calm voice."] * 3, language=lang, **kw)  # noqa: E731
-    elif job == "clone":
-        prompt = tts.clone_prompt(ref_wav, "A short reference line.")
-        model = tts.model("clone")
-        call = lambda: model.generate_voice_clone(text=TEXTS, language=lang, voice_clone_prompt=[prompt] * 3, **kw)  # noqa: E731
-    else:
-        model = tts.model("preset")
-        call = lambda: model.generate_custom_voice(text=TEXTS, speaker="ryan", language=lang, **kw)  # noqa: E731
-    box = {}
-
-    def generate(**inputs):
-        box.update(inputs)
-        raise _Stop
-
-    model.model.generate = generate
-    try:
-        call()
-    except _Stop:
-        pass
-    finally:
-        del model.model.generate
-    prompts, sampling = capture_prompts(model.model, box)
-    return model, prompts, sampling
+    return job_prompts(tts, ref_wav, job, TEXTS, 40)
 
 
 @pytest.mark.parametrize("job", ["design", "clone", "preset"])

@@ -1,11 +1,12 @@
-"""Ray workers render batches for the render loop: on a real local Ray cluster with two CPU actors.
+"""Ray workers each run a stream for the render's pipeline: on a real local Ray cluster with two CPU actors.
 
 One Ray cluster serves the whole module (2 CPUs, so 2 actors); each render places its actors
-and removes them when it ends.
+and removes them when it ends. The driver (this process) is the only writer of chunk files.
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from audiobook.books import Book, Chapter
 from audiobook.errors import AudiobookError
 from audiobook.settings import Settings
 from audiobook.tts import Narrator
-from audiobook.workers import RAY_DEFAULT_ENV, WorkerPool
+from audiobook.workers import RAY_DEFAULT_ENV, WorkerPool, release_kept
 
 ROOT = Path(__file__).resolve().parent.parent
 RYAN = Narrator(kind="preset", speaker="ryan")
@@ -48,16 +49,22 @@ def backend_for(root, models_dir, **kw):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A local Ray with 2 CPUs for this module; yields its address (for a second driver to join)."""
+    """One local Ray for the module (2 CPUs, so 2 actors; no dashboard; a small object store); yields its address.
+
+    Each render places its own actors and removes them when it ends; the cluster stops at the module's end.
+    Ray starts on this (the main) thread: its processes end with the thread that started them. Its own
+    start timeouts bound the wait, and the test timeout bounds everything.
+    """
     for k, v in RAY_DEFAULT_ENV.items():
         os.environ.setdefault(k, v)
     import ray
 
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"py_modules": [str(ROOT / "audiobook")]})
     try:
+        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 object_store_memory=128 * 1024 * 1024, runtime_env={"py_modules": [str(ROOT / "audiobook")]})
         yield ray.get_runtime_context().gcs_address
     finally:
+        release_kept()
         ray.shutdown()
 
 
@@ -66,9 +73,28 @@ def kept_files(out: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "chunks").glob("*.wav")}
 
 
-def test_two_workers_render_what_one_process_renders(tmp_path, tiny_models_dir, ray_cluster):
+@pytest.fixture
+def writes(monkeypatch):
+    """Every chunk file written in this process (the driver): (pid, file name), in order; the writes still happen."""
+    seen: list[tuple[int, str]] = []
+    write = mf.write_chunk_audio
+
+    def spy(out_dir, chunk, wav):
+        name = write(out_dir, chunk, wav)
+        seen.append((os.getpid(), Path(name).name))
+        return name
+
+    monkeypatch.setattr(mf, "write_chunk_audio", spy)
+    return seen
+
+
+def test_two_workers_render_what_one_process_renders(tmp_path, tiny_models_dir, ray_cluster, writes, monkeypatch):
+    streamed = []
+    stream = WorkerPool.stream
+    monkeypatch.setattr(WorkerPool, "stream", lambda pool, sr: (streamed.append(len(pool.workers)), stream(pool, sr))[1])
     b = book()
     here = backend_for(tmp_path, tiny_models_dir, workers=0).render(b, RYAN, out_dir=tmp_path / "here")
+    writes.clear()
     be = backend_for(tmp_path, tiny_models_dir, workers=2)
     lines = []
     spread = be.render(b, RYAN, out_dir=tmp_path / "workers", on_progress=lambda p: lines.append(p.message))
@@ -76,17 +102,32 @@ def test_two_workers_render_what_one_process_renders(tmp_path, tiny_models_dir, 
     one, two = mf.load_manifest(tmp_path / "here"), mf.load_manifest(tmp_path / "workers")
     assert [[r.id for r in ch.chunks] for ch in two.chapters] == [[r.id for r in ch.chunks] for ch in one.chapters]
     assert {i: s.status for i, s in two.chunks.items()} == {i: s.status for i, s in one.chunks.items()}
-    # Greedy decoding in float32: the workers made the very same takes.
+    # Greedy decoding in float32, seeds per take: the workers made the very same takes.
     assert {i: s.duration_s for i, s in two.chunks.items()} == {i: s.duration_s for i, s in one.chunks.items()}
+    assert {i: s.seed for i, s in two.chunks.items()} == {i: s.seed for i, s in one.chunks.items()}
+    assert sorted(kept_files(tmp_path / "workers")) == sorted(kept_files(tmp_path / "here"))
     assert [f.name for f in spread.chapter_files] == [f.name for f in here.chapter_files]
+    # The driver alone wrote every chunk file, each once.
+    assert sorted(name for _, name in writes) == sorted(kept_files(tmp_path / "workers"))
+    assert {pid for pid, _ in writes} == {os.getpid()}
     workers = be.worker_infos()
-    assert len(workers) == 2 and all(w.batches > 0 for w in workers), workers  # both took batches
+    assert len(workers) == 2 and all(w.chunks > 0 for w in workers), workers  # both streams made takes
     assert sum(w.chunks for w in workers) == len(two.chunks)
-    assert len({w.pid for w in workers}) == 2 and os.getpid() not in {w.pid for w in workers}
-    assert any("2 workers ready on Ray (cpu)" in m for m in lines)
+    assert os.getpid() not in {w.pid for w in workers}
+    log = "\n".join(lines)
+    assert "2 workers ready on Ray (cpu)" in log
+    assert streamed == [2]  # the render's pipeline ran over the workers' streams, not the batch loop
+
+    # This process runs Ray itself: the next render takes the same workers, models loaded.
+    lines.clear()
+    again = be.render(book(n_chapters=1, title="Again"), RYAN, out_dir=tmp_path / "again",
+                      on_progress=lambda p: lines.append(p.message))
+    assert again.complete and {w.pid for w in be.worker_infos()} == {w.pid for w in workers}
+    assert "2 workers ready on Ray (cpu). 2 kept from the last render, models loaded." in "\n".join(lines)
 
 
-def test_a_killed_worker_loses_nothing_and_redoes_nothing(tmp_path, tiny_models_dir, ray_cluster):
+def test_a_killed_worker_has_its_takes_fed_again_and_nothing_is_written_twice(tmp_path, tiny_models_dir, ray_cluster,
+                                                                              writes):
     b = book(n_chapters=3, sentences=5)
     out = tmp_path / "out"
     be = backend_for(tmp_path, tiny_models_dir, workers=2, batch_size=2, max_new_tokens=96)
@@ -106,7 +147,7 @@ def test_a_killed_worker_loses_nothing_and_redoes_nothing(tmp_path, tiny_models_
                 os.kill(busy[0].pid, signal.SIGKILL)  # the actor's process, as Ray reports it
                 killed.append(busy[0].pid)
                 return
-            time.sleep(0.005)
+            time.sleep(0.01)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -115,7 +156,8 @@ def test_a_killed_worker_loses_nothing_and_redoes_nothing(tmp_path, tiny_models_
     thread.join(5)
     assert killed, "no worker was seen rendering"
     log = "\n".join(lines)
-    assert "died" in log and "its batch went to worker" in log, log
+    fed_again = re.search(r"died \(.*\); Ray restarts it, and its (\d+) takes? in flight were fed again", log)
+    assert fed_again and int(fed_again.group(1)) >= 1, log
     assert sum(w.restarts for w in be.worker_infos()) == 1
     final = mf.load_manifest(out)
     assert result.complete and final.count(mf.DONE, mf.SUSPECT) == len(final.chunks)
@@ -124,15 +166,32 @@ def test_a_killed_worker_loses_nothing_and_redoes_nothing(tmp_path, tiny_models_
     assert len(now) == len(final.chunks)
     for name, stamp in seen.items():  # no finished chunk file was written again
         assert now[name] == stamp, name
+    names = [name for _, name in writes]
+    assert sorted(names) == sorted(now) and len(set(names)) == len(names)  # the driver wrote each file, once
+    assert {pid for pid, _ in writes} == {os.getpid()}
+
+
+def test_the_qwen_tts_engine_deals_whole_batches_to_the_workers(tmp_path, tiny_models_dir, ray_cluster, writes,
+                                                               monkeypatch):
+    streamed = []
+    stream = WorkerPool.stream
+    monkeypatch.setattr(WorkerPool, "stream", lambda pool, sr: (streamed.append(1), stream(pool, sr))[1])
+    be = backend_for(tmp_path, tiny_models_dir, workers=2, engine="qwen_tts")
+    result = be.render(book(n_chapters=2, sentences=3), RYAN, out_dir=tmp_path / "out")
+    assert result.complete and not streamed  # the seed's design: static batches, no stream
+    workers = be.worker_infos()
+    assert sum(w.batches for w in workers) == result.batches and sum(w.chunks for w in workers) == result.generated
+    assert sorted(name for _, name in writes) == sorted(kept_files(tmp_path / "out"))
+    assert {pid for pid, _ in writes} == {os.getpid()}
 
 
 def test_stop_during_a_worker_render_then_resume(tmp_path, tiny_models_dir, ray_cluster):
-    b = book(n_chapters=3, sentences=5)
+    b = book(n_chapters=4, sentences=6)  # long enough that a Stop after two kept chunks leaves some
     out = tmp_path / "out"
     be = backend_for(tmp_path, tiny_models_dir, workers=2, batch_size=1)
     be.start_render(b, RYAN, out_dir=out)
     deadline = time.time() + 300
-    while time.time() < deadline and be.render_state().chunks_done < 2:
+    while time.time() < deadline and be.render_state().running and be.render_state().chunks_done < 2:
         time.sleep(0.05)
     during = be.render_state()
     be.stop_render()
@@ -145,7 +204,8 @@ def test_stop_during_a_worker_render_then_resume(tmp_path, tiny_models_dir, ray_
     before = kept_files(out)
     assert set(before) == {Path(stopped.chunks[i].file).name for i in done}  # the manifest knows every file
 
-    result = be.render(b, RYAN, out_dir=out)
+    # Resumed in this process: what the workers kept is reused, nothing is written again.
+    result = backend_for(tmp_path, tiny_models_dir, workers=0, batch_size=1).render(b, RYAN, out_dir=out)
     assert result.complete and result.reused == len(done)
     assert result.generated == len(stopped.chunks) - len(done)
     after = kept_files(out)
@@ -159,6 +219,7 @@ def test_more_workers_than_the_cluster_holds_is_one_sentence(ray_cluster):
 
 
 def test_render_command_joins_a_running_cluster(tmp_path, tiny_models_dir, ray_cluster):
+    release_kept()  # this process's workers from earlier renders hold the cluster's CPUs
     b = book(n_chapters=2, sentences=3, title="Joined")
     path = tmp_path / "joined.json"
     path.write_text(json.dumps(b.to_dict()))
@@ -169,13 +230,13 @@ def test_render_command_joins_a_running_cluster(tmp_path, tiny_models_dir, ray_c
                     duration_outlier_factor=20.0, runaway_margin_s=0.0)
     (root / "user_settings.json").write_text(json.dumps(settings))
     done = subprocess.run([sys.executable, str(root / "backend.py"), "render", str(path), "--speaker", "ryan",
-                           "--workers", "2", "--ray-address", ray_cluster, "--models-dir", str(tiny_models_dir),
+                           "--workers", "1", "--ray-address", ray_cluster, "--models-dir", str(tiny_models_dir),
                            "--output", str(tmp_path / "out")],
                           cwd=root, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     said = done.stdout + done.stderr
     assert done.returncode in (0, 1), said[-3000:]  # 1: some takes suspect, still rendered
-    assert "2 workers ready on Ray (cpu)" in said, said[-3000:]
+    assert "1 worker ready on Ray (cpu)" in said, said[-3000:]
     final = mf.load_manifest(tmp_path / "out")
     assert final.count(mf.DONE, mf.SUSPECT) == len(final.chunks)
     assert sorted(p.name for p in (tmp_path / "out").glob("0*.wav")) == ["01 - Part 1.wav", "02 - Part 2.wav"]

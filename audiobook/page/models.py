@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from audiobook.errors import AudiobookError
-from audiobook.page.widgets import MODEL_WORK, Backend, page_errors
+from audiobook.page.widgets import MODEL_WORK, Backend, keep_enabled, page_errors
 from audiobook.settings import BATCH_SLIDER_MAX
 
 
@@ -61,7 +61,7 @@ def build_models_panel(backend: Backend) -> SimpleNamespace:
                              wrap=True, elem_id="models-table")
         with gr.Row():
             pick = gr.Dropdown([c.name for c in B.checkpoints()], label="Checkpoint", scale=3, elem_id="models-pick")
-            download_btn = gr.Button("Download", scale=1, elem_id="models-download")
+            download_btn = gr.Button("Download", scale=1, interactive=False, elem_id="models-download")
         progress = gr.HTML(elem_id="models-progress")
 
     def on_download(name):
@@ -71,6 +71,7 @@ def build_models_panel(backend: Backend) -> SimpleNamespace:
             yield bar, (model_rows(B) if not state.running else gr.skip())
 
     download_btn.click(page_errors(on_download), pick, [progress, table])
+    keep_enabled({"download": download_btn}, lambda name: {"download": bool(name)}, [pick], [pick])
     panel.expand(page_errors(lambda: model_rows(B)), None, table)  # a preview may have downloaded one meanwhile
     return SimpleNamespace(table=table)
 

@@ -13,7 +13,7 @@ import gradio as gr
 from audiobook.errors import AudiobookError
 from audiobook.page.readalong import PLAYER_JS, readalong_html
 from audiobook.page.voice_lab import narrator_choices, narrator_for
-from audiobook.page.widgets import Backend, page_errors
+from audiobook.page.widgets import Backend, keep_enabled, page_errors
 from audiobook.serving import ServedFiles
 
 REVIEW_HEADERS = ["chunk", "speaker", "text", "seconds", "WER", "voice", "status", "takes", "why"]
@@ -91,6 +91,11 @@ def can_rebuild(backend: Backend, name: str | None) -> bool:
         return False
 
 
+def sample_button(book, voice: str | None) -> dict[str, bool]:
+    """Sample has something to read: the book loaded on the Render tab, in a voice picked here."""
+    return {"sample": book is not None and bool(voice)}
+
+
 def load_manifest_language(folder: Path) -> str:
     from audiobook.review import load_render
 
@@ -144,7 +149,7 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
                 sample_voice = gr.Dropdown([], label="Voice", elem_id="review-sample-voice")
                 sample_chapter = gr.Number(1, label="Chapter", precision=0, minimum=1, elem_id="review-sample-chapter")
                 sample_seconds = gr.Number(60, label="Seconds", minimum=1, elem_id="review-sample-seconds")
-                sample_btn = gr.Button("Sample", elem_id="review-sample")
+                sample_btn = gr.Button("Sample", interactive=False, elem_id="review-sample")
             sample_player = gr.Audio(label="Sample", type="numpy", interactive=False, elem_id="review-sample-player")
             gr.Markdown("The sample reads the book loaded on the Render tab.")
 
@@ -242,6 +247,7 @@ def build_review_tab(backend: Backend, serve: ServedFiles, book_state: gr.State)
     keep_btn.click(page_errors(on_keep), [book_pick, chapter_pick, flagged_only, chunk_id], fix_outputs)
     rebuild_btn.click(page_errors(on_rebuild), book_pick, [rebuild_msg, m4b_file, rebuild_btn])
     sample_btn.click(page_errors(on_sample), [book_state, sample_voice, sample_chapter, sample_seconds], sample_player)
+    keep_enabled({"sample": sample_btn}, sample_button, [book_state, sample_voice], [book_state, sample_voice])
 
     def on_refresh():
         books = review_books(B)

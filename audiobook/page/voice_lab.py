@@ -97,6 +97,12 @@ def voice_buttons(preview: VoicePreview | None, name: str | None, picked: str | 
             "export": bool(picked), "rename": bool(picked) and bool((new_name or "").strip())}
 
 
+def preview_button(mode: str, description: str | None, clip: str | None, speaker: str | None) -> dict[str, bool]:
+    """Generate preview has something to hear: a description to design, a clip to clone, a speaker to pick."""
+    given = {MODE_DESIGN: (description or "").strip(), MODE_CLONE: clip, MODE_PRESET: speaker}.get(mode)
+    return {"preview": bool(given)}
+
+
 def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown) -> SimpleNamespace:
     """Voice Lab: design, clone or pick a voice, preview it, save it; the library of saved voices."""
     B = backend
@@ -122,7 +128,7 @@ def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown)
                     instruct = gr.Textbox(label="Style instruction (1.7B model only)", elem_id="voice-instruct",
                                           placeholder="Speak slowly, with a gentle smile")
                 language = gr.Dropdown(VOICE_LANGUAGES, value="auto", label="Language", elem_id="voice-language")
-                preview_btn = gr.Button("Generate preview", variant="primary", elem_id="voice-preview")
+                preview_btn = gr.Button("Generate preview", variant="primary", interactive=False, elem_id="voice-preview")
                 need_btn = gr.Button("Download the model", visible=False, elem_id="voice-need-download")
                 need_progress = gr.HTML(elem_id="voice-need-progress")
                 need_name = gr.State(None)
@@ -224,6 +230,8 @@ def build_voice_tab(backend: Backend, serve: ServedFiles, narrator: gr.Dropdown)
                "rename": rename_voice_btn}
     inputs = [preview_state, voice_name, lib_pick, rename_to]
     keep_enabled(buttons, voice_buttons, inputs, inputs)
+    inputs = [mode, description, clip, speaker]
+    keep_enabled({"preview": preview_btn}, preview_button, inputs, inputs)
 
     def on_load():
         speakers = B.speakers()

@@ -156,7 +156,8 @@ def keep_enabled(buttons: dict[str, gr.Button], decide: Callable[..., dict[str, 
 
     def update(*values):
         flags = decide(*values)
-        return [gr.update(interactive=bool(flags[key])) for key in buttons]
+        updates = [gr.update(interactive=bool(flags[key])) for key in buttons]
+        return updates if len(updates) > 1 else updates[0]  # one output takes one value, not a list of one
 
     for trigger in triggers:
         trigger.change(update, inputs, list(buttons.values()), show_progress="hidden")
