@@ -70,8 +70,10 @@ run: setup
 	$(BIN)/python app.py $(ARGS)
 
 # The suite runs on TEST_JOBS processes (pytest-xdist), one test file per process at a time, so a
-# module's app server and fixtures are made once; the tiny checkpoints are built once for all.
-TEST_JOBS ?= 2
+# module's app server and fixtures are made once; the tiny checkpoints are built once for all. Much of
+# the suite waits (on Ray, app servers, a browser, subprocesses), so four processes keep two cores busy;
+# the longest modules start first (tests/conftest.py).
+TEST_JOBS ?= 4
 test: setup-test
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
 

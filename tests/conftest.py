@@ -150,3 +150,19 @@ def pytest_runtest_protocol(item, nextitem):
     line = {"test": item.nodeid, "wall_s": round(time.perf_counter() - wall0, 2), "cpu_s": round(cpu() - cpu0, 2)}
     with open(_TIMES_LOG, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(line) + "\n")
+
+
+# Modules whose wall time is longest (mostly waiting on Ray, app servers, a browser or subprocesses), longest
+# first. `make test` hands whole modules to its workers in collection order, so starting these first lets the
+# short modules fill the gaps instead of one long module finishing alone at the end.
+LONGEST_FIRST = (
+    "test_workers.py", "test_render.py", "test_audio.py", "test_browser.py", "test_tiny.py", "test_bench.py",
+    "test_engine.py", "test_errors.py", "test_readalong.py", "test_voices.py", "test_doctor.py",
+    "test_browser_review.py", "test_check.py", "test_backend.py", "test_review.py", "test_pipeline.py",
+    "test_book_formats.py", "test_queue.py", "test_browser_first_load.py", "test_engine_capture.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order is kept
