@@ -80,8 +80,10 @@ class Session:
         self._frames: collections.deque[torch.Tensor] = collections.deque()  # [S, 16] per step, from _base on
         self._base = 0
         pin = dev.type == "cuda"
-        self._host = [torch.zeros(self.slots, dtype=torch.long, pin_memory=pin) for _ in range(2)]
-        self._events: list[Any] = [None, None]
+        # One host buffer per step that may be unread at once: a status is never overwritten before it is read.
+        self._buffers = self.read_lag + 1
+        self._host = [torch.zeros(self.slots, dtype=torch.long, pin_memory=pin) for _ in range(self._buffers)]
+        self._events: list[Any] = [None] * self._buffers
         self._unread: list[tuple[int, int]] = []  # (step, host buffer) written but not yet read
         self.state: _State = self._new_state()
         engine._state = self.state
@@ -158,7 +160,7 @@ class Session:
             st.grow(max(need, min(top, 2 * st.capacity)))
         e._step(st, need, self.sampling, live=max(slot for slot, r in enumerate(self.owner) if r is not None) + 1)
         self._frames.append(st.frame.clone())
-        buf = self.steps % 2
+        buf = self.steps % self._buffers
         self._host[buf].copy_(st.status, non_blocking=True)
         if e.device.type == "cuda":
             ev = torch.cuda.Event()
@@ -200,7 +202,7 @@ class Session:
         self._pos = [self._pos[i] for i in rows] + [0] * pad
         self._frames = collections.deque(f[idx] for f in self._frames)
         pin = self.engine.device.type == "cuda"
-        self._host = [torch.zeros(size, dtype=torch.long, pin_memory=pin) for _ in range(2)]
+        self._host = [torch.zeros(size, dtype=torch.long, pin_memory=pin) for _ in range(self._buffers)]
         return finished
 
     def _read(self, step: int, buf: int) -> list[Finished]:

@@ -175,6 +175,20 @@ def test_the_slot_count_never_changes_and_the_state_is_kept(preset):
     assert takes.keys() == fixed.keys() and all(torch.equal(takes[n], fixed[n]) for n in fixed)
 
 
+def test_the_takes_are_the_same_whatever_the_read_lag(preset):
+    """A status read two steps late is never overwritten before it is read: every take ends at the same
+    frame as when each status is read at once."""
+    model, prompts, s = preset
+    by_lag = {}
+    for lag in (0, 2):
+        session = Session(FastEngine(model.model, slots=3, cuda_graphs=False), s, read_lag=lag, compact=False)
+        for n, p in enumerate(prompts):
+            session.submit(Request(p, seed=n, tag=n))
+        by_lag[lag] = {f.tag: f.codes for f in session.run()}
+    assert len({tuple(t.shape[0] for t in takes.values()) for takes in by_lag.values()}) == 1
+    assert all(torch.equal(by_lag[2][n], by_lag[0][n]) for n in range(len(prompts)))
+
+
 def test_greedy_session_codes_equal_the_engine_call(tts):
     """With greedy decoding a session gives each prompt the codes the engine's one-call loop gives it."""
     from tests.test_engine_capture import _prompts
