@@ -483,7 +483,8 @@ class StreamRender:
                     voices = [it.voice for it in part]
                     prompts = [self._prompt_of(v) for v in voices] if job == "clone" else None
                     try:
-                        wavs = self._decoded(part, voices, texts, prompts)
+                        wavs = decode_takes(self.tts, voices, texts, r.language, r.opts, [it.codes for it in part],
+                                            prompts)
                     except AudiobookError:
                         raise
                     except Exception as e:  # noqa: BLE001
@@ -503,38 +504,9 @@ class StreamRender:
                 return
 
     def _gather(self, q: queue.Queue, most: int) -> tuple[list[_Item], bool]:
-        """A group of takes from ``q``: waits for the first, then takes up to ``most`` that are ready.
-
-        ``([], True)`` when the stage's input ended (or the pipeline halts); ``end`` is True when the
-        input's end came right after the group.
-        """
-        first = q.get()
-        if first is _DONE or self.halt.is_set():
-            return [], True
-        group = [first]
-        while len(group) < most:
-            try:
-                nxt = q.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is _DONE:
-                return group, True
-            group.append(nxt)
-        return group, False
-
-    def _decoded(self, part: list[_Item], voices, texts, prompts) -> list:
-        """One wav per item (a take with no frame is silence of no length), or an error for the group."""
-        wavs: list = [np.zeros(0, dtype=np.float32)] * len(part)
-        speaking = [n for n, it in enumerate(part) if it.codes is not None and it.codes.shape[0] > 0]
-        if speaking:
-            got = self.tts.decode_codes([voices[n] for n in speaking], [texts[n] for n in speaking], self.r.language,
-                                        self.r.opts, [part[n].codes for n in speaking],
-                                        prompt=[prompts[n] for n in speaking] if prompts else None)
-            if len(got) != len(speaking):
-                raise RuntimeError(f"decoding returned {len(got)} takes for {len(speaking)}")
-            for n, wav in zip(speaking, got):
-                wavs[n] = wav
-        return wavs
+        """``gather`` from a stage's queue; ``([], True)`` also when the pipeline halts."""
+        group, end = gather(q, most, _DONE)
+        return ([], True) if self.halt.is_set() else (group, end)
 
     def _check(self) -> None:
         """The checks on whatever takes are ready (batched), then on to the keeper."""
@@ -595,3 +567,37 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def gather(q: queue.Queue, most: int, end: Any) -> tuple[list, bool]:
+    """A group from ``q``: waits for the first item, then takes up to ``most`` that are ready.
+
+    ``([], True)`` when the first is ``end``; the flag is True when ``end`` came right after the group.
+    """
+    first = q.get()
+    if first is end:
+        return [], True
+    group = [first]
+    while len(group) < most:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is end:
+            return group, True
+        group.append(nxt)
+    return group, False
+
+
+def decode_takes(tts, voices: list, texts: list[str], language, opts, codes: list, prompts: list | None) -> list:
+    """One float32 wav per take, decoded in one call; a take with no frame is silence of no length."""
+    wavs: list = [np.zeros(0, dtype=np.float32)] * len(codes)
+    speaking = [n for n, c in enumerate(codes) if c is not None and c.shape[0] > 0]
+    if speaking:
+        got = tts.decode_codes([voices[n] for n in speaking], [texts[n] for n in speaking], language, opts,
+                               [codes[n] for n in speaking], prompt=[prompts[n] for n in speaking] if prompts else None)
+        if len(got) != len(speaking):
+            raise RuntimeError(f"decoding returned {len(got)} takes for {len(speaking)}")
+        for n, wav in zip(speaking, got):
+            wavs[n] = np.asarray(wav, dtype=np.float32)
+    return wavs

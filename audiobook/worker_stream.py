@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .pipeline import decode_takes, gather
 from .tts import CLONE, is_out_of_memory, release_accelerator_memory
 
 DECODE_GROUP = 8  # most takes decoded to audio in one padded batch
@@ -195,47 +196,25 @@ class WorkerStream:
 
     def _decode(self) -> None:
         while True:
-            first = self.decode_q.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < DECODE_GROUP:
-                try:
-                    nxt = self.decode_q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self.decode_q.put(None)
-                    break
-                group.append(nxt)
+            group, end = gather(self.decode_q, DECODE_GROUP, None)
             done: list[Done] = []
             for job in {t.job for t, _, _ in group}:
                 part = [g for g in group if g[0].job == job]
+                takes = [t for t, _, _ in part]
                 try:
-                    wavs = self._decoded(part)
+                    with self.tts.lock.hold("a render on this worker", wait_s=LOCK_WAIT_S):
+                        wavs = decode_takes(self.tts, [t.voice for t in takes], [t.text for t in takes], self.language,
+                                            self.opts, [c for _, c, _ in part], self._prompts_of(takes))
                     done += [Done(t.key, w, runaway) for (t, _, runaway), w in zip(part, wavs)]
                 except Exception as e:  # noqa: BLE001 - these takes fail; the driver reports it
                     error = _portable(e)
-                    done += [Done(t.key, None, error=error) for t, _, _ in part]
+                    done += [Done(t.key, None, error=error) for t in takes]
             with self.cond:
                 self.outbox += done
                 self.decoding -= len(group)
                 self.cond.notify_all()
-
-    def _decoded(self, part: list) -> list[np.ndarray]:
-        """One wav per take; a take with no frame is silence of no length."""
-        wavs = [np.zeros(0, dtype=np.float32)] * len(part)
-        speaking = [n for n, (_, codes, _) in enumerate(part) if codes.shape[0] > 0]
-        if speaking:
-            takes = [part[n][0] for n in speaking]
-            with self.tts.lock.hold("a render on this worker", wait_s=LOCK_WAIT_S):
-                got = self.tts.decode_codes([t.voice for t in takes], [t.text for t in takes], self.language, self.opts,
-                                            [part[n][1] for n in speaking], prompt=self._prompts_of(takes))
-            if len(got) != len(speaking):
-                raise RuntimeError(f"decoding returned {len(got)} takes for {len(speaking)}")
-            for n, wav in zip(speaking, got):
-                wavs[n] = np.asarray(wav, dtype=np.float32)
-        return wavs
+            if end:
+                return
 
 
 def _portable(e: BaseException) -> BaseException:
