@@ -101,10 +101,11 @@ class Result:
     lengths: list[int] = field(default_factory=list)
 
 
-def workload(chunk_chars: int, repeat: int = 1) -> list[str]:
-    """The story cut into sentence-aligned chunks by the app's own planner, ``repeat`` times over."""
-    chapters = [Chapter(title, "\n\n".join(paras)) for title, paras in STORY] * repeat
-    return [c.text for c in plan_chunks(chapters, chunk_chars, "en")]
+def workload(chunk_chars: int, repeat: int = 1, chapters: int | None = None) -> list[str]:
+    """The story (its first ``chapters`` chapters) cut into sentence-aligned chunks by the app's own planner,
+    ``repeat`` times over."""
+    parts = [Chapter(title, "\n\n".join(paras)) for title, paras in STORY[:chapters]] * repeat
+    return [c.text for c in plan_chunks(parts, chunk_chars, "en")]
 
 
 class PeakMemory:
@@ -348,15 +349,18 @@ class RenderRow:
     lengths: list[int] = field(default_factory=list)
 
 
-def _story_book():
-    """The story as the book a user would load: its three chapters (the planner cuts the workload's chunks from it)."""
+def _story_book(chapters: int | None = None):
+    """The story as the book a user would load: its three chapters, or the first ``chapters`` (the planner cuts the
+    workload's chunks from it)."""
     from audiobook.books import Book
 
-    return Book("Render bench", [Chapter(title, "\n\n".join(paras)) for title, paras in STORY], language="en")
+    return Book("Render bench", [Chapter(title, "\n\n".join(paras)) for title, paras in STORY[:chapters]],
+                language="en")
 
 
 def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_tokens: int, batch: int, rounds: int,
-                 work_dir: Path, eos_scale: float | None = None, log=print, only: list[str] | None = None) -> list[RenderRow]:
+                 work_dir: Path, eos_scale: float | None = None, log=print, only: list[str] | None = None,
+                 chapters: int | None = None) -> list[RenderRow]:
     """``Backend.render`` (check off, check on with tiny Whisper; the stream and the old batch loop) beside the
     bare engine given every chunk in one call (``fast_bsN``) and the seed design, interleaved ``rounds`` times.
     ``only`` keeps those rows (by name, the batch size left out: ``render``, ``fast``, ``render_check``, ``loop``);
@@ -372,8 +376,8 @@ def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_t
     from backend import Backend
 
     whisper = build_tiny_whisper(work_dir / "whisper", names=["whisper-small"])["whisper-small"]
-    texts = workload(chunk_chars)
-    book = _story_book()
+    texts = workload(chunk_chars, chapters=chapters)
+    book = _story_book(chapters)
     be = Backend(root=work_dir, settings_path=work_dir / "user_settings.json", models_dir=str(models_dir))
     base = be.settings.updated(device="cpu", dtype="float32", max_new_tokens=max_new_tokens, batch_size=batch,
                                do_sample=False, max_retries=0, chunk_chars=chunk_chars, make_m4b=False,
@@ -555,6 +559,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--dtypes", help="CPU: compare these dtype settings (float32,bfloat16,int8) on the fast engine "
                                     "instead of the engines (bench/dtypes.py)")
     p.add_argument("--dtype-threads", default="1,2", help="with --dtypes: torch thread counts (default 1,2)")
+    p.add_argument("--chapters", type=int, help="with --render: only the story's first N chapters (default all three)")
     p.add_argument("--rounds", type=int, default=2,
                    help="with --render: interleaved rounds, mean kept; with --dtypes: interleaved rounds, best kept (default 2)")
     args = p.parse_args(argv)
@@ -626,10 +631,11 @@ def _bench_render(args) -> list:
     import tempfile
 
     print(f"Machine: {machine()}")
-    texts = workload(args.chunk_chars)
+    texts = workload(args.chunk_chars, chapters=args.chapters)
     batch = int((args.fast_batch_sizes or "5").split(",")[0])
     max_new = args.max_new_tokens or 160
-    print(f"Workload: {len(texts)} chunks of {min(map(len, texts))}-{max(map(len, texts))} characters in 3 chapters, "
+    print(f"Workload: {len(texts)} chunks of {min(map(len, texts))}-{max(map(len, texts))} characters in "
+          f"{args.chapters or len(STORY)} chapters, "
           f"greedy, max_new_tokens {max_new}, batch {batch}, {args.rounds} rounds interleaved")
     records = []
     for size in (args.sizes or "medium").split(","):
@@ -637,7 +643,8 @@ def _bench_render(args) -> list:
         with tempfile.TemporaryDirectory(prefix="render-bench-") as work:
             rows = bench_render(models, size, args.chunk_chars, max_new, batch, args.rounds, Path(work),
                                 eos_scale=args.eos_scale,
-                                only=args.render_rows.split(",") if args.render_rows else None)
+                                only=args.render_rows.split(",") if args.render_rows else None,
+                                chapters=args.chapters)
         print(f"\n{machine()}, {size} checkpoint\n")
         print(render_table(rows))
         records.append({"size": size, "rows": [{k: v for k, v in asdict(r).items() if k != "lengths"} for r in rows]})

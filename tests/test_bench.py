@@ -38,8 +38,10 @@ def test_render_rows_run_the_real_render_at_equal_work(tmp_path):
     """``--render``: the real render (check off and on), the old loop, the bare engine and the seed design, one run."""
     out = tmp_path / "render.json"
     main(["--render", "--sizes", "tiny", "--rounds", "1", "--chunk-chars", "400", "--max-new-tokens", "64",
-          "--models-dir", str(tmp_path / "models"), "--json", str(out)])
-    rows = json.loads(out.read_text())["render"][0]["rows"]
+          "--chapters", "1", "--models-dir", str(tmp_path / "models"), "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["chunks"] == len(workload(400, chapters=1)) < len(workload(400))  # the first chapter only
+    rows = data["render"][0]["rows"]
     assert [r["row"] for r in rows] == ["seed_design", "fast_bs5", "render_bs5", "render_check_bs5", "loop_bs5",
                                         "render_full_rows_bs5", "check_alone"]
     for r in rows:
