@@ -379,6 +379,7 @@ def test_cast_map_a_character_to_a_saved_voice_render_and_see_who_spoke(browser,
     table.get_by_text('"Who goes there?"').click()
     wait_for_text(page.locator("#review-note"), r"Alice, read by Alice voice")
     screenshot(page, "review-cast")
+    page.close()  # an open page costs the browser and the app CPU time while the next tests run
     m = mf.load_manifest(server.root / "output" / "gate")
     said = {s.text: (s.speaker, s.voice) for s in m.chunks.values()}
     assert said['"Who goes there?"'] == ("Alice", "Alice voice") and said["someone said."] == ("narrator", "ryan")
