@@ -33,13 +33,21 @@ log = logging.getLogger("app")
 
 
 def _wire_page_load(demo: gr.Blocks, parts: list[SimpleNamespace]) -> None:
-    """One page-load event that fills what each part asked for (the settings on disk, the voices, ...)."""
+    """One event, just after the page has mounted, that fills what each part asked for (the settings on disk,
+    the voices, ...).
+
+    A one-shot timer rather than ``demo.load``: with Gradio 6.17, a page-load event answered while the page is
+    still mounting sets its tabs re-measuring themselves on every animation frame, about half a CPU core for as
+    long as the page stays open (``bench/page_idle.py`` measures it).
+    """
     outputs = [c for part in parts for c in part.on_load[0]]
 
     def on_load():
         return [v for part in parts for v in part.on_load[1]()]
 
-    demo.load(page_errors(on_load), None, outputs)
+    first = gr.Timer(0.2)
+    first.tick(lambda: gr.Timer(active=False), None, first, show_progress="hidden").then(
+        page_errors(on_load), None, outputs, show_progress="hidden")
 
 
 def build_app(backend: Backend) -> gr.Blocks:
