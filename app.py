@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Gradio's queue otherwise sums up every event it has served (a table of all of them, rebuilt after each
+    # event) for a monitoring page this app does not use: with the page's status polls, hours of render
+    # make each poll slower than the last.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
     try:
         serving = serving_for(args.listen, args.share, args.auth)
         backend = Backend(root=args.root, models_dir=args.models_dir, lock_folders=serving.network)
