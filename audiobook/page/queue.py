@@ -97,7 +97,7 @@ def build_queue_panel(backend: Backend, add_btn: gr.Button, book_state: gr.State
     A row is chosen by selecting it in the table; the buttons that act on a row wait for one.
     """
     B = backend
-    with gr.Accordion("Queue", open=False, elem_id="queue-box"):
+    with gr.Accordion("Queue", open=False, elem_id="queue-box") as queue_box:
         table = gr.Dataframe(headers=QUEUE_COLUMNS, value=[], interactive=False, wrap=True, elem_id="queue-table")
         picked = gr.State(None)  # the item number selected in the table
         shown = gr.State(None)  # the rows on screen, so the poll resends only a change
@@ -108,7 +108,7 @@ def build_queue_panel(backend: Backend, add_btn: gr.Button, book_state: gr.State
             remove_btn = gr.Button("Remove", size="sm", interactive=False, elem_id="queue-remove")
             retry_btn = gr.Button("Queue again", size="sm", interactive=False, elem_id="queue-retry")
             run_btn = gr.Button("Run the queue", variant="primary", interactive=False, elem_id="queue-run")
-    with gr.Accordion("Workers", open=False, elem_id="workers-box"):
+    with gr.Accordion("Workers", open=False, elem_id="workers-box") as workers_box:
         gr.Markdown("With the `workers` setting above 0, each Ray worker holds a model on its own GPU (or CPU); "
                     "this shows what each is doing.")
         workers = gr.HTML(workers_html(B), elem_id="workers-table")
@@ -164,9 +164,21 @@ def build_queue_panel(backend: Backend, add_btn: gr.Button, book_state: gr.State
                 + [workers_html(B)]
         return view(rows, n) + [workers_html(B)]
 
-    timer = gr.Timer(POLL_S)
+    # The poll runs only while the Queue or Workers panel is open (both start closed): each poll costs the
+    # browser a pass over the page, and a closed panel shows nothing to update.
+    timer = gr.Timer(POLL_S, active=False)
     timer.tick(on_tick, [shown, picked], [*outputs, workers], show_progress="hidden", concurrency_id="poll-queue",
                concurrency_limit=2, trigger_mode="always_last")
+    panels = gr.State(())  # the names of the open panels
+
+    def opened(panels_open, name, now_open):
+        now = set(panels_open or ()) | {name} if now_open else set(panels_open or ()) - {name}
+        return tuple(sorted(now)), gr.Timer(active=bool(now))
+
+    for box, name in ((queue_box, "queue"), (workers_box, "workers")):
+        box.expand(lambda p, name=name: opened(p, name, True), panels, [panels, timer], show_progress="hidden").then(
+            on_tick, [shown, picked], [*outputs, workers], show_progress="hidden")
+        box.collapse(lambda p, name=name: opened(p, name, False), panels, [panels, timer], show_progress="hidden")
     def on_load():
         try:
             rows = queue_rows(B)
