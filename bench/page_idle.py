@@ -1,35 +1,29 @@
 """What an open, idle page costs: ``python bench/page_idle.py [--app app.py --app OTHER/app.py] [--rounds 3]``.
 
 Starts each ``app.py`` given (default: this checkout's) on an empty project and the tiny checkpoints, opens
-the page in headless Chromium (Debian's, through Playwright), lets it settle, then counts the CPU time of the
-browser's processes and of the app's process over ``--seconds`` of doing nothing. The apps take turns,
-``--rounds`` times, so a busy machine weighs on each alike. A page that only waits should cost next to
-nothing: the user's CPU renders the book.
+the page in headless Chromium (Debian's, through Playwright, as the browser tests do), lets it settle, then
+counts the CPU time of the browser's processes and of the app's process over ``--seconds`` of doing nothing.
+The apps take turns, ``--rounds`` times, so a busy machine weighs on each alike. A page that only waits
+should cost next to nothing: the user's CPU renders the book.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+from browser_helpers import CHROMIUM_ARGS, AppServer, chromium_path, new_project_root  # noqa: E402
 
 
-def cpu_seconds(match: str) -> float:
-    """The CPU time so far of every process whose command line holds ``match``."""
+def cpu_seconds(keep) -> float:
+    """The CPU time so far of every process for which ``keep(pid, command line)`` holds."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -38,56 +32,35 @@ def cpu_seconds(match: str) -> float:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        if match in cmd:
+        if keep(int(pid), cmd):
             fields = stat[stat.rfind(")") + 2:].split()
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(app: Path, models: Path, project: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    (project / "user_settings.json").write_text(json.dumps({"device": "cpu"}))
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(app), "--root", str(project), "--models-dir", str(models),
-                             "--port", str(port)], cwd=project, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "config", timeout=2):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"{app} exited with {proc.returncode}")
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"{app} did not start in two minutes")
-
-
 def idle_cost(browser, app: Path, models: Path, settle_s: float, seconds: float) -> tuple[float, float]:
     """(browser CPU s, app CPU s) over ``seconds`` of an open page doing nothing."""
     with tempfile.TemporaryDirectory(prefix="page-idle-") as project:
-        proc, url = start_app(app, models, Path(project))
+        server = AppServer(new_project_root(Path(project)), models, app=app).start()
         try:
             page = browser.new_page()
-            page.goto(url)
+            page.goto(server.url)
             page.wait_for_selector("#status-line")
             time.sleep(settle_s)
-            b0, a0 = cpu_seconds("chromium"), cpu_seconds(f"--root\0{project}")
+
+            def in_browser(pid, cmd):
+                return "chromium" in cmd
+
+            def in_app(pid, cmd):
+                return pid == server.proc.pid
+
+            b0, a0 = cpu_seconds(in_browser), cpu_seconds(in_app)
             time.sleep(seconds)
-            b1, a1 = cpu_seconds("chromium"), cpu_seconds(f"--root\0{project}")
+            b1, a1 = cpu_seconds(in_browser), cpu_seconds(in_app)
             page.close()
             return b1 - b0, a1 - a0
         finally:
-            proc.kill()
-            proc.wait()
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", default=str(Path(tempfile.gettempdir()) / "audiobook-bench-page-models"))
     args = parser.parse_args(argv)
     apps = [Path(a).resolve() for a in (args.app or [str(ROOT / "app.py")])]
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    exe = chromium_path()
     if exe is None:
         raise SystemExit("Chromium is not installed; `make browser` installs Debian's chromium.")
     from playwright.sync_api import sync_playwright

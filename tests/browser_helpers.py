@@ -48,6 +48,7 @@ class AppServer:
     port: int = 0
     proc: subprocess.Popen | None = None
     args: list[str] = field(default_factory=list)  # more command-line arguments, e.g. ["--listen"]
+    app: Path = REPO / "app.py"  # the app to run (a benchmark may compare another checkout's)
 
     @property
     def url(self) -> str:
@@ -67,7 +68,7 @@ class AppServer:
         # tiny preview takes minutes instead of seconds.
         env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), "--root", str(self.root), "--models-dir", str(self.models_dir),
+            [sys.executable, str(self.app), "--root", str(self.root), "--models-dir", str(self.models_dir),
              "--port", str(self.port), *self.args],
             cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
