@@ -75,7 +75,7 @@ run: setup
 # the longest modules start first (tests/conftest.py).
 TEST_JOBS ?= 4
 test: setup-test
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 bench: setup
 	$(BIN)/python bench/run.py $(ARGS)

@@ -153,13 +153,17 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 # Modules whose wall time is longest (mostly waiting on Ray, app servers, a browser or subprocesses), longest
-# first. `make test` hands whole modules to its workers in collection order, so starting these first lets the
-# short modules fill the gaps instead of one long module finishing alone at the end.
+# first, as measured in one `make test`. `make test` hands whole modules to its workers in collection order
+# (`--no-loadscope-reorder`: pytest-xdist would otherwise start the modules with the most tests first), so
+# starting these first lets the short modules fill the gaps instead of one long module finishing alone at the end.
 LONGEST_FIRST = (
-    "test_workers.py", "test_render.py", "test_audio.py", "test_browser.py", "test_tiny.py", "test_bench.py",
-    "test_engine.py", "test_errors.py", "test_readalong.py", "test_voices.py", "test_doctor.py",
-    "test_browser_review.py", "test_check.py", "test_backend.py", "test_review.py", "test_pipeline.py",
-    "test_book_formats.py", "test_queue.py", "test_browser_first_load.py", "test_engine_capture.py",
+    "test_workers.py", "test_browser.py", "test_render.py", "test_audio.py", "test_tiny.py", "test_doctor.py",
+    "test_bench.py", "test_queue.py", "test_engine.py", "test_readalong.py", "test_backend.py", "test_review.py",
+    "test_pipeline.py", "test_browser_review.py", "test_errors.py", "test_check.py", "test_voices.py",
+    "test_voicing.py", "test_quiet.py", "test_browser_first_load.py", "test_browser_models.py",
+    "test_engine_capture.py", "test_book_formats.py", "test_stream.py", "test_api.py", "test_model_lock.py",
+    "test_cli_ctrl_c.py", "test_tts.py", "test_app.py", "test_models.py", "test_browser_readalong.py",
+    "test_gpu_check.py", "test_text.py",
 )
 
 
