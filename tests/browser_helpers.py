@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -143,3 +144,20 @@ def play_and_hear(page, player: str, timeout: float = 30.0) -> None:
     page.wait_for_function(_LOADED, arg=player, timeout=timeout * 1000)
     page.locator(f"{player} button[aria-label='Play']").first.click()
     page.wait_for_function(_PLAYED, arg=player, timeout=timeout * 1000)
+
+
+def count_page_events(page, seconds: float) -> int:
+    """How many events the page sends its app (Gradio's queue joins: clicks, changes and timer ticks) in the
+    next ``seconds``, while waiting through Playwright so that its request events are delivered."""
+    joins = []
+
+    def seen(request):
+        if request.method == "POST" and urlparse(request.url).path.rstrip("/").endswith("/queue/join"):
+            joins.append(request.url)
+
+    page.on("request", seen)
+    try:
+        page.wait_for_timeout(seconds * 1000)
+    finally:
+        page.remove_listener("request", seen)
+    return len(joins)

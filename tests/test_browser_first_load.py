@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from audiobook.voices import BUILTIN, Voice, VoiceLibrary
-from browser_helpers import AppServer, new_project_root, screenshot
+from browser_helpers import AppServer, count_page_events, new_project_root, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -52,7 +52,10 @@ def test_an_empty_project_opens_without_an_alarm_and_with_idle_buttons_disabled(
         page.goto(app.url)
         page.wait_for_selector("#status-line")
         page.wait_for_function("document.querySelector('#render-narrator input').value !== ''")  # the page has loaded
-        time.sleep(3 * 1.0)  # a few polls of the render state and the queue
+        # While nothing renders, the page asks for the render state every IDLE_POLL_S (5 s), not every second;
+        # the queue panel (closed) does not poll at all.
+        polls = count_page_events(page, 8.0)
+        assert 1 <= polls <= 3, f"{polls} events in 8 s on an idle page"
         for tab in TABS:
             page.get_by_role("tab", name=tab).click()
             time.sleep(1.0)

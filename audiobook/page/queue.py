@@ -152,7 +152,7 @@ def build_queue_panel(backend: Backend, add_btn: gr.Button, book_state: gr.State
     down_btn.click(page_errors(lambda n: on_move(n, +1)), picked, [message, *outputs])
     remove_btn.click(page_errors(on_remove), picked, [message, *outputs])
     retry_btn.click(page_errors(on_retry), picked, [message, *outputs])
-    run_btn.click(page_errors(on_run), None, [message, run_btn])
+    started = run_btn.click(page_errors(on_run), None, [message, run_btn])
 
     def on_tick(last, n):
         try:
@@ -186,4 +186,4 @@ def build_queue_panel(backend: Backend, add_btn: gr.Button, book_state: gr.State
             rows = []
         return view(rows, None) + [workers_html(B)]
 
-    return SimpleNamespace(table=table, workers=workers, on_load=([*outputs, workers], on_load))
+    return SimpleNamespace(table=table, workers=workers, started=started, on_load=([*outputs, workers], on_load))

@@ -14,8 +14,8 @@ from audiobook.books import Book, formats_sentence
 from audiobook.errors import AudiobookError
 from audiobook.page.queue import build_queue_panel
 from audiobook.page.voice_lab import narrator_choices, narrator_for
-from audiobook.page.widgets import (LOG_LINES, POLL_S, Backend, book_file_box, fmt_duration, keep_enabled, page_errors,
-                                   status_text)
+from audiobook.page.widgets import (IDLE_POLL_S, LOG_LINES, POLL_S, Backend, book_file_box, fmt_duration, keep_enabled,
+                                   page_errors, status_text)
 from audiobook.render import RenderState
 from audiobook.serving import ServedFiles
 
@@ -155,10 +155,11 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
     refresh_narrators.click(page_errors(on_narrators), None, narrator)
-    render_btn.click(page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
-    resume_btn.click(page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg)
+    started = [render_btn.click(page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg),
+               resume_btn.click(page_errors(functools.partial(start_render, B)), [book_state, narrator], render_msg),
+               rerender_btn.click(page_errors(functools.partial(rerender_problems, B)), [book_state, narrator], render_msg),
+               queue.started]
     stop_btn.click(page_errors(functools.partial(stop_render, B)), None, render_msg)
-    rerender_btn.click(page_errors(functools.partial(rerender_problems, B)), [book_state, narrator], render_msg)
 
     buttons = {"start": render_btn, "stop": stop_btn, "resume": resume_btn, "queue_add": queue_add_btn,
                "rerender": rerender_btn}
@@ -166,6 +167,7 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
 
     def on_tick(last_key, book):
         state = B.render_state()
+        pace = gr.Timer(POLL_S if state.running else IDLE_POLL_S)
         flags = render_buttons(state, book)
         files = result_files(state)
         key = (tuple(files["chapters"]), files["m4b"], files["srt"], files["epub"])
@@ -174,17 +176,21 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
                gr.update(visible=bool(files["chapters"] or files["m4b"])),
                *[gr.update(interactive=flags[name]) for name in buttons]]
         if key == last_key:  # resending the players would restart what the user is listening to
-            return out + [gr.skip()] * 6 + [last_key]
+            return out + [gr.skip()] * 6 + [last_key, pace]
         choices = [(Path(p).stem, serve(p)) for p in files["chapters"]]
         first = choices[0][1] if choices else None
         return out + [gr.update(choices=choices, value=first), first, serve(files["m4b"]), serve(files["srt"]),
-                      serve(files["epub"]), B.speaker_rows(state.out_dir), key]
+                      serve(files["epub"]), B.speaker_rows(state.out_dir), key, pace]
 
+    # The poll follows a render every second and slows to IDLE_POLL_S while none runs (each tick sets the pace);
+    # whatever starts a render from this page sets it back to every second once the render has started.
     timer = gr.Timer(POLL_S)
     timer.tick(page_errors(on_tick), [results_key, book_state],
                [status, progress, log_box, problems, results_box, *buttons.values(), chapter_pick,
-                chapter_player, m4b_file, srt_file, epub_file, speakers, results_key],
+                chapter_player, m4b_file, srt_file, epub_file, speakers, results_key, timer],
                show_progress="hidden", concurrency_id="poll", concurrency_limit=4, trigger_mode="always_last")
+    for event in started:
+        event.then(lambda: gr.Timer(POLL_S), None, timer, show_progress="hidden")
     chapter_pick.change(serve.owned, chapter_pick, chapter_player, show_progress="hidden")
 
     def on_load():

@@ -18,7 +18,8 @@ from audiobook.errors import AudiobookError
 # The backend.Backend that app.py hands to every tab; the package never imports backend.py.
 Backend = Any
 log = logging.getLogger("app")
-POLL_S = 1.0  # how often the page asks the backend for the render state
+POLL_S = 1.0  # how often the page asks the backend for the render state while a render runs
+IDLE_POLL_S = 5.0  # and while none runs: each poll costs the browser a pass over the page
 LOG_LINES = 200  # the live log shows the newest lines only
 SPEAKER_PREFIX, VOICE_PREFIX = "speaker:", "voice:"
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=1)  # one model call at a time
