@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import AppServer, count_page_events, new_project_root, play_and_hear, screenshot
+from browser_helpers import AppServer, new_project_root, play_and_hear, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -133,8 +133,6 @@ def test_render_stop_resume_reach_100_percent_and_download_the_m4b(browser, serv
     page.locator("#render-start").click()
     progress = page.locator("#render-progress")
     wait_for_text(progress, r"Rendering .* [1-9]\d* / \d+ chunks")
-    # While a render runs the page follows it every second (an idle page asks every 5 s).
-    assert count_page_events(page, 2.5) >= 2
 
     # A second tab (or a reload) shows the same running render: its state lives in the backend.
     other = new_page(browser, server.url)

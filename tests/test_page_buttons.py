@@ -9,9 +9,10 @@ import numpy as np
 from audiobook.books import Book, Chapter
 from audiobook.page.book import book_buttons
 from audiobook.page.cast import cast_buttons
-from audiobook.page.render import render_buttons
+from audiobook.page.render import poll_pace, render_buttons
 from audiobook.page.review import sample_button
 from audiobook.page.voice_lab import MODE_CLONE, MODE_DESIGN, MODE_PRESET, preview_button, voice_buttons
+from audiobook.page.widgets import IDLE_POLL_S, POLL_S
 from audiobook.previews import VoicePreview
 from audiobook.render import ChunkReport, RenderState
 from audiobook.voices import Voice
@@ -71,3 +72,11 @@ def test_a_preview_needs_what_its_mode_hears_and_a_sample_a_book_and_a_voice():
     assert sample_button(None, "speaker:ryan") == {"sample": False}
     assert sample_button(BOOK, None) == {"sample": False}
     assert sample_button(BOOK, "speaker:ryan") == {"sample": True}
+
+
+def test_the_render_tab_polls_every_second_only_while_a_render_runs():
+    assert POLL_S == 1.0 and IDLE_POLL_S > POLL_S
+    assert poll_pace(RenderState(running=True)) == POLL_S
+    assert poll_pace(RenderState(running=True, stopping=True)) == POLL_S  # the stop is followed to its end
+    for idle in (RenderState(), RenderState(stopped=True), RenderState(finished=True), RenderState(error="disk full")):
+        assert poll_pace(idle) == IDLE_POLL_S

@@ -77,6 +77,12 @@ def render_buttons(state: RenderState, book: Book | None) -> dict[str, bool]:
             "rerender": loaded and not state.running and bool(state.failed or state.suspect)}
 
 
+def poll_pace(state: RenderState) -> float:
+    """Seconds between the Render tab's polls: every second while a render runs, IDLE_POLL_S while none does
+    (each poll costs the browser a pass over the page)."""
+    return POLL_S if state.running else IDLE_POLL_S
+
+
 def progress_html(state: RenderState) -> str:
     """The progress bar with chunks done/total, audio minutes, x-real-time and ETA."""
     if not state.chunks_total and not state.running and not state.error:
@@ -167,7 +173,7 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
 
     def on_tick(last_key, book):
         state = B.render_state()
-        pace = gr.Timer(POLL_S if state.running else IDLE_POLL_S)
+        pace = gr.Timer(poll_pace(state))
         flags = render_buttons(state, book)
         files = result_files(state)
         key = (tuple(files["chapters"]), files["m4b"], files["srt"], files["epub"])
@@ -182,8 +188,8 @@ def build_render_tab(backend: Backend, serve: ServedFiles, book_state: gr.State,
         return out + [gr.update(choices=choices, value=first), first, serve(files["m4b"]), serve(files["srt"]),
                       serve(files["epub"]), B.speaker_rows(state.out_dir), key, pace]
 
-    # The poll follows a render every second and slows to IDLE_POLL_S while none runs (each tick sets the pace);
-    # whatever starts a render from this page sets it back to every second once the render has started.
+    # Each tick sets the pace of the next (poll_pace); whatever starts a render from this page sets it back to
+    # every second once the render has started.
     timer = gr.Timer(POLL_S)
     timer.tick(page_errors(on_tick), [results_key, book_state],
                [status, progress, log_box, problems, results_box, *buttons.values(), chapter_pick,
