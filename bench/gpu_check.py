@@ -321,6 +321,23 @@ CUDA_CHECKS: list[Callable[[Rig], Check]] = [check_captures, check_replay_equals
 CHECKS: list[Callable[[Rig], Check]] = [check_kv_boundary, check_seeded, check_sampler, check_teacher_forced]
 
 
+def check_name(check: Callable[[Rig], Check]) -> str:
+    """The name a check prints: ``check_kv_boundary`` is ``kv-boundary``."""
+    return check.__name__.removeprefix("check_").replace("_", "-")
+
+
+def chosen_checks(only: str | None) -> list[Callable[[Rig], Check]]:
+    """Every check, or those named in ``only`` (comma-separated, in the run's own order)."""
+    every = CUDA_CHECKS + CHECKS
+    if not only:
+        return every
+    wanted = {name.strip() for name in only.split(",") if name.strip()}
+    if unknown := wanted - {check_name(c) for c in every}:
+        raise ValueError(f"There is no check named {', '.join(sorted(unknown))}; the checks are "
+                         f"{', '.join(check_name(c) for c in every)}.")
+    return [c for c in every if check_name(c) in wanted]
+
+
 def run_checks(rig: Rig, checks: list[Callable[[Rig], Check]], out=print) -> list[Check]:
     """Each check in turn; an exception is that check's failure (with its message), never the end of the run."""
     results = []
@@ -329,15 +346,15 @@ def run_checks(rig: Rig, checks: list[Callable[[Rig], Check]], out=print) -> lis
         try:
             result = check(rig)
         except Exception as e:  # noqa: BLE001 - report and go on to the next check
-            result = Check(check.__name__.removeprefix("check_").replace("_", "-"), False, f"{type(e).__name__}: {e}")
+            result = Check(check_name(check), False, f"{type(e).__name__}: {e}")
         result.detail += f" [{time.perf_counter() - start:.1f} s]"
         out(result.line(), flush=True)
         results.append(result)
     return results
 
 
-def gpu_rig(models_dir: Path, configs: Path) -> Rig:
-    """The full-size 1.7B CustomVoice random checkpoint in bf16 on CUDA, with varied greedy lengths."""
+def gpu_rig(models_dir: Path, configs: Path, dtype: str = "bfloat16") -> Rig:
+    """The full-size 1.7B CustomVoice random checkpoint on CUDA (bf16 unless told), with varied greedy lengths."""
     import torch
 
     from audiobook.settings import Settings
@@ -345,7 +362,7 @@ def gpu_rig(models_dir: Path, configs: Path) -> Rig:
     from bench.models import PRESET_MODEL, eos_scale_for, full_size_models, set_eos_scale
 
     models = full_size_models(models_dir / "full", configs, PRESET_MODEL)
-    settings = Settings(models_dir=str(models), model_size="1.7B", device="cuda", dtype="bfloat16",
+    settings = Settings(models_dir=str(models), model_size="1.7B", device="cuda", dtype=dtype,
                         attention_mode="sdpa", engine="fast", do_sample=False, max_new_tokens=1024)
     tts = TTS(settings)
     model = tts.model("preset")
@@ -358,7 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "audiobook-bench-models"))
     p.add_argument("--configs", default=str(ROOT.parent / "shared" / "qwen3-tts-configs"),
                    help="released Qwen3-TTS configs (the full-size shapes)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="weights and activations (default bfloat16, what users get; float32 tells rounding from a bug)")
+    p.add_argument("--only", help="run only these checks (comma-separated): "
+                   + ", ".join(check_name(c) for c in CUDA_CHECKS + CHECKS))
     args = p.parse_args(argv)
+    try:
+        checks = chosen_checks(args.only)
+    except ValueError as e:
+        p.error(str(e))
 
     import torch
 
@@ -367,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}", flush=True)
     start = time.perf_counter()
-    rig = gpu_rig(Path(args.models_dir), Path(args.configs))
-    print(f"Loaded the full-size 1.7B random checkpoint in {time.perf_counter() - start:.0f} s", flush=True)
-    results = run_checks(rig, CUDA_CHECKS + CHECKS)
+    rig = gpu_rig(Path(args.models_dir), Path(args.configs), args.dtype)
+    print(f"Loaded the full-size 1.7B random checkpoint ({args.dtype}) in {time.perf_counter() - start:.0f} s", flush=True)
+    results = run_checks(rig, checks)
     failed = [r.name for r in results if not r.ok]
     print(f"{len(results) - len(failed)}/{len(results)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -541,6 +541,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     p.add_argument("--render-batch-sizes", help="batch sizes of the render path (default 1,5,10,20; none for full size on a CPU)")
     p.add_argument("--fast-batch-sizes", help="slot counts of the fast engine (default 5,10,20; 5 for full size on a CPU)")
     p.add_argument("--eos-scale", type=float, help="norm of the talker's EOS row (default: by hidden size)")
+    p.add_argument("--no-sequential", action="store_true", help="leave out the batch-1 qwen_tts row (the slowest)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run slower)")
     p.add_argument("--workers", type=int,
@@ -604,7 +605,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         if not args.check_only:
             results += bench_model(models, size, texts, max_new, render_sizes, fast_sizes, cuda,
                                    model_size=size if full else "1.7B", eos_scale=args.eos_scale,
-                                   sequential=not (cpu_full and full))
+                                   sequential=not (cpu_full and full or args.no_sequential))
         if args.check or args.check_only:
             checks.append(bench_check(models, size, texts, max_new, cuda, Path(args.models_dir) / "whisper",
                                       eos_scale=args.eos_scale))

@@ -55,3 +55,14 @@ def test_expected_probs_are_the_warped_softmax():
     assert p[2:].sum() == 0 and abs(float(p.sum()) - 1) < 1e-12
     p = gpu_check.expected_probs(logits, 1.0, 5, 0.5)
     assert p[0] == 1.0  # the top code alone holds more than half of the mass
+
+
+def test_only_picks_checks_by_name_and_refuses_an_unknown_one(monkeypatch, capsys):
+    picked = gpu_check.chosen_checks("teacher-forced, replay-equals-eager")
+    assert picked == [gpu_check.check_replay_equals_eager, gpu_check.check_teacher_forced]
+    assert gpu_check.chosen_checks(None) == gpu_check.CUDA_CHECKS + gpu_check.CHECKS
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--only", "teacher-forcd"])
+    assert exit_.value.code == 2
+    assert "There is no check named teacher-forcd; the checks are captures, replay-equals-eager" in capsys.readouterr().err
