@@ -277,8 +277,8 @@ def compare_engine(tts: TTS, model, speaker: str, frames: int) -> tuple[list[int
 
 
 def compare_teacher_forced(model, speaker: str, frames: int, int8: bool = False):
-    """Half precision or int8: qwen_tts's greedy codes fed through the engine (``engine.compare_with_qwen_tts``)."""
-    from .engine import compare_with_qwen_tts
+    """Half precision or int8: qwen_tts's greedy codes fed through the engine (``agreement.compare_with_qwen_tts``)."""
+    from .agreement import compare_with_qwen_tts
 
     language = language_name("en", model.get_supported_languages())
     opts = GenerationOptions(max_new_tokens=frames + 1, do_sample=False, repetition_penalty=1.05)

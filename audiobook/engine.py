@@ -26,25 +26,29 @@ through the Gumbel-max form of multinomial sampling that CUDA graphs can capture
 (``audiobook/sampling.py``). A
 seeded call is reproducible for the same inputs and slot count, but its draws are
 not the qwen_tts path's draws.
+
+Around the engine: ``qwen_prompts.py`` takes the prompts and sampling rules from qwen_tts,
+``slot_state.py`` holds a run's device tensors, ``step.py`` is the fused decode step,
+``sampling.py`` the picks, ``graphs.py`` the CUDA-graph capture and its guard, and
+``agreement.py`` measures the engine against qwen_tts.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
+from .graphs import GraphCaptureError, GraphCheck, capture_stream, compare_step, cuda_graphs_off, record_graph, turn_graphs_off
+from .qwen_prompts import Prompt, Sampling, capture_prompts, override
 from .sampling import choose as _choose, draw_keys, step_noise
+from .slot_state import CODE_GROUPS, SlotState
 from .step import FusedStep, attend, kv_bucket
 
 log = logging.getLogger(__name__)
 
-CODE_GROUPS = 16
 MAX_SLOTS = 64  # most items one engine decodes at once (the batch_size setting's limit)
 # A step computes the slots up to the highest speaking one, rounded up to one of these counts
 # (at most the state's slots): each count is one CUDA graph per KV bucket, captured once.
@@ -55,94 +59,6 @@ _TRAIL_MIN = 8
 _DECODE_GROUP = 8  # most items decoded to audio in one padded batch
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """The talker's and code predictor's decoding rules, as qwen_tts passes them to ``talker.generate``."""
-
-    max_new_tokens: int
-    min_new_tokens: int
-    do_sample: bool
-    top_k: int
-    top_p: float
-    temperature: float
-    repetition_penalty: float
-    sub_do_sample: bool
-    sub_top_k: int
-    sub_top_p: float
-    sub_temperature: float
-    eos_id: int
-    suppress: tuple[int, ...]
-
-    @classmethod
-    def from_talker_kwargs(cls, kw: dict[str, Any]) -> "Sampling":
-        return cls(
-            max_new_tokens=int(kw["max_new_tokens"]),
-            min_new_tokens=int(kw.get("min_new_tokens") or 0),
-            do_sample=bool(kw["do_sample"]),
-            top_k=int(kw["top_k"] or 0),
-            top_p=float(kw["top_p"] if kw["top_p"] is not None else 1.0),
-            temperature=float(kw["temperature"] or 1.0),
-            repetition_penalty=float(kw["repetition_penalty"] or 1.0),
-            sub_do_sample=bool(kw["subtalker_dosample"]),
-            sub_top_k=int(kw["subtalker_top_k"] or 0),
-            sub_top_p=float(kw["subtalker_top_p"] if kw["subtalker_top_p"] is not None else 1.0),
-            sub_temperature=float(kw["subtalker_temperature"] or 1.0),
-            eos_id=int(kw["eos_token_id"]),
-            suppress=tuple(int(i) for i in kw.get("suppress_tokens") or ()),
-        )
-
-
-@dataclass
-class Prompt:
-    """One item's talker input as qwen_tts builds it: prompt embeddings and the text fed per frame."""
-
-    embeds: torch.Tensor  # [L, D] prompt, no padding
-    trailing: torch.Tensor  # [T, D] added to frame t's input while t < T
-    pad: torch.Tensor  # [D] added once the trailing text is used up
-
-
-class _Captured(Exception):
-    """Raised inside qwen_tts's generate once the talker inputs are built."""
-
-
-@contextlib.contextmanager
-def _override(obj, name: str, fn: Callable):
-    """Shadow a method on one instance for the duration of a block (an earlier shadow comes back)."""
-    missing = object()
-    before = vars(obj).get(name, missing)
-    setattr(obj, name, fn)
-    try:
-        yield
-    finally:
-        if before is missing:
-            delattr(obj, name)
-        else:
-            setattr(obj, name, before)
-
-
-def capture_prompts(qmodel, inputs: dict[str, Any]) -> tuple[list[Prompt], Sampling]:
-    """Build the talker prompts with qwen_tts's own code, stopping before its decode loop.
-
-    ``qmodel`` is a ``Qwen3TTSForConditionalGeneration``; ``inputs`` are the keyword
-    arguments of its ``generate``. Returns one Prompt per item and the sampling rules.
-    """
-    box: dict[str, Any] = {}
-
-    def grab(**kw):
-        box.update(kw)
-        raise _Captured
-
-    with _override(qmodel.talker, "generate", grab):
-        try:
-            type(qmodel).generate(qmodel, **inputs)
-        except _Captured:
-            pass
-    mask = box["attention_mask"].bool()
-    embeds, trailing, pad = box["inputs_embeds"], box["trailing_text_hidden"], box["tts_pad_embed"].reshape(-1)
-    prompts = [Prompt(embeds[i][mask[i]], trailing[i], pad) for i in range(embeds.shape[0])]
-    return prompts, Sampling.from_talker_kwargs(box)
-
-
 class _Forced:
     """Teacher forcing for one step: the codes fed instead of the picks, and the picks themselves."""
 
@@ -151,148 +67,6 @@ class _Forced:
         self.next_tok = next_tok  # [S] the next frame's first code
         self.first_picks: torch.Tensor | None = None
         self.group_picks: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How closely the fast engine follows qwen_tts's own ``generate`` on the same greedy call.
-
-    Teacher-forced: qwen_tts's codes are fed through the engine frame by frame, and at
-    every frame the engine's own greedy pick and its logits are compared with qwen_tts's.
-    This is the measure that holds in bf16, where a different batch shape picks different
-    kernels and free-running greedy codes part after a near-tie even inside qwen_tts.
-    Free-running: the engine generates on its own and its codes are compared as they are.
-    """
-
-    items: int
-    frames: int  # first-codebook decisions compared (every frame, and the stop frame where qwen_tts stopped)
-    top1_agreement: float  # share of all picks (first codebook and the 15 code-predictor groups) equal to qwen_tts's
-    first_code_agreement: float  # share of the first-codebook picks equal to qwen_tts's
-    max_logit_diff: float  # largest |engine - qwen_tts| first-codebook logit over those frames
-    reference_frames: tuple[int, ...]  # frames qwen_tts produced per item
-    equal_frames: tuple[int, ...]  # free-running: leading frames where the engine's codes equal qwen_tts's
-    codes_equal: bool  # free-running: every item's codes identical to qwen_tts's
-
-
-class _State:
-    """Device tensors of one decoding run: slots, KV caches, per-slot counters."""
-
-    def __init__(self, engine: "FastEngine", slots: int, trail_cap: int, capacity: int):
-        e = engine
-        dev, dt = e.device, e.dtype
-        self.slots, self.trail_cap, self.capacity = slots, trail_cap, capacity
-        # One cache per layer with keys then values on the head axis ``[S, 2 * kv_heads, positions, D]``
-        # (the fused step writes both at once); ``kv`` and ``cp_kv`` are its (keys, values) views.
-        self.kv_joint = [torch.zeros(slots, 2 * e.kv_heads, capacity, e.head_dim, device=dev, dtype=dt)
-                         for _ in range(e.layers)]
-        self.cp_kv_joint = [torch.zeros(slots, 2 * e.cp_kv_heads, CODE_GROUPS, e.cp_head_dim, device=dev, dtype=dt)
-                            for _ in range(e.cp_layers)]
-        self._split_caches()
-        self.rows = torch.arange(slots, device=dev)
-        self.tok = torch.zeros(slots, dtype=torch.long, device=dev)  # last first-codebook token
-        self.hidden = torch.zeros(slots, e.hidden, device=dev, dtype=dt)  # talker's last normed hidden
-        self.pos = torch.zeros(slots, dtype=torch.long, device=dev)  # next KV write position
-        self.step = torch.zeros(slots, dtype=torch.long, device=dev)  # frames done for the item
-        self.active = torch.zeros(slots, dtype=torch.long, device=dev)
-        self.seen = torch.zeros(slots, e.vocab, dtype=torch.bool, device=dev)  # for repetition penalty
-        self.marks = torch.ones(slots, 1, dtype=torch.bool, device=dev)  # what a step writes into ``seen``
-        self.trail = torch.zeros(slots, trail_cap, e.hidden, device=dev, dtype=dt)
-        self.trail_len = torch.zeros(slots, dtype=torch.long, device=dev)
-        self.frame = torch.zeros(slots, CODE_GROUPS, dtype=torch.long, device=dev)  # output of a step
-        self.logits = torch.zeros(slots, e.vocab, device=dev)  # the talker's raw first-codebook logits of a step
-        self.suppress = torch.zeros(e.vocab, dtype=torch.bool, device=dev)  # codec ids never sampled
-        self.seed = torch.zeros(slots, dtype=torch.long, device=dev)  # each slot's random stream (draw_keys)
-        self.limit = torch.full((slots,), 1 << 30, dtype=torch.long, device=dev)  # most frames of the slot's take
-        # After a step, per slot: 0 going on, 1 ended on its end code, 2 reached its frame limit,
-        # 3 its first code was already the end code (no frame). Read by the host one step late.
-        self.status = torch.zeros(slots, dtype=torch.long, device=dev)
-        self.sampling: Sampling | None = None
-        # The captured steps of this state, by (slot bucket, KV bucket), each with its own memory
-        # pool; they point at this state's tensors, so they go when the tensors are replaced
-        # (growth) or the sampling rules change, and all their memory with them.
-        self.graphs: dict[tuple[int, int], Any] = {}
-        self._views: dict[int, _State] = {}
-
-    _PER_SLOT = ("rows", "tok", "hidden", "pos", "step", "active", "seen", "marks", "trail", "trail_len", "frame",
-                 "logits", "seed", "limit", "status")
-
-    def first_rows(self, n: int) -> "_State":
-        """This state's first ``n`` slots as a state of their own, sharing its memory (this state when ``n`` covers all)."""
-        if n >= self.slots:
-            return self
-        view = self._views.get(n)
-        if view is None:
-            view = object.__new__(_State)
-            view.slots, view.trail_cap, view.capacity = n, self.trail_cap, self.capacity
-            view.kv_joint = [c[:n] for c in self.kv_joint]
-            view.cp_kv_joint = [c[:n] for c in self.cp_kv_joint]
-            view._split_caches()
-            for name in self._PER_SLOT:
-                setattr(view, name, getattr(self, name)[:n])
-            view.suppress, view.sampling, view.graphs, view._views = self.suppress, self.sampling, {}, {}
-            self._views[n] = view
-        return view
-
-    def drop_graphs(self) -> None:
-        """Forget the captured steps and the slot views (their tensors are about to change)."""
-        self.graphs = {}
-        self._views = {}
-
-    def _split_caches(self) -> None:
-        self.kv = [(c[:, : c.shape[1] // 2], c[:, c.shape[1] // 2 :]) for c in self.kv_joint]
-        self.cp_kv = [(c[:, : c.shape[1] // 2], c[:, c.shape[1] // 2 :]) for c in self.cp_kv_joint]
-
-    def grow(self, capacity: int) -> None:
-        """Enlarge every KV cache to ``capacity`` positions, keeping what is written."""
-        new = []
-        for c in self.kv_joint:
-            c2 = c.new_zeros(*c.shape[:2], capacity, c.shape[3])
-            c2[:, :, : self.capacity] = c
-            new.append(c2)
-        self.kv_joint = new
-        self._split_caches()
-        self.capacity = capacity
-        self.drop_graphs()  # they point at the old tensors
-
-    def grow_trail(self, trail_cap: int) -> None:
-        """Room for longer trailing text per slot, keeping what is there."""
-        t = self.trail.new_zeros(self.slots, trail_cap, self.trail.shape[2])
-        t[:, : self.trail_cap] = self.trail
-        self.trail, self.trail_cap = t, trail_cap
-        self.drop_graphs()  # they point at the old tensor
-
-    def keep(self, engine: "FastEngine", rows: list[int]) -> "_State":
-        """A smaller state holding only ``rows``, in that order (KV caches included)."""
-        idx = torch.tensor(rows, device=self.rows.device)
-        new = _State(engine, len(rows), self.trail_cap, self.capacity)
-        for c, c2 in zip(self.kv_joint, new.kv_joint):
-            c2.copy_(c[idx])
-        for name in ("tok", "hidden", "pos", "step", "active", "seen", "trail", "trail_len", "seed", "limit"):
-            getattr(new, name).copy_(getattr(self, name)[idx])
-        new.suppress.copy_(self.suppress)
-        new.sampling = self.sampling
-        return new
-
-    def _changed_by_a_step(self) -> tuple[torch.Tensor, ...]:
-        return self.tok, self.hidden, self.pos, self.step, self.seen, self.frame, self.logits, self.status
-
-    def write_index(self) -> torch.Tensor:
-        """Where a step writes each slot's KV: its position, kept inside the cache whatever happens."""
-        return self.pos.clamp_max(self.capacity - 1)
-
-    def snapshot(self):
-        """What one step changes: counters, tokens, outputs, and the KV entries it is about to write."""
-        at = self.write_index()
-        kv = [(k[self.rows, :, at].clone(), v[self.rows, :, at].clone()) for k, v in self.kv]
-        return [t.clone() for t in self._changed_by_a_step()], at, kv
-
-    def restore(self, saved) -> None:
-        tensors, at, kv = saved
-        for t, s in zip(self._changed_by_a_step(), tensors):
-            t.copy_(s)
-        for (k, v), (ks, vs) in zip(self.kv, kv):
-            k[self.rows, :, at] = ks
-            v[self.rows, :, at] = vs
 
 
 class FastEngine:
@@ -332,7 +106,7 @@ class FastEngine:
         self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
         self.graph_checks: list[GraphCheck] = []  # one per captured graph: its first replay against the eager step
         self.buckets: collections.Counter = collections.Counter()  # steps run per (slot bucket, KV bucket)
-        self._state: _State | None = None
+        self._state: SlotState | None = None
         # Rotary tables of the code predictor: its positions are 0..15 at every frame.
         cp_pos = torch.arange(CODE_GROUPS, device=self.device)[None]
         probe = torch.zeros(1, device=self.device, dtype=self.dtype)
@@ -374,7 +148,7 @@ class FastEngine:
                     wavs[i] = wav
             return wavs, rate
 
-        with _override(self.qmodel, "generate", generate), _override(tokenizer, "decode", decode_in_groups):
+        with override(self.qmodel, "generate", generate), override(tokenizer, "decode", decode_in_groups):
             return call()
 
     @torch.inference_mode()
@@ -493,7 +267,7 @@ class FastEngine:
     def _capacity_for(self, prompts: list[Prompt], s: Sampling) -> int:
         return max(p.embeds.shape[0] for p in prompts) + max(s.max_new_tokens, 1)
 
-    def _prepare(self, prompts: list[Prompt], s: Sampling) -> _State:
+    def _prepare(self, prompts: list[Prompt], s: Sampling) -> SlotState:
         slots = min(self.slots, len(prompts))
         trail = max(_TRAIL_MIN, 1 << (max(p.trailing.shape[0] for p in prompts)).bit_length())
         longest = max(p.embeds.shape[0] for p in prompts)
@@ -504,7 +278,7 @@ class FastEngine:
         # whatever ran before, and one long item does not hold the larger cache for good.
         if st is None or st.slots != slots or st.trail_cap < trail or st.capacity != first:
             self._state = st = None  # the old caches and graphs go before the new ones are made
-            st = self._state = _State(self, slots, trail, first)
+            st = self._state = SlotState(self, slots, trail, first)
         st.active.zero_()
         st.pos.zero_()
         st.step.zero_()
@@ -518,11 +292,11 @@ class FastEngine:
 
     # ---- prefill: qwen_tts's own talker forward over one prompt ---------------------------
 
-    def _prefill(self, st: _State, slot: int, prompt: Prompt, s: Sampling) -> int:
+    def _prefill(self, st: SlotState, slot: int, prompt: Prompt, s: Sampling) -> int:
         """Run one prompt through the talker, store its KV in ``slot`` and pick its first code."""
         return int(self._prefill_many(st, [slot], [prompt], s)[0])
 
-    def _prefill_many(self, st: _State, slots: list[int], prompts: list[Prompt], s: Sampling,
+    def _prefill_many(self, st: SlotState, slots: list[int], prompts: list[Prompt], s: Sampling,
                       seeds: list[int] | None = None, limits: list[int] | None = None) -> torch.Tensor:
         """Prefill several prompts in one batched talker forward, each into its slot; their first codes ``[n]``.
 
@@ -585,7 +359,7 @@ class FastEngine:
 
     # ---- one decode step for every slot -----------------------------------------------------
 
-    def _step(self, st: _State, need: int, s: Sampling, live: int | None = None) -> None:
+    def _step(self, st: SlotState, need: int, s: Sampling, live: int | None = None) -> None:
         """One decode step of ``st``: ``need`` KV positions hold the longest item, slots ``live`` and up are idle.
 
         The step runs over the slot bucket holding the ``live`` first slots and the KV bucket
@@ -606,7 +380,7 @@ class FastEngine:
                 graph = st.graphs[(rows, kv_len)] = self._capture(part, s, kv_len)
             except Exception as e:
                 self._state = None  # its caches are not to be trusted again
-                _turn_graphs_off(f"Capturing the decode step as a CUDA graph failed ({e}); "
+                turn_graphs_off(f"Capturing the decode step as a CUDA graph failed ({e}); "
                                  "CUDA graphs are off for this session.")
                 raise GraphCaptureError(f"Capturing the decode step as a CUDA graph failed ({e}).") from e
             if not self._replay_checked(part, graph, kv_len, s):
@@ -615,9 +389,9 @@ class FastEngine:
         graph.replay()
 
     def _graphs_on(self) -> bool:
-        return self.cuda_graphs and _graphs_off is None
+        return self.cuda_graphs and cuda_graphs_off() is None
 
-    def _replay_checked(self, st: _State, graph, kv_len: int, s: Sampling) -> bool:
+    def _replay_checked(self, st: SlotState, graph, kv_len: int, s: Sampling) -> bool:
         """A new graph's first replay, judged against the same step run eagerly at the same KV length.
 
         Both start from the same state and random numbers. A graph that recorded the wrong
@@ -636,7 +410,7 @@ class FastEngine:
         self.graph_checks.append(check)
         if check.ok:
             return True
-        _turn_graphs_off(
+        turn_graphs_off(
             f"A CUDA graph's replay differed from the same step run without it ({check.describe()}); "
             "CUDA graphs are off for this session and generation goes on without them.")
         st.restore(saved)
@@ -644,18 +418,18 @@ class FastEngine:
         self._step_eager(st, kv_len, s)
         return False
 
-    def _capture(self, st: _State, s: Sampling, kv_len: int):
+    def _capture(self, st: SlotState, s: Sampling, kv_len: int):
         """Record one decode step over ``kv_len`` KV positions as a CUDA graph (state is left as found)."""
         log.debug("Capturing a CUDA graph: %d slots, KV length %d of %d", st.slots, kv_len, st.capacity)
-        with _capture_stream(self.device):
+        with capture_stream(self.device):
             self._warm_up(st, s, kv_len)
             return self._record(st, s, kv_len)
 
-    def _record(self, st: _State, s: Sampling, kv_len: int):
+    def _record(self, st: SlotState, s: Sampling, kv_len: int):
         """The captured step as a graph to replay (recording runs nothing)."""
-        return _record_graph(lambda: self._graph_step(st, s, kv_len), self.device)
+        return record_graph(lambda: self._graph_step(st, s, kv_len), self.device)
 
-    def _warm_up(self, st: _State, s: Sampling, kv_len: int | None = None) -> None:
+    def _warm_up(self, st: SlotState, s: Sampling, kv_len: int | None = None) -> None:
         """Run the captured step eagerly before a capture: kernels load and the allocator settles.
 
         The state is put back after each step, so the steps write where the real one will
@@ -679,11 +453,11 @@ class FastEngine:
         else:
             torch.set_rng_state(state)
 
-    def _graph_step(self, st: _State, s: Sampling, kv_len: int | None = None) -> None:
+    def _graph_step(self, st: SlotState, s: Sampling, kv_len: int | None = None) -> None:
         """The work a CUDA graph records: one decode step over ``kv_len`` KV positions (default: the whole capacity)."""
         self._step_eager(st, st.capacity if kv_len is None else kv_len, s)
 
-    def _step_eager(self, st: _State, kv_len: int, s: Sampling, force: "_Forced | None" = None) -> None:
+    def _step_eager(self, st: SlotState, kv_len: int, s: Sampling, force: "_Forced | None" = None) -> None:
         """Code predictor for the last first-codebook token, then one talker step, then sampling.
 
         ``force`` (teacher forcing, never in a captured graph) feeds given codes instead of
@@ -722,7 +496,7 @@ class FastEngine:
         st.step.add_(st.active)
         self._mark_status(st, s)
 
-    def _mark_status(self, st: _State, s: Sampling) -> None:
+    def _mark_status(self, st: SlotState, s: Sampling) -> None:
         """Each slot's ``status`` after a step (device ops only: the host reads it a step later)."""
         first_was_end = st.frame[:, 0] == s.eos_id
         ended = st.tok == s.eos_id
@@ -747,7 +521,7 @@ class FastEngine:
             logits = logits.masked_fill(suppress, float("-inf"))
         return _choose(logits, s.do_sample, s.temperature, s.top_k, s.top_p, keys, noise)
 
-    def _predict_codes(self, st: _State, last: torch.Tensor, s: Sampling, force: "_Forced | None" = None,
+    def _predict_codes(self, st: SlotState, last: torch.Tensor, s: Sampling, force: "_Forced | None" = None,
                        noise: torch.Tensor | None = None):
         """The code predictor's 15 steps for every slot, with a 16-position scratch cache.
 
@@ -775,7 +549,7 @@ class FastEngine:
             force.group_picks = torch.stack(picks, 1)
         return torch.stack(codes, 1)
 
-    def _cp_logits(self, st: _State, x: torch.Tensor, start: int, g: int) -> torch.Tensor:
+    def _cp_logits(self, st: SlotState, x: torch.Tensor, start: int, g: int) -> torch.Tensor:
         """Logits ``[S, V]`` of code group ``g + 1`` from the code predictor's input ``x [S, T, D]`` at ``start``.
 
         Float from the modules' path; in the model's dtype from the fused one (an argmax picks the
@@ -787,7 +561,7 @@ class FastEngine:
         h = self._cp_layers(st, self.cp.small_to_mtp_projection(x), start)
         return self.cp.lm_head[g](h[:, -1]).float()
 
-    def _cp_layers(self, st: _State, x: torch.Tensor, start: int) -> torch.Tensor:
+    def _cp_layers(self, st: SlotState, x: torch.Tensor, start: int) -> torch.Tensor:
         from qwen_tts.core.models.modeling_qwen3_tts import apply_rotary_pos_emb
 
         n = x.shape[1]
@@ -806,7 +580,7 @@ class FastEngine:
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.cp.model.norm(x)
 
-    def _talker_step(self, st: _State, x: torch.Tensor, kv_len: int) -> torch.Tensor:
+    def _talker_step(self, st: SlotState, x: torch.Tensor, kv_len: int) -> torch.Tensor:
         """One talker position per slot at ``st.pos``; returns the normed last hidden ``[S, D]``."""
         if self.fused is not None:
             return self.fused.talker(x[:, 0], st.kv_joint, st.rows, st.write_index(), st.pos, kv_len)
@@ -830,134 +604,9 @@ class FastEngine:
         return self.talker.model.norm(x)[:, 0]
 
 
-# torch.testing's default tolerances by dtype: the logits come out of a model computed in it.
-_RTOL = {torch.float32: 1.3e-6, torch.float16: 1e-3, torch.bfloat16: 1.6e-2}
-_ATOL = 1e-5
-
-
-@dataclass(frozen=True)
-class GraphCheck:
-    """One graph's first replay against the eager step: codes equal, logits within the dtype's tolerance."""
-
-    slots: int
-    kv_len: int  # KV positions the step attends over (its KV bucket)
-    codes_equal: bool
-    logits_close: bool
-    max_logit_diff: float
-
-    @property
-    def ok(self) -> bool:
-        return self.codes_equal and self.logits_close
-
-    def describe(self) -> str:
-        return (f"{self.slots} slots, KV length {self.kv_len}: codes {'equal' if self.codes_equal else 'differ'}, "
-                f"largest logit difference {self.max_logit_diff:.3g}")
-
-
 def slot_bucket(live: int, slots: int) -> int:
     """How many slots a step computes: the smallest ``SLOT_BUCKETS`` count holding ``live``, at most ``slots``."""
     return min(slots, next((b for b in SLOT_BUCKETS if b >= live), slots))
-
-
-def compare_step(eager, replay, rows: torch.Tensor, dtype: torch.dtype, slots: int = 0, kv_len: int = 0) -> GraphCheck:
-    """Judge one step's outputs ``(frame [S, 16], next first code [S], logits [S, V])`` against another's.
-
-    Only ``rows`` (a boolean mask of the slots) count. Codes must be equal; logits within
-    torch.testing's default tolerance for ``dtype`` (the model's), NaN counting as different.
-    """
-    (frame_a, tok_a, logits_a), (frame_b, tok_b, logits_b) = eager, replay
-    codes_equal = bool(torch.equal(frame_a[rows], frame_b[rows]) and torch.equal(tok_a[rows], tok_b[rows]))
-    a, b = logits_a[rows].float(), logits_b[rows].float()
-    close = bool(torch.isclose(b, a, rtol=_RTOL.get(dtype, 1.6e-2), atol=_ATOL).all())
-    diff = (a - b).abs().nan_to_num(float("inf"))
-    return GraphCheck(slots, kv_len, codes_equal, close, float(diff.max()) if diff.numel() else 0.0)
-
-
-_graphs_off: str | None = None  # why CUDA graphs went off for this process
-
-
-def cuda_graphs_off() -> str | None:
-    """Why CUDA graphs are off for this session (the sentence that was logged), or None while they are on."""
-    return _graphs_off
-
-
-def _turn_graphs_off(reason: str) -> None:
-    global _graphs_off
-    if _graphs_off is None:
-        _graphs_off = reason
-        log.warning(reason)
-
-
-class GraphCaptureError(RuntimeError):
-    """A decode step could not be captured as a CUDA graph; the engine's state is dropped."""
-
-
-_capture_streams: dict[int, Any] = {}
-
-
-@contextlib.contextmanager
-def _capture_stream(device: torch.device):
-    """Run the block on the one side stream on which every warm-up and capture on ``device`` runs.
-
-    Warm-up and capture share one stream for the whole process: the cuBLAS workspace that a
-    stream's first matrix product allocates then comes from the warm-up, outside any graph's
-    pool, instead of staying behind in the pool of the first graph. (Off CUDA: no stream.)
-    """
-    if device.type != "cuda":
-        yield
-        return
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _capture_streams:
-        _capture_streams[index] = torch.cuda.Stream(index)
-    stream, current = _capture_streams[index], torch.cuda.current_stream(index)
-    stream.wait_stream(current)
-    try:
-        with torch.cuda.stream(stream):
-            yield
-    finally:
-        current.wait_stream(stream)
-
-
-def _record_graph(body: Callable[[], None], device: torch.device):
-    """Capture ``body`` on the current stream as a CUDA graph, and on failure leave CUDA as it was.
-
-    ``torch.cuda.graph`` ends a capture in its ``__exit__`` before it leaves the capture
-    stream, so when ending the capture raises (as it does after an operation the capture
-    rejected), the stream stays current and the allocator keeps routing into the graph's
-    pool. Here the capture always ends, the allocator and the random generator are put
-    back, and the first error is raised. Each graph gets a pool of its own (never shared:
-    a pool whose graphs are all gone cannot take another capture), and cached memory,
-    including the pools of graphs already dropped, goes back to the driver first.
-    """
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    generator = torch.cuda.default_generators[index]
-    before = generator.clone_state()
-    pool = torch.cuda.graph_pool_handle()
-    graph = torch.cuda.CUDAGraph()
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    # Another thread may touch CUDA meanwhile (the page's status line asks for free memory, a
-    # clone prompt's speaker encoder runs outside the engine): only this thread's calls count.
-    graph.capture_begin(pool, capture_error_mode="thread_local")
-    failure: BaseException | None = None
-    try:
-        body()
-    except BaseException as e:  # noqa: BLE001 - the capture must end whatever happened
-        failure = e
-    try:
-        graph.capture_end()
-    except Exception as e:
-        # cudaStreamEndCapture failed: torch skipped the allocator's and the generator's epilogue.
-        with contextlib.suppress(Exception):
-            torch._C._cuda_endAllocateToPool(index, pool)
-        with contextlib.suppress(Exception):
-            torch._C._cuda_releasePool(index, pool)
-        with contextlib.suppress(Exception):
-            generator.graphsafe_set_state(before)
-        failure = failure or e
-    if failure is not None:
-        raise failure
-    return graph
 
 
 def _qkv(attn, h: torch.Tensor):
@@ -975,81 +624,3 @@ def _layer_kv(cache, layer: int):
         return cache.layers[layer].keys, cache.layers[layer].values
     return cache.key_cache[layer], cache.value_cache[layer]  # pragma: no cover - older transformers
 
-
-def compare_with_qwen_tts(qmodel, call: Callable[[], Any], slots: int | None = None, engine_model=None,
-                          int8: bool = False) -> Agreement:
-    """Run one greedy qwen_tts wrapper call through qwen_tts's own ``generate`` and judge the engine by it.
-
-    ``qmodel`` is the loaded ``Qwen3TTSForConditionalGeneration`` (``Qwen3TTSModel.model``);
-    ``call`` runs one ``generate_voice_design/clone/custom_voice`` call on its wrapper with
-    ``do_sample=False`` and ``subtalker_dosample=False`` (as ``FastEngine.generate_wavs``
-    takes it; no audio is decoded). ``slots`` is the engine's slot count for the free-running
-    part (default: one per text). qwen_tts generates first (its codes and raw logits are
-    kept); then its codes are fed through the engine (teacher-forced, eager) and the engine
-    also generates on its own (with CUDA graphs where they are on). Returns an ``Agreement``;
-    in float32 expect ``top1_agreement == 1.0`` and ``codes_equal``, in bf16 expect
-    ``top1_agreement`` of 0.99 or more and a ``max_logit_diff`` of the order of the logits' bf16 step.
-    ``engine_model`` (the same checkpoint loaded in another dtype) and ``int8`` judge another
-    precision of the engine against ``qmodel``'s: qwen_tts's prompts are cast to its dtype.
-    Raises ``ValueError`` when the call samples or never reaches ``generate``.
-    """
-    box: dict[str, Any] = {}
-    talker_generate = qmodel.talker.generate
-
-    def reference_talker_generate(**kw):
-        out = talker_generate(**kw, output_logits=True)
-        box["logits"] = out.logits
-        return out
-
-    def generate(**inputs):
-        with _override(qmodel.talker, "generate", reference_talker_generate):
-            codes, _ = type(qmodel).generate(qmodel, **inputs)
-        box.update(codes=codes, inputs=inputs)
-        raise _Captured  # no audio decoding: the codes are all that is judged
-
-    with _override(qmodel, "generate", generate):
-        try:
-            call()
-        except _Captured:
-            pass
-    if "codes" not in box:
-        raise ValueError("The call never reached qwen_tts's generate.")
-    prompts, s = capture_prompts(qmodel, box["inputs"])
-    if s.do_sample or s.sub_do_sample:
-        raise ValueError("Comparing with qwen_tts needs greedy decoding (do_sample=False, subtalker_dosample=False).")
-    engine_device = qmodel.talker.codec_head.weight.device
-    refs = [c.to(engine_device) for c in box["codes"]]
-    ref_logits = torch.stack([step.float() for step in box["logits"]]).to(engine_device)  # [steps, items, V]
-    target = qmodel if engine_model is None else engine_model
-    dt = target.talker.codec_head.weight.dtype
-    prompts = [Prompt(p.embeds.to(dt), p.trailing.to(dt), p.pad.to(dt)) for p in prompts]
-    forced = FastEngine(target, slots=len(prompts), cuda_graphs=False, int8=int8)._teacher_forced(prompts, s, refs)
-    max_frames = s.max_new_tokens - 1
-    agree_first = agree_groups = frames = groups = 0
-    max_diff = 0.0
-    for i, (ref, (logits, firsts, group_picks)) in enumerate(zip(refs, forced)):
-        n = ref.shape[0]
-        judged = n + 1 if n < max_frames else n  # the stop decision too, where qwen_tts stopped on its own
-        want = torch.cat([ref[:, 0].cpu(), torch.tensor([s.eos_id])])[:judged]
-        agree_first += int((firsts[:judged] == want).sum())
-        frames += judged
-        if judged:
-            max_diff = max(max_diff, float((logits[:judged] - ref_logits[:judged, i]).abs().max()))
-        agree_groups += int((group_picks == ref[:, 1:]).sum())
-        groups += group_picks.numel()
-    free = FastEngine(target, slots=slots or len(prompts), int8=int8).generate_codes(prompts, s)
-    equal_frames = []
-    for ref, got in zip(refs, free):
-        n = min(ref.shape[0], got.shape[0])
-        differs = (ref[:n] != got[:n]).any(1).nonzero()
-        equal_frames.append(int(differs[0]) if differs.numel() else n)
-    return Agreement(
-        items=len(refs),
-        frames=frames,
-        top1_agreement=(agree_first + agree_groups) / max(1, frames + groups),
-        first_code_agreement=agree_first / max(1, frames),
-        max_logit_diff=max_diff,
-        reference_frames=tuple(r.shape[0] for r in refs),
-        equal_frames=tuple(equal_frames),
-        codes_equal=all(r.shape == g.shape and torch.equal(r, g) for r, g in zip(refs, free)),
-    )

@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from .engine import CODE_GROUPS, FastEngine, Prompt, Sampling, _KV_ROUND, _State, _TRAIL_MIN
+from .engine import FastEngine, Prompt, Sampling, _KV_ROUND, _TRAIL_MIN
+from .slot_state import CODE_GROUPS, SlotState
 
 ENDED, RUNAWAY, EMPTY = 1, 2, 3  # a slot's status after a step (0: still speaking)
 COMPACT = True  # False: every row computes to the end on a CPU too (the benchmark's reference row)
@@ -85,7 +86,7 @@ class Session:
         self._host = [torch.zeros(self.slots, dtype=torch.long, pin_memory=pin) for _ in range(self._buffers)]
         self._events: list[Any] = [None] * self._buffers
         self._unread: list[tuple[int, int]] = []  # (step, host buffer) written but not yet read
-        self.state: _State = self._new_state()
+        self.state: SlotState = self._new_state()
         engine._state = self.state
 
     @property
@@ -272,10 +273,10 @@ class Session:
             self._start[slot] = self.steps
             self._pos[slot] = r.prompt.embeds.shape[0]
 
-    def _new_state(self) -> _State:
+    def _new_state(self) -> SlotState:
         e = self.engine
         e._state = None  # the old caches and graph go before the new ones are made
-        st = _State(e, self.slots, _TRAIL_MIN * 16, 2 * _KV_ROUND)
+        st = SlotState(e, self.slots, _TRAIL_MIN * 16, 2 * _KV_ROUND)
         st.sampling = self.sampling
         if self.sampling.suppress:
             st.suppress[list(self.sampling.suppress)] = True

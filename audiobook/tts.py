@@ -491,27 +491,27 @@ class TTS:
     def capture(self, narrator, texts: list[str], language: str | None, opts: GenerationOptions, prompt=None):
         """``(model, prompts, sampling)`` that ``narrate`` with these arguments would generate from, built by
         qwen_tts's own code; nothing is generated. ``narrator`` and ``prompt`` as for ``narrate``."""
-        from .engine import _Captured, capture_prompts
+        from .qwen_prompts import Captured, capture_prompts
 
         box: dict[str, Any] = {}
 
         def grab(model, call):
             def generate(**inputs):
                 box["inputs"] = inputs
-                raise _Captured
+                raise Captured
 
             with _generate_on_this_thread(model.model, generate):
                 try:
                     call()
-                except _Captured:
+                except Captured:
                     pass
             box["model"] = model
-            raise _Captured
+            raise Captured
 
         with self._intercepted(grab):
             try:
                 self.narrate(narrator, texts, language, opts, prompt=prompt)
-            except _Captured:
+            except Captured:
                 pass
         prompts, sampling = capture_prompts(box["model"].model, box["inputs"])
         return box["model"], prompts, sampling

@@ -8,7 +8,7 @@ runs every thread count and dtype once, in turn) because the machine is shared: 
 measured side by side mean more than any single time; CPU time is printed beside wall time.
 
 Agreement: qwen_tts's own greedy codes in float32 are fed through the engine in each dtype
-(``engine.compare_with_qwen_tts``), and the share of the engine's picks equal to float32's
+(``agreement.compare_with_qwen_tts``), and the share of the engine's picks equal to float32's
 is reported (first codebook and the 15 code-predictor groups).
 """
 
@@ -37,7 +37,7 @@ def bench_dtypes(models_dir: Path, size: str, texts: list[str], max_new_tokens: 
                  threads: list[int], rounds: int, batch: int, eos_scale: float | None, log=print) -> list[DtypeRow]:
     import torch
 
-    from audiobook.engine import compare_with_qwen_tts
+    from audiobook.agreement import compare_with_qwen_tts
     from audiobook.precision import dtype_problem
     from audiobook.settings import Settings
     from audiobook.tts import TTS, GenerationOptions, Narrator

@@ -121,7 +121,7 @@ def _guard_failures(engine) -> list[str]:
 
 def check_captures(rig: Rig) -> Check:
     """A render-like call through TTS captures graphs, passes the guard and never falls back."""
-    from audiobook.engine import cuda_graphs_off
+    from audiobook.graphs import cuda_graphs_off
     from audiobook.tts import GenerationOptions
 
     rig.tts.settings = rig.tts.settings.updated(engine="fast", batch_size=4)
@@ -267,7 +267,8 @@ def check_sampler(rig: Rig, rows: int = 4096, replays: int = 50) -> Check:
     """The sampler (captured as a graph on CUDA) replayed many times: its histogram is the warped softmax."""
     import torch
 
-    from audiobook.engine import _capture_stream, _choose, _record_graph
+    from audiobook.graphs import capture_stream, record_graph
+    from audiobook.sampling import choose
 
     temperature, top_k, top_p = 0.8, 6, 0.9
     row = torch.tensor([2.0, 1.6, 1.0, 0.4, 0.0, -0.5, -1.0, -3.0], device=rig.device)
@@ -275,14 +276,14 @@ def check_sampler(rig: Rig, rows: int = 4096, replays: int = 50) -> Check:
     picks = torch.zeros(rows, dtype=torch.long, device=rig.device)
 
     def draw():
-        picks.copy_(_choose(logits, True, temperature, top_k, top_p))
+        picks.copy_(choose(logits, True, temperature, top_k, top_p))
 
     counts = torch.zeros(row.numel(), device=rig.device)
     with torch.inference_mode():
         if rig.cuda:
-            with _capture_stream(rig.device):
+            with capture_stream(rig.device):
                 draw()  # warm-up
-                graph = _record_graph(draw, rig.device)
+                graph = record_graph(draw, rig.device)
             step = graph.replay
         else:
             step = draw
@@ -303,7 +304,7 @@ def check_sampler(rig: Rig, rows: int = 4096, replays: int = 50) -> Check:
 
 def check_teacher_forced(rig: Rig, max_new_tokens: int = 200) -> Check:
     """qwen_tts's greedy codes fed through the engine: the engine's top-1 pick agrees at >= 99 % of them."""
-    from audiobook.engine import compare_with_qwen_tts
+    from audiobook.agreement import compare_with_qwen_tts
 
     texts = TEXTS[:3]
     model = rig.model

@@ -119,13 +119,14 @@ def count_step(model, size: str, slots: int, fused: bool, sampled: bool = True, 
     """Operators of one decode step of ``slots`` speaking slots, each with ``kv_length`` cached positions."""
     import torch
 
-    from audiobook.engine import FastEngine, _State
+    from audiobook.engine import FastEngine
+    from audiobook.slot_state import SlotState
 
     engine = FastEngine(model, slots=slots, cuda_graphs=False, fused=fused)
     s = released_sampling(model.config.talker_config.codec_eos_token_id, sampled)
     capacity = kv_length + 16
     with torch.inference_mode():
-        st = _State(engine, slots, 8, capacity)
+        st = SlotState(engine, slots, 8, capacity)
         st.sampling = s
         st.active.fill_(1)
         st.pos.fill_(kv_length)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiobook.engine import FastEngine, Sampling, _choose, capture_prompts, compare_with_qwen_tts
+from audiobook.agreement import compare_with_qwen_tts
+from audiobook.engine import FastEngine, Sampling, _choose, capture_prompts
 from audiobook.tts import GenerationOptions
 from model_helpers import tiny_tts, varied_lengths
 

@@ -13,8 +13,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import audiobook.engine as engine_mod
+import audiobook.graphs as graphs_mod
 from audiobook import step as step_mod
-from audiobook.engine import FastEngine, compare_step
+from audiobook.engine import FastEngine
+from audiobook.graphs import compare_step
 from model_helpers import ENGINE_TEXTS, job_prompts, prompts_of, tiny_tts, varied_lengths
 
 aten = torch.ops.aten
@@ -197,7 +199,7 @@ class EagerGraph:
 @pytest.fixture
 def graphs_allowed(monkeypatch):
     """CUDA graphs on for the session at the start of the test, whatever an earlier test did."""
-    monkeypatch.setattr(engine_mod, "_graphs_off", None)
+    monkeypatch.setattr(graphs_mod, "_graphs_off", None)
 
 
 def graphs_on_cpu(engine, monkeypatch, recorded=None):
@@ -301,7 +303,7 @@ def test_a_faithful_graph_passes_the_guard_and_keeps_replaying(tts, ref_wav, mon
         codes = engine.generate_codes(prompts, s)
     assert len(engine.graph_checks) == len(recorded) >= 1
     assert all(c.ok and c.max_logit_diff == 0.0 for c in engine.graph_checks)
-    assert engine_mod.cuda_graphs_off() is None
+    assert graphs_mod.cuda_graphs_off() is None
     assert sum(g.replays for g in recorded) == len(steps) > 5  # every step, the checked ones included
     want = _eager_codes(model, prompts, s)
     assert len(codes) == len(want) and all(torch.equal(a, b) for a, b in zip(want, codes))
@@ -341,19 +343,19 @@ def test_a_wrong_graph_turns_graphs_off_and_the_call_goes_on_eagerly(tts, ref_wa
     monkeypatch.setattr(FastEngine, "_record", record)
     engine = FastEngine(model.model, slots=2, cuda_graphs=False)
     engine.cuda_graphs = True
-    with torch.inference_mode(), caplog.at_level("WARNING", logger="audiobook.engine"):
+    with torch.inference_mode(), caplog.at_level("WARNING", logger="audiobook.graphs"):
         codes = engine.generate_codes(prompts, s)
     assert len(engine.graph_checks) == 1 and not engine.graph_checks[0].ok
     assert recorded[0].replays == 1, "the wrong graph was replayed after the guard saw it"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "CUDA graphs are off for this session" in warnings[0]
-    assert engine_mod.cuda_graphs_off() == warnings[0]
+    assert graphs_mod.cuda_graphs_off() == warnings[0]
     want = _eager_codes(model, prompts, s)
     assert len(codes) == len(want) and all(torch.equal(a, b) for a, b in zip(want, codes)), "the spoiled step leaked"
     # Off for the session: a new engine does not capture, and no second warning comes.
     other = FastEngine(model.model, slots=3, cuda_graphs=False)
     other.cuda_graphs = True
-    with torch.inference_mode(), caplog.at_level("WARNING", logger="audiobook.engine"):
+    with torch.inference_mode(), caplog.at_level("WARNING", logger="audiobook.graphs"):
         again = other.generate_codes(prompts, s)
     assert len(recorded) == 1 and other.graph_checks == []
     assert all(torch.equal(a, b) for a, b in zip(want, again))

@@ -32,7 +32,7 @@ def test_what_the_machine_cannot_run_is_refused_with_a_sentence(monkeypatch):
 def test_int8_loads_in_float32_and_decodes_with_int8_weights(tiny_models_dir):
     if not precision.int8_kernels():
         pytest.skip("this torch has no CPU int8 weight kernel")  # the refusal is tested above
-    from audiobook.engine import compare_with_qwen_tts
+    from audiobook.agreement import compare_with_qwen_tts
 
     tts = TTS(Settings(models_dir=str(tiny_models_dir), device="cpu", dtype="int8", max_new_tokens=64))
     assert tts.dtype() == torch.float32
