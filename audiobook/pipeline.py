@@ -17,7 +17,7 @@ own frame limit (``frame_limit``), so a take depends on its own inputs only and 
 holds one slot, briefly. Stop admits nothing new, lets the takes in flight end or drops them
 after one take's time (``stop_clock``: the median time a take has needed so far, at least
 ``STOP_FLOOR_S``), keeps what passes, saves and assembles what is complete. Out of memory, the
-slot count halves (``render.BatchSizer``) and the lost takes are fed again first; after a calm
+slot count halves (``batching.BatchSizer``) and the lost takes are fed again first; after a calm
 stretch of takes it doubles back toward the configured batch size.
 """
 
@@ -67,7 +67,7 @@ def frame_limit(text: str, s_per_char: float | None, outlier_factor: float, max_
     limit ends would have failed the pace check anyway); before the book has a pace, a
     conservative default. Never above ``max_new_tokens - 1``.
     """
-    from .render import MIN_RATE_CHARS
+    from .take_length import MIN_RATE_CHARS
 
     chars = max(len(text), MIN_RATE_CHARS)
     if s_per_char:
@@ -256,7 +256,8 @@ class StreamRender:
 
     def _judge(self, item: _Item) -> bool:
         """Keep, retake or fail one take (the render's rules); True when its chunk is now kept."""
-        from .render import MODEL_ERROR, _error_sentence, _Take, check_take, take_badness
+        from .render import MODEL_ERROR, _error_sentence, _Take
+        from .take_length import check_take, take_badness
 
         r = self.r
         st = r.m.chunks[item.chunk]

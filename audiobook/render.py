@@ -8,11 +8,9 @@ Out of GPU memory, a batch is split in half down to single chunks; a take that r
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,13 +19,15 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import audio, timings
+from .batching import LENGTH_WINDOW_BATCHES, BatchSizer, order_for_batches
 from . import manifest as mf
 from .check import TakeCheck, TakeChecker
 from .books import Book
 from .errors import AudiobookError, os_error_sentence
+from .take_length import QualityLimits, SpeakingRate, check_take, take_badness
 from .text import Chunk, load_pronunciations, plan_chunks
 from .files import SAMPLE_RATE
-from .tts import FRAME_RATE, TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
+from .tts import TTS, GenerationOptions, Narrator, is_out_of_memory, release_accelerator_memory
 from .voicing import Voicing
 from .workers import InProcess
 
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 SEED_STEP = 7919  # seed distance between takes of a chunk (any odd step gives fresh samples)
 MODEL_ERROR = "model error"  # how a chunk's error starts when the model raised on its batch
 MAX_FAILED_BATCHES = 3  # batches in a row whose every chunk hit a model error before the render gives up
-RECOVER_AFTER_BATCHES = 8  # batches at a reduced size after running out of memory before trying larger
-LENGTH_WINDOW_BATCHES = 16  # length ordering sorts this many batches at a time, so chapters finish as we go
-MIN_RATE_CHARS = 20  # shorter texts (titles) say too little about speaking rate to judge them
-MIN_RATE_SAMPLES = 5  # passed chunks needed before the book's speaking rate is trusted
 BOOK_FILE = "book.json"  # the rendered book, beside its manifest (fixes re-render from it)
 
 
@@ -164,114 +160,6 @@ class RenderState:
 def batch_log_line(n: int, seconds: float) -> str:
     """The per-batch log line users know: ``Batch (5 chunks) done in 81.59s (16.32s/chunk)``."""
     return f"Batch ({n} chunk{'s' if n != 1 else ''}) done in {seconds:.2f}s ({seconds / max(n, 1):.2f}s/chunk)"
-
-
-# ---- quality checks -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QualityLimits:
-    """When a take is suspect: it ran to the token cap, or its length does not fit its text."""
-
-    runaway_s: float  # a take at least this long ran (nearly) to max_new_tokens
-    outlier_factor: float  # seconds per character this far from the book's median is wrong
-
-    @classmethod
-    def from_settings(cls, s) -> "QualityLimits":
-        cap_s = (s.max_new_tokens - 1) / FRAME_RATE  # a never-ending take stops one frame short of the cap
-        return cls(max(0.0, cap_s - s.runaway_margin_s), s.duration_outlier_factor)
-
-
-def check_take(duration_s: float, text: str, limits: QualityLimits, median_s_per_char: float | None) -> str:
-    """Why a take of ``text`` lasting ``duration_s`` is suspect, as a short phrase; "" when it passes."""
-    if duration_s <= 0:
-        return "no audio"
-    if duration_s >= limits.runaway_s:
-        return f"ran to the length limit ({duration_s:.1f}s): the model did not stop"
-    if median_s_per_char and len(text) >= MIN_RATE_CHARS:
-        rate = duration_s / len(text)
-        if rate > median_s_per_char * limits.outlier_factor:
-            return f"too long for its text ({duration_s:.1f}s, {rate / median_s_per_char:.1f}x the book's pace)"
-        if rate < median_s_per_char / limits.outlier_factor:
-            return f"too short for its text ({duration_s:.1f}s, {median_s_per_char / rate:.1f}x faster than the book's pace)"
-    return ""
-
-
-def take_badness(duration_s: float, text: str, limits: QualityLimits, median_s_per_char: float | None) -> float:
-    """How far a take is from plausible (0 is fine); the best of several takes has the lowest."""
-    if duration_s <= 0:
-        return math.inf
-    if duration_s >= limits.runaway_s:
-        return 1e6 + duration_s
-    if median_s_per_char and text:
-        return abs(math.log(duration_s / len(text) / median_s_per_char))
-    return 0.0
-
-
-class SpeakingRate:
-    """The running median of seconds per character over the book's passed chunks."""
-
-    def __init__(self) -> None:
-        self._rates: list[float] = []
-
-    def add(self, duration_s: float, text: str) -> None:
-        if duration_s > 0 and len(text) >= MIN_RATE_CHARS:
-            bisect.insort(self._rates, duration_s / len(text))
-
-    def median(self) -> float | None:
-        n = len(self._rates)
-        if n < MIN_RATE_SAMPLES:
-            return None
-        return self._rates[n // 2] if n % 2 else (self._rates[n // 2 - 1] + self._rates[n // 2]) / 2
-
-
-# ---- batch size after running out of memory -------------------------------------------------
-
-
-@dataclass
-class BatchSizer:
-    """The batch size in use: halved on out-of-memory, grown back after a calm stretch."""
-
-    wanted: int
-    current: int = 0
-    calm_left: int = 0
-
-    def __post_init__(self) -> None:
-        self.current = self.current or self.wanted
-
-    def shrink(self, failed_size: int) -> str:
-        smaller = max(1, failed_size // 2)
-        self.calm_left = RECOVER_AFTER_BATCHES
-        if smaller < self.current:
-            self.current = smaller
-        return (f"Out of GPU memory with a batch of {failed_size}; splitting it and going on with batches of "
-                f"{self.current} for the next {RECOVER_AFTER_BATCHES} batches.")
-
-    def batch_done(self) -> str:
-        if self.current >= self.wanted:
-            return ""
-        self.calm_left -= 1
-        if self.calm_left > 0:
-            return ""
-        self.current = min(self.wanted, self.current * 2)
-        self.calm_left = RECOVER_AFTER_BATCHES
-        return f"Trying batches of {self.current} again."
-
-
-def order_for_batches(ids: list[str], texts: dict[str, str], batch_order: str, batch_size: int) -> list[str]:
-    """Pending chunk ids in the order they go to the model.
-
-    "book" keeps reading order. "length" sorts each window of ``LENGTH_WINDOW_BATCHES``
-    batches longest first, so a batch holds chunks of similar length (it runs until its
-    longest ends) while chapters still finish as the render goes.
-    """
-    if batch_order == "book":
-        return list(ids)
-    window = max(1, batch_size * LENGTH_WINDOW_BATCHES)
-    out: list[str] = []
-    for w in range(0, len(ids), window):
-        out += sorted(ids[w : w + window], key=lambda i: -len(texts[i]))
-    return out
 
 
 # ---- the render -----------------------------------------------------------------------------

@@ -15,8 +15,10 @@ from typing import Any, Callable
 import numpy as np
 
 from .clips import load_clip
+from .clone_cache import clone_prompt_key, file_sha1, load_clone_prompt, save_clone_prompt
 from .errors import AudiobookError
-from .files import SAMPLE_RATE, atomic_write_bytes
+from .files import SAMPLE_RATE
+from .model_lock import ModelLock, holding_model
 
 log = logging.getLogger(__name__)
 
@@ -175,113 +177,6 @@ class Narrator:
         if self.ref_audio:
             d["ref_audio_sha1"] = file_sha1(self.ref_audio)
         return d
-
-
-def file_sha1(path: str | os.PathLike) -> str:
-    """Hex SHA-1 of a file's bytes, read in blocks (reference clips are hashed for cache keys)."""
-    import hashlib
-
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class ModelLock:
-    """The one lock on the resident model, shared by every caller: render, preview, doctor, workers.
-
-    A caller holds it for as long as it needs the model and names itself in the user's words
-    ("a render of 'Dracula'"). A caller that finds it held by another thread is refused at
-    once with an AudiobookError naming the holder: a voice preview during a render is
-    refused, not queued, so the page never hangs on a click. The holding thread may take it
-    again (the render's own model calls do), and a holder may hand it to another thread (a
-    render started from the page runs in its own thread).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._owner: int | None = None
-        self._depth = 0
-        self._guests: list[threading.Thread] = []  # threads working for the holder (a render's pipeline stages)
-        self.holder = ""  # what holds it now, in the user's words ("" when free)
-
-    def acquire(self, what: str, wait_s: float = 0.0) -> None:
-        """Take the lock for ``what``, waiting at most ``wait_s`` seconds; raise AudiobookError when busy."""
-        me = threading.get_ident()
-        with self._cond:
-            if self._owner == me or (self._owner is not None and self._is_guest(me)):
-                self._depth += 1
-                return
-            if self._owner is not None and wait_s > 0:
-                self._cond.wait_for(lambda: self._owner is None, timeout=wait_s)
-            if self._owner is not None:
-                raise AudiobookError(self.busy_message())
-            self._owner, self._depth, self.holder = me, 1, what
-
-    def release(self) -> None:
-        with self._cond:
-            me = threading.get_ident()
-            if self._owner != me and not self._is_guest(me):
-                raise RuntimeError("the model lock is released by a thread that does not hold it")
-            self._depth -= 1
-            if self._depth == 0:
-                self._owner, self.holder = None, ""
-                self._cond.notify_all()
-
-    @contextmanager
-    def shared_with(self, threads):
-        """While the calling thread holds the lock, let ``threads`` (its helper threads) take it too."""
-        threads = list(threads)
-        with self._cond:
-            if self._owner != threading.get_ident():
-                raise RuntimeError("only the thread holding the model lock can share it")
-            self._guests += threads
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._guests = [t for t in self._guests if t not in threads]
-
-    def _is_guest(self, ident: int) -> bool:
-        return any(t.ident == ident for t in self._guests)
-
-    def hand_over(self, thread_id: int) -> None:
-        """Give the lock (held once by this thread) to the thread ``thread_id``, which must release it."""
-        with self._cond:
-            if self._owner != threading.get_ident() or self._depth != 1:
-                raise RuntimeError("only a thread holding the model lock once can hand it over")
-            self._owner = thread_id
-
-    @contextmanager
-    def hold(self, what: str, wait_s: float = 0.0):
-        self.acquire(what, wait_s)
-        try:
-            yield self
-        finally:
-            self.release()
-
-    def held_by_other(self) -> bool:
-        """True when another thread holds the lock (this thread would be refused)."""
-        with self._cond:
-            return self._owner is not None and self._owner != threading.get_ident()
-
-    def busy_message(self) -> str:
-        holder = self.holder or "another task"
-        way_out = ", or stop the render" if holder.startswith("a render") else ""
-        return f"The model is busy with {holder}; try again when it is done{way_out}."
-
-
-def _holding_model(method):
-    """Run a TTS method under the model lock (re-entrant for the thread that already holds it)."""
-    import functools
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with self.lock.hold("speech generation"):
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 @dataclass
@@ -548,7 +443,7 @@ class TTS:
     def _lang(self, model, language: str | None, n: int) -> list[str]:
         return [language_name(language, model.get_supported_languages())] * n
 
-    @_holding_model
+    @holding_model
     def design(self, texts: list[str], instruct: str, language: str | None, opts: GenerationOptions,
                slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` in a voice described by ``instruct`` (VoiceDesign model)."""
@@ -560,7 +455,7 @@ class TTS:
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
-    @_holding_model
+    @holding_model
     def clone_prompt(self, ref_audio: str | tuple, ref_text: str = "", x_vector_only: bool = False):
         """The Base model's clone prompt (speaker embedding, and reference codes in ICL mode)."""
         model = self.model(CLONE)
@@ -588,7 +483,7 @@ class TTS:
             save_clone_prompt(cache, key, prompt)
         return prompt
 
-    @_holding_model
+    @holding_model
     def clone(self, texts: list[str], prompt, language: str | None, opts: GenerationOptions,
               slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` in a cloned voice; ``prompt`` comes from ``clone_prompt`` and is reused.
@@ -603,7 +498,7 @@ class TTS:
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
-    @_holding_model
+    @holding_model
     def preset(self, texts: list[str], speaker: str | list[str], instruct: str | list[str], language: str | None, opts: GenerationOptions,
                slots: int | None = None) -> list[np.ndarray]:
         """Speak ``texts`` with a built-in CustomVoice speaker.
@@ -626,7 +521,7 @@ class TTS:
         ), slots)
         return [np.asarray(w, dtype=np.float32) for w in wavs]
 
-    @_holding_model
+    @holding_model
     def narrate(self, narrator: Narrator | list[Narrator], texts: list[str], language: str | None, opts: GenerationOptions,
                 prompt=None, slots: int | None = None) -> list[np.ndarray]:
         """One batched call: one wav per text, in input order. ``prompt`` is the cached clone prompt;
@@ -676,69 +571,6 @@ def _generate_on_this_thread(qmodel, fn):
         yield
     finally:
         shadow.local.fn = before
-
-
-# ---- the clone-prompt cache ---------------------------------------------------------------
-# A voice's clone prompt (reference codes and speaker embedding) takes a model call to make;
-# it is kept beside the clip, keyed by what it was made from.
-
-PROMPT_FORMAT = 1
-
-
-def clone_prompt_key(narrator: Narrator, source: str) -> dict[str, Any]:
-    """What a cached clone prompt depends on: the clip's bytes, its text, the mode and the checkpoint."""
-    import hashlib
-
-    return {
-        "format": PROMPT_FORMAT,
-        "reference_sha1": file_sha1(narrator.ref_audio),
-        "text_sha1": hashlib.sha1(narrator.ref_text.encode("utf-8")).hexdigest(),
-        "x_vector_only": bool(narrator.x_vector_only),
-        "checkpoint": source,
-    }
-
-
-def load_clone_prompt(path: Path, key: dict[str, Any]):
-    """The cached prompt at ``path`` when it was made from the same clip, text and checkpoint, else None."""
-    import torch
-    from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
-
-    if not path.is_file():
-        return None
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
-    except Exception as e:
-        log.warning("Ignoring unreadable clone prompt cache %s: %s", path, e)
-        return None
-    if not isinstance(data, dict) or data.get("key") != key:
-        return None
-    return VoiceClonePromptItem(
-        ref_code=data["ref_code"], ref_spk_embedding=data["ref_spk_embedding"],
-        x_vector_only_mode=bool(data["x_vector_only_mode"]), icl_mode=bool(data["icl_mode"]),
-        ref_text=data["ref_text"],
-    )
-
-
-def save_clone_prompt(path: Path, key: dict[str, Any], prompt) -> None:
-    """Store a prompt's tensors (on the CPU) with the key that makes it valid; written atomically."""
-    import io
-
-    import torch
-
-    data = {
-        "key": key,
-        "ref_code": None if prompt.ref_code is None else prompt.ref_code.detach().cpu(),
-        "ref_spk_embedding": prompt.ref_spk_embedding.detach().cpu(),
-        "x_vector_only_mode": bool(prompt.x_vector_only_mode),
-        "icl_mode": bool(prompt.icl_mode),
-        "ref_text": prompt.ref_text,
-    }
-    buf = io.BytesIO()
-    torch.save(data, buf)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except (OSError, AudiobookError) as e:
-        log.warning("Could not cache the clone prompt at %s: %s", path, e)
 
 
 def release_accelerator_memory() -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import AudiobookError
+from .ray_actors import MODEL_SETTINGS, RAY_DEFAULT_ENV, RenderActor, import_ray, kill, park_warm, take_warm
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ EXCHANGE_WAIT_S = 0.5  # an exchange with a worker's stream waits this long for 
 MAX_DEALS = 8  # a call that finds its worker dead this many times in a row ends the render with a sentence
 RESTART_WAIT_S = 1.0  # a call that met a worker still restarting waits this long before it is dealt again
 START_TIMEOUT_S = 300.0  # actors must be placed and answering within this (a busy cluster may queue them)
-# Ray's own dashboard and usage statistics are off unless the user turns them on in the environment.
-RAY_DEFAULT_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 NextBatch = Callable[[], "list[str] | None"]
 RenderBatch = Callable[[list[str], Any], None]
@@ -97,63 +96,6 @@ class WorkerInfo:
 WORKER_COLUMNS = ["worker", "doing", "device", "node", "pid", "calls", "takes", "restarts"]
 
 
-class _Actor:
-    """The Ray actor: one TTS (model and engine) in its own process, on its own GPU or CPU."""
-
-    def __init__(self, settings: dict, threads: int) -> None:
-        import torch
-
-        from audiobook.settings import Settings
-        from audiobook.tts import TTS
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.tts = TTS(Settings.from_dict(settings))
-
-    def use_settings(self, settings: dict) -> dict:
-        """Take a new render's settings (a worker kept from the last render, its model loaded); ``info``."""
-        from audiobook.settings import Settings
-
-        self.close_stream()
-        self.tts.settings = Settings.from_dict(settings)
-        return self.info()
-
-    def info(self) -> dict:
-        import ray
-        import torch
-
-        device = self.tts.device()
-        if device.startswith("cuda"):
-            device = f"{device} ({torch.cuda.get_device_name(0)})"
-        return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "device": device}
-
-    def narrate(self, narrator, texts, language, opts, prompt, slots):
-        return os.getpid(), self.tts.narrate(narrator, texts, language, opts, prompt=prompt, slots=slots)
-
-    def clone_prompt(self, ref_audio, ref_text, x_vector_only):
-        from audiobook.worker_stream import LOCK_WAIT_S
-
-        with self.tts.lock.hold("a voice's clone prompt", wait_s=LOCK_WAIT_S):  # beside this worker's stream
-            return self.tts.clone_prompt(ref_audio, ref_text, x_vector_only)
-
-    # The stream (``worker_stream.py``): the driver opens it, then exchanges takes for audio.
-
-    def open_stream(self, slots, language, opts) -> int:
-        from audiobook.worker_stream import WorkerStream
-
-        self.close_stream()
-        self.stream = WorkerStream(self.tts, slots, language, opts)
-        return os.getpid()
-
-    def exchange(self, takes, prompts, drop_waiting, wait_s):
-        return self.stream.exchange(takes, prompts, drop_waiting, wait_s)
-
-    def close_stream(self) -> None:
-        old, self.stream = getattr(self, "stream", None), None
-        if old is not None:
-            old.close()
-
-
 @dataclass
 class _Worker:
     actor: Any
@@ -186,7 +128,7 @@ class WorkerPool:
         self._prompts: dict[int, tuple[Any, Any]] = {}  # id(prompt) -> (prompt, its object ref)
         self._local = threading.local()  # .lease: the worker a batch thread holds; .worker: the stream a thread feeds
         self._keys = itertools.count()  # names of the takes sent to the workers' streams
-        self._warm_key: tuple | None = None  # what the actors were made for (``_take_warm``)
+        self._warm_key: tuple | None = None  # what the actors were made for (``ray_actors.take_warm``)
 
     # ---- life -----------------------------------------------------------------------
 
@@ -200,7 +142,7 @@ class WorkerPool:
         """Start or join Ray and place the actors; raise AudiobookError when they cannot be placed."""
         if self.size < 1:
             raise AudiobookError("A worker pool needs at least one worker; set workers to 1 or more, or 0 to render here.")
-        ray = _import_ray()
+        ray = import_ray()
         for k, v in RAY_DEFAULT_ENV.items():
             os.environ.setdefault(k, v)
         # The actors import this package: it travels with the job, so a cluster's nodes need only the packages.
@@ -246,9 +188,9 @@ class WorkerPool:
                                  f"{'s' if cpus != 1 else ''}; set workers to {cpus} or fewer.")
         settings = self.settings.updated(workers=0, ray_address="", **({} if on_gpu else {"device": "cpu"}))
         self._warm_key = (ray.get_runtime_context().gcs_address, *(getattr(settings, f) for f in MODEL_SETTINGS))
-        kept = _take_warm(ray, self._warm_key, self.size)
+        kept = take_warm(ray, self._warm_key, self.size)
         # Threaded: a clone prompt (or a status call) runs beside a stream exchange that waits for takes.
-        actor_class = ray.remote(_Actor).options(
+        actor_class = ray.remote(RenderActor).options(
             num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=-1, max_task_retries=0, max_concurrency=4,
         )
         for n in range(self.size):
@@ -279,17 +221,17 @@ class WorkerPool:
             return
         self.closed = True
         try:
-            ray = _import_ray()
+            ray = import_ray()
         except AudiobookError:
             return
         keep = not self.started_ray and ray.is_initialized() and self._warm_key is not None
         with self._info_lock:  # kept: those answering now (not one Ray is still restarting)
             alive = [w for w in self.workers if keep and w.info.pid is not None and w.info.state != "restarting"]
         if alive:  # this process runs Ray itself: the next render takes these workers, models loaded
-            _park_warm(ray, self._warm_key, [w.actor for w in alive])
+            park_warm(ray, self._warm_key, [w.actor for w in alive])
         for w in self.workers:
             if w not in alive:
-                _kill(ray, w.actor)
+                kill(ray, w.actor)
             with self._info_lock:
                 w.info.state = "stopped"
         if self.started_ray and ray.is_initialized():
@@ -389,7 +331,7 @@ class WorkerPool:
         """The clone prompt in Ray's object store, put there once per render."""
         if prompt is None:
             return None
-        ray = _import_ray()
+        ray = import_ray()
         key = id(prompt)
         if key not in self._prompts:
             self._prompts = {key: (prompt, ray.put(prompt))}  # one voice per render: keep only the latest
@@ -401,7 +343,7 @@ class WorkerPool:
         ``doing`` is the worker's state while the call runs. The caller holds the driver lock;
         it holds it again when this returns or raises.
         """
-        ray = _import_ray()
+        ray = import_ray()
         from ray.exceptions import RayActorError, RayTaskError
 
         for deal in range(1, MAX_DEALS + 1):
@@ -485,7 +427,7 @@ class WorkerPool:
 
     def _feed_worker(self, i: int, sr, ended: threading.Event) -> None:
         """Feed worker ``i``'s stream and hand its takes to the checks until the feed is closed and drained."""
-        ray = _import_ray()
+        ray = import_ray()
         from ray.exceptions import RayActorError, RayTaskError
 
         from .pipeline import frame_limit
@@ -599,7 +541,7 @@ class WorkerPool:
         """
         streaming = getattr(self._local, "worker", None)
         if streaming is not None:
-            ray = _import_ray()
+            ray = import_ray()
             return ray.get(self.workers[streaming].actor.clone_prompt.remote(ref_audio, ref_text, x_vector_only))
         held = getattr(self._local, "lease", None)
         if held is not None:
@@ -635,59 +577,6 @@ class _Lease:
             info = pool.workers[self.worker].info
             info.pid, info.batches, info.chunks = pid, info.batches + 1, info.chunks + len(wavs)
         return wavs
-
-
-# Workers kept between renders. Only in a process that runs Ray itself (a pool that started or joined
-# Ray stops it, and its actors with it): the next pool for the same cluster and model settings takes them
-# with their models loaded instead of starting new ones, which costs seconds per worker.
-MODEL_SETTINGS = ("models_dir", "model_size", "device", "dtype", "attention_mode")  # the rest: ``use_settings``
-_warm: dict[str, Any] = {"key": None, "actors": []}
-_warm_lock = threading.Lock()
-
-
-def release_kept() -> int:
-    """Stop the workers kept from the last render (they hold their CPUs or GPUs: another driver of the same
-    cluster may need them); the number stopped."""
-    if not _warm["actors"]:
-        return 0
-    ray = _import_ray()
-    return len([_kill(ray, a) for a in _take_warm(ray, (), 0)])
-
-
-def _take_warm(ray, key: tuple, n: int) -> list:
-    """Up to ``n`` kept workers made for ``key``; any others are stopped (they hold the cluster's resources)."""
-    with _warm_lock:
-        actors, same = _warm["actors"], _warm["key"] == key
-        _warm["key"], _warm["actors"] = None, []
-    taken = actors[:n] if same else []
-    for actor in actors[len(taken):]:
-        _kill(ray, actor)
-    return taken
-
-
-def _park_warm(ray, key: tuple, actors: list) -> None:
-    with _warm_lock:
-        old, _warm["key"], _warm["actors"] = _warm["actors"], key, list(actors)
-    for actor in old:
-        _kill(ray, actor)
-
-
-def _kill(ray, actor) -> None:
-    try:
-        ray.kill(actor, no_restart=True)
-    except Exception:  # noqa: BLE001 - already gone
-        pass
-
-
-def _import_ray():
-    for k, v in RAY_DEFAULT_ENV.items():
-        os.environ.setdefault(k, v)
-    try:
-        import ray
-    except ImportError:
-        raise AudiobookError("Workers need the ray package, which is not installed; run `pip install -r requirements.txt`, "
-                             "or set workers to 0.") from None
-    return ray
 
 
 def _first_line(e: BaseException) -> str:

@@ -103,7 +103,7 @@ def full_size_models(out_dir: Path, configs_dir: Path, name: str = PRESET_MODEL,
 
 
 def random_whisper(out_dir: Path, name: str, device: str = "cpu") -> Path:
-    """A random-weight Whisper with the released shapes of ``name`` (``audiobook.tiny.WHISPER_RELEASED``).
+    """A random-weight Whisper with the released shapes of ``name`` (``audiobook.tiny_whisper.WHISPER_RELEASED``).
 
     Tokenizer, feature extractor and generation config are the tiny checkpoint's (its
     80 mel bins become the released count). Random weights never say end-of-text, so every
@@ -112,7 +112,7 @@ def random_whisper(out_dir: Path, name: str, device: str = "cpu") -> Path:
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    from audiobook.tiny import WHISPER_RELEASED, build_tiny_whisper
+    from audiobook.tiny_whisper import WHISPER_RELEASED, build_tiny_whisper
 
     folder = out_dir / name
     marker = folder / "full_size.json"

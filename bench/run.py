@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 
 from audiobook.books import Chapter  # noqa: E402
 from audiobook.doctor import reset_peak_rss, status_kb, trim_heap  # noqa: E402
-from audiobook.render import order_for_batches  # noqa: E402
+from audiobook.batching import order_for_batches  # noqa: E402
 from audiobook.settings import Settings  # noqa: E402
 from audiobook.text import plan_chunks  # noqa: E402
 from audiobook.tts import TTS, GenerationOptions, Narrator  # noqa: E402
@@ -372,7 +372,7 @@ def bench_render(models_dir: Path, model_label: str, chunk_chars: int, max_new_t
     from audiobook import check
     from audiobook import manifest as mf
     from audiobook.render import _Render
-    from audiobook.tiny import build_tiny_whisper
+    from audiobook.tiny_whisper import build_tiny_whisper
     from backend import Backend
 
     whisper = build_tiny_whisper(work_dir / "whisper", names=["whisper-small"])["whisper-small"]

@@ -33,7 +33,7 @@ def main() -> int:
     import torch
 
     from audiobook.check.whisper import Transcriber
-    from audiobook.tiny import build_tiny_whisper
+    from audiobook.tiny_whisper import build_tiny_whisper
 
     torch.set_num_threads(1)
     source = args.whisper

@@ -24,7 +24,8 @@ def tiny_models_dir(tmp_path_factory):
 
     import torch
 
-    from audiobook.tiny import build_tiny_models, build_tiny_whisper
+    from audiobook.tiny import build_tiny_models
+    from audiobook.tiny_whisper import build_tiny_whisper
 
     # Tiny matmuls gain nothing from threads, and on a shared CPU extra threads
     # spin-wait: one thread is several times faster than two under load.

@@ -7,7 +7,8 @@ import pytest
 
 from audiobook import manifest as mf
 from audiobook.errors import AudiobookError
-from audiobook.tts import PRESET, ModelLock
+from audiobook.model_lock import ModelLock
+from audiobook.tts import PRESET
 from tests.test_errors import RYAN, backend_for, make_book
 
 

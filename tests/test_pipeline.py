@@ -197,9 +197,9 @@ def test_out_of_memory_halves_the_slots_and_they_grow_back(tmp_path, tiny_models
     """Out of memory with 4 slots: the stream goes on with 2, and after a calm stretch of takes tries 4 again."""
     import torch
 
-    from audiobook import render
+    from audiobook import batching
 
-    monkeypatch.setattr(render, "RECOVER_AFTER_BATCHES", 2)  # two calm rounds of the slots, then double
+    monkeypatch.setattr(batching, "RECOVER_AFTER_BATCHES", 2)  # two calm rounds of the slots, then double
     be = backend_for(tmp_path, tiny_models_dir, engine="fast", batch_size=4, max_retries=0)
     real = be.tts.capture
     sessions, failed = [], []

@@ -17,19 +17,9 @@ import torch
 from audiobook import manifest as mf
 from audiobook.books import Book, Chapter
 from audiobook.errors import AudiobookError
-from audiobook.render import (
-    RECOVER_AFTER_BATCHES,
-    BatchSizer,
-    QualityLimits,
-    RenderOptions,
-    RenderResult,
-    SpeakingRate,
-    batch_log_line,
-    check_take,
-    order_for_batches,
-    render_events,
-    take_badness,
-)
+from audiobook.batching import RECOVER_AFTER_BATCHES, BatchSizer, order_for_batches
+from audiobook.render import RenderOptions, RenderResult, batch_log_line, render_events
+from audiobook.take_length import QualityLimits, SpeakingRate, check_take, take_badness
 from audiobook.settings import Settings
 from audiobook.files import SAMPLE_RATE
 from audiobook.tts import Narrator

@@ -19,9 +19,10 @@ import pytest
 from audiobook import manifest as mf
 from audiobook.books import Book, Chapter
 from audiobook.errors import AudiobookError
+from audiobook.ray_actors import RAY_DEFAULT_ENV, release_kept
 from audiobook.settings import Settings
 from audiobook.tts import Narrator
-from audiobook.workers import RAY_DEFAULT_ENV, WorkerPool, release_kept
+from audiobook.workers import WorkerPool
 
 ROOT = Path(__file__).resolve().parent.parent
 RYAN = Narrator(kind="preset", speaker="ryan")

@@ -25,7 +25,8 @@ The storm came in from the west. "Hold fast," the keeper said. The light did not
 
 
 def cmd_tiny_models(args) -> int:
-    from audiobook.tiny import build_tiny_models, build_tiny_whisper
+    from audiobook.tiny import build_tiny_models
+    from audiobook.tiny_whisper import build_tiny_whisper
 
     t0 = time.perf_counter()
     built = {**build_tiny_models(args.dir), **build_tiny_whisper(args.dir)}

@@ -124,7 +124,7 @@ def render(
 def hold_for_render(backend, book: Book | str, what: str = "a render"):
     """Take the model lock for a render of ``book`` (a Book or its title); a render or preview
     already holding it is a sentence."""
-    from audiobook.tts import ModelLock
+    from audiobook.model_lock import ModelLock
 
     lock: ModelLock = backend.tts.lock
     if lock.held_by_other() and lock.holder.startswith("a render"):
