@@ -9,13 +9,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import AudiobookError
 from .files import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from .tts import Narrator
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +34,15 @@ def file_sha1(path: str | os.PathLike) -> str:
 PROMPT_FORMAT = 1
 
 
-def clone_prompt_key(narrator: Narrator, source: str) -> dict[str, Any]:
+def clone_prompt_key(ref_audio: str | os.PathLike, ref_text: str, x_vector_only: bool, source: str) -> dict[str, Any]:
     """What a cached clone prompt depends on: the clip's bytes, its text, the mode and the checkpoint."""
     import hashlib
 
     return {
         "format": PROMPT_FORMAT,
-        "reference_sha1": file_sha1(narrator.ref_audio),
-        "text_sha1": hashlib.sha1(narrator.ref_text.encode("utf-8")).hexdigest(),
-        "x_vector_only": bool(narrator.x_vector_only),
+        "reference_sha1": file_sha1(ref_audio),
+        "text_sha1": hashlib.sha1(ref_text.encode("utf-8")).hexdigest(),
+        "x_vector_only": bool(x_vector_only),
         "checkpoint": source,
     }
 

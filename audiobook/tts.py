@@ -472,7 +472,7 @@ class TTS:
         key = None
         if cache is not None:
             source = resolve_checkpoint(CLONE, self.settings.model_size, self.settings.models_dir)
-            key = clone_prompt_key(narrator, source)
+            key = clone_prompt_key(narrator.ref_audio, narrator.ref_text, narrator.x_vector_only, source)
             prompt = load_clone_prompt(cache, key)
             if prompt is not None:
                 log.info("Using the cached clone prompt %s", cache)
