@@ -15,13 +15,14 @@ class BatchSizer:
     wanted: int
     current: int = 0
     calm_left: int = 0
+    clean_takes: int = 0  # a stream's takes finished since the size last changed (``takes_done``)
 
     def __post_init__(self) -> None:
         self.current = self.current or self.wanted
 
     def shrink(self, failed_size: int) -> str:
         smaller = max(1, failed_size // 2)
-        self.calm_left = RECOVER_AFTER_BATCHES
+        self.calm_left, self.clean_takes = RECOVER_AFTER_BATCHES, 0
         if smaller < self.current:
             self.current = smaller
         return (f"Out of GPU memory with a batch of {failed_size}; splitting it and going on with batches of "
@@ -36,6 +37,18 @@ class BatchSizer:
         self.current = min(self.wanted, self.current * 2)
         self.calm_left = RECOVER_AFTER_BATCHES
         return f"Trying batches of {self.current} again."
+
+    def takes_done(self, takes: int, slots: int) -> str:
+        """For a stream, where takes end one by one: count ``takes`` that finished with ``slots`` slots without
+        running out of memory. Each ``slots`` of them count as one calm batch; the message when the size grew."""
+        self.clean_takes += takes
+        while self.clean_takes >= slots and self.current < self.wanted:
+            self.clean_takes -= slots
+            grown = self.batch_done()
+            if grown:
+                self.clean_takes = 0
+                return grown
+        return ""
 
 
 def order_for_batches(ids: list[str], texts: dict[str, str], batch_order: str, batch_size: int) -> list[str]:

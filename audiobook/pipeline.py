@@ -164,7 +164,6 @@ class StreamRender:
         self.take_times: collections.deque = collections.deque(maxlen=TAKE_TIMES)  # seconds per finished take
         self.stop_at: float | None = None  # when the Stop came, and how long the takes in flight may go on
         self.stop_wait = 0.0
-        self.clean_takes = 0  # takes finished since the slot count last changed
         states = r.m.chunks
         for i in todo:
             self.feed.order.append(self._item(i, states[i].attempts))
@@ -389,16 +388,10 @@ class StreamRender:
 
     def _calm(self, takes: int, slots: int) -> None:
         """Count takes that finished without running out of memory; after a calm stretch the slots grow back."""
-        r = self.r
-        self.clean_takes += takes
-        while self.clean_takes >= slots and r.sizer.current < r.sizer.wanted:
-            self.clean_takes -= slots
-            grown = r.sizer.batch_done()
-            if grown:
-                r._log(grown)
-                self.slots = r.sizer.current
-                self.clean_takes = 0
-                return
+        grown = self.r.sizer.takes_done(takes, slots)
+        if grown:
+            self.r._log(grown)
+            self.slots = self.r.sizer.current
 
     def _making(self) -> tuple:
         """The stages that make decoded takes: here (generate, decode), or on the remote's workers."""
@@ -450,7 +443,7 @@ class StreamRender:
             if self.slots > 1:
                 # The engine's memory follows its slots: go on with fewer, the lost takes fed again first.
                 self.r._log(self.r.sizer.shrink(self.slots))
-                self.slots, self.clean_takes = self.r.sizer.current, 0
+                self.slots = self.r.sizer.current
                 for it in reversed(items):
                     self.feed.push_front(it)
                 return

@@ -12,13 +12,16 @@ last exchange. Inside the worker, as in the render's own pipeline (``pipeline.py
   so what travels back through Ray is audio, not codes, and the driver needs no model.
 
 Nothing here writes a file: the driver keeps, checks and writes every take. Out of memory
-halves this worker's slot count and its lost takes go in again first; any other model error
-fails the takes it touched, which the driver reports as it does for its own.
+halves this worker's slot count and its lost takes go in again first; after a calm stretch
+(``batching.BatchSizer``, as in the render's own pipeline) the slots double back towards the
+count the stream was opened with. Any other model error fails the takes it touched, which the
+driver reports as it does for its own.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import pickle
 import queue
 import threading
@@ -27,12 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from .batching import BatchSizer
 from .pipeline import decode_takes, gather
 from .tts import CLONE, is_out_of_memory, release_accelerator_memory
 
 DECODE_GROUP = 8  # most takes decoded to audio in one padded batch
 LOCK_WAIT_S = 600.0  # a stream call waits this long for a clone prompt another call is making
 DROP_WAITING, DROP_ALL = 1, 2  # what a Stop takes back: the takes not yet in a slot, or every take
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +69,7 @@ class WorkerStream:
 
     def __init__(self, tts, slots: int, language: str | None, opts) -> None:
         self.tts, self.slots, self.language, self.opts = tts, max(1, int(slots)), language, opts
+        self.sizer = BatchSizer(self.slots)  # the slot count after running out of memory, and its way back
         self.cond = threading.Condition()
         self.inbox: collections.deque[Take] = collections.deque()
         self.outbox: list[Done] = []
@@ -123,12 +130,16 @@ class WorkerStream:
                         self.dropped += [r.tag.key for r in session.drop_in_flight() + session.drop_waiting()]
                         self.cond.notify_all()
                 busy = session is not None and session.busy
+                if session is not None and session.slots != self.slots and not busy:
+                    session = None  # drained: the next takes make a session of the new slot count
                 if not busy and self.inbox and self.inbox[0].job != job:
                     if self.decoding:  # the other model's takes are decoded before it goes
                         self.cond.wait(0.02)
                         continue
                     job = self.inbox[0].job
                 room = self.slots - (len(session.in_flight()) + session.waiting() if session is not None else 0)
+                if session is not None and session.slots != self.slots:
+                    room = 0  # a slot count about to change admits nothing until its takes are out
                 items = self._take(room, job) if room > 0 else []
                 if not busy and not items:
                     self.cond.wait(0.2)
@@ -154,6 +165,10 @@ class WorkerStream:
                     self.decoding += len(finished)
                 for f in finished:
                     self.decode_q.put((f.tag, f.codes, f.runaway))
+                grown = self.sizer.takes_done(len(finished), session.slots)
+                if grown:
+                    log.info(grown)
+                    self.slots = self.sizer.current
 
     def _take(self, n: int, job: str | None) -> list[Take]:
         """Up to ``n`` waiting takes of ``job``, in order (the others keep their places). Under ``cond``."""
@@ -183,7 +198,8 @@ class WorkerStream:
         if is_out_of_memory(e) and self.slots > 1:
             # Fewer slots from now on; the lost takes go in again first, with their own seeds.
             release_accelerator_memory()
-            self.slots //= 2
+            log.info(self.sizer.shrink(self.slots))
+            self.slots = self.sizer.current
             with self.cond:
                 self.inbox.extendleft(reversed(takes))
             return

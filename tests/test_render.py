@@ -146,6 +146,20 @@ def test_batch_sizer_halves_then_grows_back():
     assert sizer.batch_done() == ""
 
 
+def test_a_stream_counts_each_slot_count_of_takes_as_one_calm_batch():
+    sizer = BatchSizer(4)
+    sizer.shrink(4)
+    assert sizer.current == 2
+    # Takes end one or a few at a time: RECOVER_AFTER_BATCHES rounds of 2 slots' worth, then 4 again.
+    messages = [sizer.takes_done(1, 2) for _ in range(2 * RECOVER_AFTER_BATCHES)]
+    assert sizer.current == 4 and messages[-1] == "Trying batches of 4 again." and not any(messages[:-1])
+    assert sizer.takes_done(100, 4) == "" and sizer.current == 4  # at the wanted size nothing changes
+    sizer.shrink(4)
+    sizer.takes_done(2 * RECOVER_AFTER_BATCHES - 1, 2)
+    sizer.shrink(2)  # running out again starts the count afresh
+    assert sizer.current == 1 and sizer.takes_done(RECOVER_AFTER_BATCHES - 1, 1) == "" and sizer.current == 1
+
+
 def test_length_order_groups_similar_lengths_and_book_order_keeps_reading_order():
     texts = {str(i): "w" * n for i, n in enumerate([5, 80, 6, 79, 7, 81, 8, 82])}
     ids = list(texts)
