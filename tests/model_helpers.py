@@ -29,6 +29,31 @@ def varied_lengths(qwen_model, scale: float = EOS_SCALE):
             head.data[eos] = saved
 
 
+def out_of_memory_once(tts, above: int) -> tuple[list[int], list[int]]:
+    """Make ``tts`` run out of memory once, on the first group of more than ``above`` takes it prepares.
+
+    Returns two lists that fill as it runs: the size of the group that failed, and the slot
+    count of every engine session made after it.
+    """
+    import torch
+
+    real_capture, real_session = tts.capture, tts.session
+    failed, sessions = [], []
+
+    def capture(narrators, texts, *a, **k):
+        if len(texts) > above and not failed:  # the first full group runs out of memory, later ones fit
+            failed.append(len(texts))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_capture(narrators, texts, *a, **k)
+
+    def session(model, sampling, slots):
+        sessions.append(slots)
+        return real_session(model, sampling, slots)
+
+    tts.capture, tts.session = capture, session
+    return failed, sessions
+
+
 # The coordinate of the talker's hidden state that carries "the runaway speaker is in the prompt".
 _MARK = 0
 

@@ -195,28 +195,12 @@ def test_stop_with_a_runaway_in_flight_ends_within_one_takes_time(tmp_path, tiny
 
 def test_out_of_memory_halves_the_slots_and_they_grow_back(tmp_path, tiny_models_dir, monkeypatch):
     """Out of memory with 4 slots: the stream goes on with 2, and after a calm stretch of takes tries 4 again."""
-    import torch
-
     from audiobook import batching
+    from tests.model_helpers import out_of_memory_once
 
     monkeypatch.setattr(batching, "RECOVER_AFTER_BATCHES", 2)  # two calm rounds of the slots, then double
     be = backend_for(tmp_path, tiny_models_dir, engine="fast", batch_size=4, max_retries=0)
-    real = be.tts.capture
-    sessions, failed = [], []
-
-    def capture(narrators, texts, *a, **k):
-        if len(texts) > 2 and not failed:  # the first full group runs out of memory, later ones fit
-            failed.append(len(texts))
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
-        return real(narrators, texts, *a, **k)
-
-    real_session = be.tts.session
-
-    def session(model, sampling, slots):
-        sessions.append(slots)
-        return real_session(model, sampling, slots)
-
-    be.tts.capture, be.tts.session = capture, session
+    failed, sessions = out_of_memory_once(be.tts, above=2)
     result = be.render(book(n_chapters=2, sentences=5), RYAN, out_dir=tmp_path / "out")
     assert result.complete and failed == [4]
     m = mf.load_manifest(tmp_path / "out")

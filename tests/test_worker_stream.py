@@ -3,13 +3,12 @@
 import time
 
 import numpy as np
-import torch
 
 from audiobook import batching
 from audiobook.settings import Settings
 from audiobook.tts import TTS, GenerationOptions, Narrator
 from audiobook.worker_stream import Take, WorkerStream
-from model_helpers import ENGINE_TEXTS, varied_lengths
+from model_helpers import ENGINE_TEXTS, out_of_memory_once, varied_lengths
 
 RYAN = Narrator(kind="preset", speaker="ryan")
 
@@ -41,22 +40,9 @@ def test_out_of_memory_halves_a_workers_slots_and_they_grow_back(tiny_models_dir
                        do_sample=False, batch_size=4))
     takes = [Take(i, RYAN.job, RYAN, ENGINE_TEXTS[i % len(ENGINE_TEXTS)], seed=100 + i, limit=40)
              for i in range(16)]
-    real_capture, real_session = tts.capture, tts.session
-    failed, sessions = [], []
-
-    def capture(narrators, texts, *a, **k):
-        if len(texts) > 2 and not failed:  # the first full group runs out of memory, later ones fit
-            failed.append(len(texts))
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
-        return real_capture(narrators, texts, *a, **k)
-
-    def session(model, sampling, slots):
-        sessions.append(slots)
-        return real_session(model, sampling, slots)
-
     with varied_lengths(tts.model("preset")):
         want = run_stream(tts, 4, takes)  # the same takes with no error on the way
-        tts.capture, tts.session = capture, session
+        failed, sessions = out_of_memory_once(tts, above=2)
         got = run_stream(tts, 4, takes)
 
     assert sorted(got) == sorted(want) == list(range(len(takes)))
