@@ -119,6 +119,7 @@ def kill(ray, actor) -> None:
 
 
 def import_ray():
+    """Ray, imported with ``RAY_DEFAULT_ENV`` set where the environment does not say otherwise; or one sentence."""
     for k, v in RAY_DEFAULT_ENV.items():
         os.environ.setdefault(k, v)
     try:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import AudiobookError
-from .ray_actors import MODEL_SETTINGS, RAY_DEFAULT_ENV, RenderActor, import_ray, kill, park_warm, take_warm
+from .ray_actors import MODEL_SETTINGS, RenderActor, import_ray, kill, park_warm, take_warm
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,7 @@ class WorkerPool:
         """Start or join Ray and place the actors; raise AudiobookError when they cannot be placed."""
         if self.size < 1:
             raise AudiobookError("A worker pool needs at least one worker; set workers to 1 or more, or 0 to render here.")
-        ray = import_ray()
-        for k, v in RAY_DEFAULT_ENV.items():
-            os.environ.setdefault(k, v)
+        ray = import_ray()  # with Ray's dashboard and usage statistics off unless the environment says otherwise
         # The actors import this package: it travels with the job, so a cluster's nodes need only the packages.
         runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
         if ray.is_initialized():

@@ -605,7 +605,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         if not args.check_only:
             results += bench_model(models, size, texts, max_new, render_sizes, fast_sizes, cuda,
                                    model_size=size if full else "1.7B", eos_scale=args.eos_scale,
-                                   sequential=not (cpu_full and full or args.no_sequential))
+                                   sequential=not ((cpu_full and full) or args.no_sequential))
         if args.check or args.check_only:
             checks.append(bench_check(models, size, texts, max_new, cuda, Path(args.models_dir) / "whisper",
                                       eos_scale=args.eos_scale))
